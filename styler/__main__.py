@@ -1,0 +1,5 @@
+import sys
+
+from styler.cli import main
+
+sys.exit(main())

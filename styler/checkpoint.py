@@ -1,0 +1,75 @@
+"""styler's own generator checkpoints: safetensors weights that say what they are.
+
+A generator checkpoint is one ``.safetensors`` file. Its header metadata holds
+the :class:`~styler.metadata.ModelMetadata` JSON (architecture config, name,
+direction, training size, ...), so the file alone is enough to rebuild the
+network and export it. Nothing in it is pickled; nothing in it can run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from styler.errors import BadCheckpointError, BadModelError
+from styler.fsutil import atomic_write_bytes
+from styler.metadata import METADATA_KEY, ModelMetadata
+
+
+def save_generator(
+    path: str | Path, state_dict: dict[str, torch.Tensor], meta: ModelMetadata
+) -> Path:
+    """Save generator weights with their metadata, atomically."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    data = save(tensors, metadata={METADATA_KEY: meta.to_json()})
+    atomic_write_bytes(path, data)
+    return path
+
+
+def load_generator(path: str | Path) -> tuple[ModelMetadata, dict[str, torch.Tensor]]:
+    """Read a checkpoint written by :func:`save_generator`."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadCheckpointError("no such file" if not path.exists() else "not a file", path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BadCheckpointError(f"not a safetensors checkpoint ({exc})", path) from None
+    if METADATA_KEY not in header:
+        raise BadCheckpointError(
+            "safetensors file without styler metadata (for a pytorch-CycleGAN-and-pix2pix "
+            ".pth file use `styler import`)",
+            path,
+        )
+    try:
+        meta = ModelMetadata.from_json(header[METADATA_KEY])
+    except BadModelError as exc:
+        raise BadCheckpointError(f"bad styler metadata: {exc.reason}", path) from None
+    return meta, tensors
+
+
+def build_generator(
+    meta: ModelMetadata, state_dict: dict[str, torch.Tensor], path: str | Path = ""
+) -> torch.nn.Module:
+    """Rebuild the network a checkpoint describes and load its weights strictly."""
+    from styler import zoo
+
+    net = zoo.build(meta.network, init=None)
+    try:
+        net.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise BadCheckpointError(
+            f"weights do not fit a {meta.architecture} generator: "
+            + (" ".join(first[1:3]) or first[0]),
+            path,
+        ) from None
+    return net.eval()

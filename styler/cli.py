@@ -1,0 +1,249 @@
+"""The ``styler`` command: a thin layer over the Python API.
+
+Each command parses its arguments, calls the library, and prints. Exceptions
+from the library become a one-line message and an exit code here, in
+:func:`main`, and nowhere else. Heavy modules (torch, onnxruntime, numpy) are
+imported inside the commands so that ``styler --help`` starts instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from styler._version import __version__
+from styler.errors import EXIT_USAGE, StylerError
+from styler.log import logger
+
+app = typer.Typer(
+    name="styler",
+    help="Batch image style transfer: train models, apply them to whole folders.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"styler {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")
+    ] = 0,
+) -> None:
+    """Batch image style transfer: train models, apply them to whole folders."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    _setup_logging(level)
+
+
+def _setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("styler: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def _need_train_extra() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise StylerError("this command needs PyTorch: pip install 'styler[train]'") from None
+
+
+@app.command("import")
+def import_(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A .pth generator saved by pytorch-CycleGAN-and-pix2pix.")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="ONNX file to write [default: CHECKPOINT with .onnx]"),
+    ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(help="Override the detected architecture (resnet_9blocks, unet_256, ...)."),
+    ] = None,
+    ngf: Annotated[int | None, typer.Option(help="Override the detected width.")] = None,
+    norm: Annotated[
+        str | None, typer.Option(help="Override the detected norm: instance, batch, none.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Model name [default: file stem].")] = None,
+    description: Annotated[str | None, typer.Option(help="One-line description.")] = None,
+    license: Annotated[str, typer.Option(help="Licence of the weights.")] = "unknown",
+    train_size: Annotated[
+        int | None, typer.Option(help="Crop size the model was trained at.")
+    ] = None,
+    direction: Annotated[
+        str | None, typer.Option(help="AtoB or BtoA [default: from the file name].")
+    ] = None,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Half-precision weights (for GPUs).")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")
+    ] = False,
+) -> None:
+    """Import a pytorch-CycleGAN-and-pix2pix generator checkpoint as a styler ONNX model."""
+    _need_train_extra()
+    from styler.importer import import_to_onnx
+    from styler.netconfig import generator_preset
+
+    overrides: dict[str, object] = {"ngf": ngf, "norm": norm}
+    if arch is not None:
+        try:
+            preset = generator_preset(arch)
+        except ValueError as exc:
+            raise StylerError(str(exc)) from None
+        overrides.update(
+            {"n_blocks": preset.n_blocks}
+            if preset.kind == "resnet"
+            else {"num_downs": preset.num_downs}
+        )
+    result = import_to_onnx(
+        checkpoint,
+        output or checkpoint.with_suffix(".onnx"),
+        name=name,
+        description=description,
+        license=license,
+        train_size=train_size,
+        direction=direction,
+        fp16=fp16,
+        overwrite=overwrite,
+        **overrides,
+    )
+    _report_export(result)
+
+
+@app.command("export")
+def export(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A styler generator checkpoint (.safetensors).")
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="ONNX file to write [default: CHECKPOINT with .onnx]"),
+    ] = None,
+    fp16: Annotated[
+        bool, typer.Option("--fp16", help="Half-precision weights (for GPUs).")
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="Model name.")] = None,
+    description: Annotated[str | None, typer.Option(help="One-line description.")] = None,
+    license: Annotated[str | None, typer.Option(help="Licence of the weights.")] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")
+    ] = False,
+) -> None:
+    """Export a styler checkpoint to a self-describing ONNX model."""
+    _need_train_extra()
+    from styler.export import export_checkpoint
+
+    result = export_checkpoint(
+        checkpoint,
+        output or checkpoint.with_suffix(".fp16.onnx" if fp16 else ".onnx"),
+        fp16=fp16,
+        overwrite=overwrite,
+        name=name,
+        description=description,
+        license=license,
+    )
+    _report_export(result)
+
+
+def _report_export(result: object) -> None:
+    from styler.export import ExportResult
+
+    assert isinstance(result, ExportResult)
+    typer.echo(str(result.path))
+    logger.warning(
+        "wrote %s: %s, %s, parity error %.2e vs torch (%.1f s)",
+        result.path,
+        result.meta.architecture,
+        result.meta.precision,
+        result.parity_error,
+        result.seconds,
+    )
+
+
+@app.command("info")
+def info(
+    model: Annotated[Path, typer.Argument(help="A styler ONNX model.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,
+) -> None:
+    """Show what a styler model is: architecture, channels, range, provenance."""
+    from styler.runtime import Model
+
+    opened = Model.open(model, device="cpu")
+    meta = opened.meta
+    data = meta.to_dict()
+    data["file"] = str(model)
+    data["file_size"] = model.stat().st_size
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    net = meta.network
+    rows = [
+        ("name", meta.name),
+        ("description", meta.description),
+        (
+            "architecture",
+            f"{meta.architecture} ({net.kind}, ngf {net.ngf}, norm {net.norm}, "
+            f"upsample {net.upsample})",
+        ),
+        ("channels", f"{meta.in_channels} in, {meta.out_channels} out"),
+        ("value range", f"[{meta.value_range[0]:g}, {meta.value_range[1]:g}]"),
+        ("size multiple", str(meta.size_multiple)),
+        ("train size", str(meta.train_size) if meta.train_size else "unknown"),
+        (
+            "direction",
+            meta.direction + (f" ({meta.domains[0]} -> {meta.domains[1]})" if meta.domains else ""),
+        ),
+        ("precision", meta.precision),
+        (
+            "parity error",
+            f"{meta.parity_error:.2e}" if meta.parity_error is not None else "not measured",
+        ),
+        ("licence", meta.license),
+        ("source", meta.source),
+        ("created", f"{meta.created} with styler {meta.styler_version}"),
+        ("file", f"{model} ({data['file_size'] / 1e6:.1f} MB)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; styler's errors become one line on stderr and
+    their exit code (usage errors and bad models 2, failed inputs 1)."""
+    try:
+        app(args=argv, prog_name="styler")
+    except StylerError as exc:
+        typer.echo(f"styler: error: {exc}", err=True)
+        return exc.exit_code
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        typer.echo(str(exc.code), err=True)
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""One error hierarchy for the whole library.
+
+The library raises these; the CLI turns them into a one-line message and an
+exit code in one place (``styler.cli``). Messages name the file and the cause.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Exit codes shared by every command.
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+
+
+class StylerError(Exception):
+    """Base class of every error styler raises on purpose."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.path = None if path is None else str(path)
+        self.reason = message
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class BadImageError(StylerError):
+    """An input image cannot be read, decoded or is unsafe to decode."""
+
+    exit_code = EXIT_SOME_FAILED
+
+
+class BadModelError(StylerError):
+    """A file is not a usable styler ONNX model."""
+
+
+class BadCheckpointError(StylerError):
+    """A checkpoint cannot be read or does not hold what it should."""
+
+
+class ExportError(StylerError):
+    """Export failed, or its parity check refused the result."""
+
+
+class DeviceError(StylerError):
+    """A requested device or execution provider is not available."""
+
+
+class UsageError(StylerError):
+    """Arguments that do not make sense together."""
+
+
+class OutputError(StylerError):
+    """An output cannot be written (read-only folder, disk full, ...)."""
+
+    exit_code = EXIT_SOME_FAILED

@@ -1,0 +1,209 @@
+"""Export a generator to a self-describing ONNX file, and prove it is right.
+
+Every export runs the written graph in onnxruntime and the torch network on
+the same inputs, at two different shapes (so the dynamic batch, height and
+width are exercised), and refuses to write the file if they differ by more
+than the tolerance. The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import io
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from styler._version import __version__
+from styler.errors import ExportError, UsageError
+from styler.fsutil import atomic_write_bytes
+from styler.log import logger
+from styler.metadata import METADATA_KEY, ModelMetadata
+
+#: Largest allowed difference between onnxruntime and torch, in output units
+#: (the output range is [-1, 1]).
+FP32_TOLERANCE = 1e-4
+#: fp16 weights and activations against the fp32 torch network: half precision
+#: has an 11-bit mantissa, so errors of a few 1e-3 accumulate over the layers.
+FP16_TOLERANCE = 3e-2
+#: ONNX opset the dynamo exporter targets.
+OPSET = 20
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    meta: ModelMetadata
+    parity_error: float
+    seconds: float
+
+
+class _Fp16(nn.Module):
+    """fp32 in and out, fp16 inside: callers keep feeding float32."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.half()).float()
+
+
+def _shapes(meta: ModelMetadata) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """An export example and a different parity shape, both valid for the net."""
+    m = meta.size_multiple
+    k = max(1, math.ceil(64 / m))
+    c = meta.in_channels
+    return (2, c, m * (k + 1), m * k), (1, c, m * k, m * (k + 2))
+
+
+def to_onnx_bytes(net: nn.Module, meta: ModelMetadata, example: torch.Tensor) -> bytes:
+    """Trace ``net`` with the dynamo exporter into ONNX bytes with dynamic
+    batch, height and width, and ``meta`` written into the file."""
+    import onnx
+
+    dyn = torch.export.Dim.DYNAMIC
+    sink = io.StringIO()
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+        torch.no_grad(),
+    ):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                net,
+                (example,),
+                dynamo=True,
+                opset_version=OPSET,
+                input_names=[meta.input_name],
+                output_names=[meta.output_name],
+                dynamic_shapes=({0: dyn, 2: dyn, 3: dyn},),
+                external_data=False,
+                optimize=True,
+                verbose=False,
+            )
+        except Exception as exc:
+            logger.debug("exporter output:\n%s", sink.getvalue())
+            raise ExportError(f"torch.onnx.export failed: {str(exc).splitlines()[0]}") from exc
+    model = program.model_proto
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
+    model.producer_name = "styler"
+    model.producer_version = __version__
+    model.doc_string = meta.description or meta.name
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported graph is not valid ONNX: {exc}") from None
+    return model.SerializeToString()
+
+
+def parity_error(
+    onnx_bytes: bytes, net: nn.Module, inputs: list[torch.Tensor], meta: ModelMetadata
+) -> float:
+    """Largest absolute difference between onnxruntime and ``net`` on ``inputs``."""
+    from styler.runtime import Model
+
+    model = Model.open(onnx_bytes, device="cpu")
+    worst = 0.0
+    with torch.no_grad():
+        for x in inputs:
+            expected = net(x).float().numpy()
+            got = model.run(x.numpy())
+            if got.shape != expected.shape:
+                raise ExportError(
+                    f"onnxruntime gave shape {got.shape} where torch gave {expected.shape}"
+                )
+            worst = max(worst, float(np.max(np.abs(got - expected))))
+    return worst
+
+
+def export_onnx(
+    net: nn.Module,
+    meta: ModelMetadata,
+    path: str | Path,
+    *,
+    fp16: bool = False,
+    tolerance: float | None = None,
+    seed: int = 0,
+) -> ExportResult:
+    """Export ``net`` (a generator described by ``meta``) to ``path``.
+
+    With ``fp16`` the weights and activations are half precision and the input
+    and output stay float32; the parity check then compares against the fp32
+    torch network with :data:`FP16_TOLERANCE`.
+    """
+    start = time.perf_counter()
+    path = Path(path)
+    reference = copy.deepcopy(net).float().cpu().eval()
+    module = _Fp16(copy.deepcopy(reference)) if fp16 else reference
+    meta = dataclasses.replace(
+        meta,
+        precision="fp16" if fp16 else "fp32",
+        styler_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        parity_error=None,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    example_shape, other_shape = _shapes(meta)
+    lo, hi = meta.value_range
+    inputs = [torch.rand(s, generator=gen) * (hi - lo) + lo for s in (example_shape, other_shape)]
+    data = to_onnx_bytes(module, meta, inputs[0])
+    error = parity_error(data, reference, inputs, meta)
+    limit = tolerance if tolerance is not None else (FP16_TOLERANCE if fp16 else FP32_TOLERANCE)
+    if not error <= limit:
+        raise ExportError(
+            f"refusing to write {path}: onnxruntime and torch differ by {error:.3g} "
+            f"(limit {limit:g}) on inputs {list(example_shape)} and {list(other_shape)}"
+        )
+    meta = dataclasses.replace(meta, parity_error=error)
+    data = _replace_metadata(data, meta)
+    atomic_write_bytes(path, data)
+    seconds = time.perf_counter() - start
+    logger.info("exported %s (parity error %.2e, %.1f s)", path, error, seconds)
+    return ExportResult(path, meta, error, seconds)
+
+
+def _replace_metadata(data: bytes, meta: ModelMetadata) -> bytes:
+    import onnx
+
+    model = onnx.load_model_from_string(data)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
+    return model.SerializeToString()
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    output: str | Path,
+    *,
+    fp16: bool = False,
+    overwrite: bool = False,
+    name: str | None = None,
+    description: str | None = None,
+    license: str | None = None,
+) -> ExportResult:
+    """Export a styler generator checkpoint (.safetensors) to ONNX."""
+    from styler.checkpoint import build_generator, load_generator
+
+    checkpoint, output = Path(checkpoint), Path(output)
+    if output.exists() and not overwrite:
+        raise UsageError(f"{output} exists; pass --overwrite to replace it")
+    meta, state = load_generator(checkpoint)
+    changes = {"name": name, "description": description, "license": license}
+    meta = dataclasses.replace(meta, **{k: v for k, v in changes.items() if v is not None})
+    if not meta.source:
+        meta = dataclasses.replace(meta, source=f"styler checkpoint {checkpoint.name}")
+    net = build_generator(meta, state, checkpoint)
+    return export_onnx(net, meta, output, fp16=fp16)

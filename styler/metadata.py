@@ -1,0 +1,165 @@
+"""The seam between the two halves: what a styler ONNX file says about itself.
+
+The exporter writes one :class:`ModelMetadata` as JSON under the ONNX
+``metadata_props`` key ``styler``; the runtime reads it back with
+onnxruntime alone. Nothing in a model file is ever executed: this module only
+parses and checks JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from styler.errors import BadModelError
+from styler.netconfig import GeneratorConfig, config_from_dict, config_to_dict
+
+#: The ONNX metadata key that holds the JSON document.
+METADATA_KEY = "styler"
+#: Bump when a reader of the old format could misread the new one.
+FORMAT_VERSION = 1
+
+Task = Literal["translate"]
+Precision = Literal["fp32", "fp16"]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything a runtime needs to use a model, and a person to trust it."""
+
+    network: GeneratorConfig
+    name: str
+    description: str = ""
+    license: str = "unknown"
+    task: Task = "translate"
+    #: Translation direction, for example "AtoB" (CycleGAN G_A) or "BtoA".
+    direction: str = "AtoB"
+    #: Names of the domains, for example ("photo", "painting"), when known.
+    domains: tuple[str, str] | None = None
+    #: Pixel values the network takes and gives: x in [lo, hi] maps to [0, 255].
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    #: Crop size the network was trained at, when known.
+    train_size: int | None = None
+    precision: Precision = "fp32"
+    input_name: str = "image"
+    output_name: str = "styled"
+    styler_version: str = ""
+    #: Where the weights came from (training run, imported checkpoint, ...).
+    source: str = ""
+    #: Largest difference from the torch model, measured when the file was written.
+    parity_error: float | None = None
+    created: str = ""
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def architecture(self) -> str:
+        return self.network.preset
+
+    @property
+    def in_channels(self) -> int:
+        return self.network.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.network.out_channels
+
+    @property
+    def size_multiple(self) -> int:
+        return self.network.size_multiple
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["network"] = config_to_dict(self.network)
+        # Derived facts are written too, so that other tools need not derive them.
+        data["architecture"] = self.architecture
+        data["in_channels"] = self.in_channels
+        data["out_channels"] = self.out_channels
+        data["size_multiple"] = self.size_multiple
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelMetadata:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BadModelError(f"styler metadata is not valid JSON ({exc.msg})") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelMetadata:
+        if not isinstance(data, dict):
+            raise BadModelError("styler metadata must be a JSON object")
+        version = data.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise BadModelError("styler metadata has no format_version")
+        if version > FORMAT_VERSION:
+            raise BadModelError(
+                f"model format version {version} is newer than this styler understands "
+                f"({FORMAT_VERSION}); upgrade styler"
+            )
+        data = dict(data)
+        for derived in ("architecture", "in_channels", "out_channels", "size_multiple"):
+            data.pop(derived, None)
+        if "network" not in data:
+            raise BadModelError("styler metadata has no network config")
+        network = config_from_dict(data.pop("network"))
+        if network.kind not in ("resnet", "unet"):
+            raise BadModelError(f"network kind {network.kind!r} is not a generator")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        # Unknown keys from a newer minor writer are kept, not rejected.
+        extra = dict(data.pop("extra", None) or {})
+        extra.update({k: data.pop(k) for k in unknown})
+        _check_types(data)
+        for key in ("value_range", "domains"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(network=network, extra=extra, **data)
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "description": (str,),
+    "license": (str,),
+    "task": (str,),
+    "direction": (str,),
+    "domains": (list, tuple, type(None)),
+    "value_range": (list, tuple),
+    "train_size": (int, type(None)),
+    "precision": (str,),
+    "input_name": (str,),
+    "output_name": (str,),
+    "styler_version": (str,),
+    "source": (str,),
+    "parity_error": (float, int, type(None)),
+    "created": (str,),
+    "format_version": (int,),
+}
+
+
+def _check_types(data: dict[str, Any]) -> None:
+    for key, types in _TYPES.items():
+        if key in data and not isinstance(data[key], types):
+            raise BadModelError(f"styler metadata field {key!r} has the wrong type")
+    if "name" not in data:
+        raise BadModelError("styler metadata has no name")
+    if data.get("task", "translate") != "translate":
+        raise BadModelError(f"unknown model task {data['task']!r}")
+    if data.get("precision", "fp32") not in ("fp32", "fp16"):
+        raise BadModelError(f"unknown precision {data['precision']!r}")
+    lo_hi = data.get("value_range", (-1.0, 1.0))
+    if (
+        len(lo_hi) != 2
+        or not all(isinstance(v, (int, float)) for v in lo_hi)
+        or not lo_hi[0] < lo_hi[1]
+    ):
+        raise BadModelError(f"value_range must be [low, high], got {lo_hi!r}")
+    domains = data.get("domains")
+    if domains is not None and (len(domains) != 2 or not all(isinstance(d, str) for d in domains)):
+        raise BadModelError("domains must be two names")

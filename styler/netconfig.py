@@ -1,0 +1,201 @@
+"""Typed network configurations: what architecture a set of weights holds.
+
+These dataclasses are plain Python (no torch) so that both halves of styler
+share them: the model zoo builds networks from them, the exporter writes them
+into the ONNX metadata, and the runtime reads them back. A config travels with
+its weights everywhere (checkpoints, ONNX files, run folders).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from styler.errors import BadModelError
+
+Norm = Literal["instance", "batch", "none"]
+Upsample = Literal["transpose", "resize"]
+Padding = Literal["reflect", "replicate", "zero"]
+NORMS: tuple[str, ...] = ("instance", "batch", "none")
+
+
+@dataclass(frozen=True)
+class ResnetGeneratorConfig:
+    """ResNet generator (Johnson et al.), as in CycleGAN: c7s1-ngf, two
+    stride-2 downsamplings, ``n_blocks`` residual blocks, two upsamplings."""
+
+    kind: Literal["resnet"] = "resnet"
+    in_channels: int = 3
+    out_channels: int = 3
+    ngf: int = 64
+    n_blocks: int = 9
+    norm: Norm = "instance"
+    dropout: bool = False
+    padding: Padding = "reflect"
+    upsample: Upsample = "transpose"
+
+    @property
+    def size_multiple(self) -> int:
+        return 4  # two stride-2 downsamplings
+
+    @property
+    def preset(self) -> str:
+        return f"resnet_{self.n_blocks}blocks"
+
+
+@dataclass(frozen=True)
+class UnetGeneratorConfig:
+    """U-Net generator, as in pix2pix: ``num_downs`` stride-2 downsamplings
+    with skip connections (7 for unet_128, 8 for unet_256)."""
+
+    kind: Literal["unet"] = "unet"
+    in_channels: int = 3
+    out_channels: int = 3
+    ngf: int = 64
+    num_downs: int = 8
+    norm: Norm = "batch"
+    dropout: bool = False
+    upsample: Upsample = "transpose"
+
+    @property
+    def size_multiple(self) -> int:
+        return 2**self.num_downs
+
+    @property
+    def preset(self) -> str:
+        return f"unet_{2**self.num_downs}"
+
+
+@dataclass(frozen=True)
+class PatchDiscriminatorConfig:
+    """PatchGAN discriminator; ``n_layers=3`` is the 70x70 "basic" one."""
+
+    kind: Literal["patch"] = "patch"
+    in_channels: int = 3
+    ndf: int = 64
+    n_layers: int = 3
+    norm: Norm = "instance"
+
+    @property
+    def preset(self) -> str:
+        return "basic" if self.n_layers == 3 else f"n_layers_{self.n_layers}"
+
+
+@dataclass(frozen=True)
+class PixelDiscriminatorConfig:
+    """1x1 PatchGAN: classifies each pixel as real or fake."""
+
+    kind: Literal["pixel"] = "pixel"
+    in_channels: int = 3
+    ndf: int = 64
+    norm: Norm = "instance"
+
+    @property
+    def preset(self) -> str:
+        return "pixel"
+
+
+GeneratorConfig = ResnetGeneratorConfig | UnetGeneratorConfig
+DiscriminatorConfig = PatchDiscriminatorConfig | PixelDiscriminatorConfig
+NetConfig = GeneratorConfig | DiscriminatorConfig
+
+#: kind -> config class: the only place a class is found from a string.
+CONFIG_TYPES: dict[str, type] = {
+    "resnet": ResnetGeneratorConfig,
+    "unet": UnetGeneratorConfig,
+    "patch": PatchDiscriminatorConfig,
+    "pixel": PixelDiscriminatorConfig,
+}
+
+
+def generator_preset(name: str, **overrides: Any) -> GeneratorConfig:
+    """Config of a named generator: resnet_9blocks, resnet_6blocks, resnet_Nblocks,
+    unet_128, unet_256 (any other field can be overridden)."""
+    if name.startswith("resnet_") and name.endswith("blocks"):
+        n = name[len("resnet_") : -len("blocks")]
+        if n.isdigit() and int(n) > 0:
+            return ResnetGeneratorConfig(n_blocks=int(n), **overrides)
+    if name.startswith("unet_"):
+        size = name[len("unet_") :]
+        if size.isdigit() and int(size) >= 32 and int(size) & (int(size) - 1) == 0:
+            return UnetGeneratorConfig(num_downs=int(size).bit_length() - 1, **overrides)
+    raise ValueError(
+        f"unknown generator {name!r}: expected resnet_9blocks, resnet_6blocks, "
+        "resnet_<N>blocks, unet_128, unet_256 or unet_<power of two, at least 32>"
+    )
+
+
+def discriminator_preset(name: str, **overrides: Any) -> DiscriminatorConfig:
+    """Config of a named discriminator: basic (70x70 PatchGAN), n_layers_N, pixel."""
+    if name == "basic":
+        return PatchDiscriminatorConfig(n_layers=3, **overrides)
+    if name.startswith("n_layers_") and name[len("n_layers_") :].isdigit():
+        return PatchDiscriminatorConfig(n_layers=int(name[len("n_layers_") :]), **overrides)
+    if name == "pixel":
+        return PixelDiscriminatorConfig(**overrides)
+    raise ValueError(f"unknown discriminator {name!r}: expected basic, n_layers_<N> or pixel")
+
+
+def config_to_dict(config: NetConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(data: dict[str, Any]) -> NetConfig:
+    """Parse a config written by :func:`config_to_dict`, checking every field."""
+    if not isinstance(data, dict):
+        raise BadModelError(f"network config must be an object, got {type(data).__name__}")
+    kind = data.get("kind")
+    cls = CONFIG_TYPES.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise BadModelError(f"unknown network kind {kind!r} (known: {', '.join(CONFIG_TYPES)})")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise BadModelError(f"unknown fields for a {kind} network: {', '.join(unknown)}")
+    defaults = cls()
+    for name, value in data.items():
+        expected = type(getattr(defaults, name))
+        if expected is int and (not isinstance(value, int) or isinstance(value, bool)):
+            raise BadModelError(f"{kind} config field {name!r} must be an integer, got {value!r}")
+        if expected is bool and not isinstance(value, bool):
+            raise BadModelError(f"{kind} config field {name!r} must be true/false, got {value!r}")
+        if expected is str and not isinstance(value, str):
+            raise BadModelError(f"{kind} config field {name!r} must be a string, got {value!r}")
+    config = cls(**data)
+    _check_values(config)
+    return config
+
+
+def _check_values(config: NetConfig) -> None:
+    if getattr(config, "norm", "none") not in NORMS:
+        raise BadModelError(f"unknown norm {config.norm!r}")
+    for name in ("in_channels", "out_channels", "ngf", "ndf"):
+        value = getattr(config, name, 1)
+        if value < 1:
+            raise BadModelError(f"config field {name!r} must be positive, got {value}")
+    if isinstance(config, UnetGeneratorConfig) and not 5 <= config.num_downs <= 12:
+        raise BadModelError(f"unet num_downs must be in 5..12, got {config.num_downs}")
+    if isinstance(config, ResnetGeneratorConfig):
+        if config.n_blocks < 0:
+            raise BadModelError(f"resnet n_blocks must be >= 0, got {config.n_blocks}")
+        if config.padding not in ("reflect", "replicate", "zero"):
+            raise BadModelError(f"unknown padding {config.padding!r}")
+    if getattr(config, "upsample", "transpose") not in ("transpose", "resize"):
+        raise BadModelError(f"unknown upsample {config.upsample!r}")
+
+
+__all__ = [
+    "CONFIG_TYPES",
+    "DiscriminatorConfig",
+    "GeneratorConfig",
+    "NetConfig",
+    "PatchDiscriminatorConfig",
+    "PixelDiscriminatorConfig",
+    "ResnetGeneratorConfig",
+    "UnetGeneratorConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "discriminator_preset",
+    "generator_preset",
+]

@@ -1,0 +1,170 @@
+"""The onnxruntime side: open a styler model, check it, choose a device, run it.
+
+This module is in the apply half: it needs onnxruntime and numpy, never torch.
+An ONNX file is data: we let onnxruntime parse it, then check that its
+metadata and its inputs and outputs are what a styler generator has before
+anything is run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from styler.errors import BadModelError, DeviceError
+from styler.log import logger
+from styler.metadata import METADATA_KEY, ModelMetadata
+
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+
+
+def choose_providers(device: str, available: Sequence[str]) -> tuple[str, list[str]]:
+    """Pick onnxruntime execution providers for ``device``.
+
+    ``auto`` takes CUDA when onnxruntime offers it, else the CPU; ``cuda`` when
+    CUDA is not offered is an error, never a silent fallback. Returns the device
+    taken and the provider list (CPU last, for the few ops CUDA lacks).
+    """
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}: expected one of {', '.join(DEVICES)}")
+    has_cuda = CUDA_PROVIDER in available
+    if device == "cuda" and not has_cuda:
+        raise DeviceError(
+            "CUDA was asked for but onnxruntime offers no CUDAExecutionProvider "
+            f"(available: {', '.join(available) or 'none'}); install styler[gpu] "
+            "(onnxruntime-gpu) with a matching CUDA, or use --device cpu"
+        )
+    if device in ("cuda", "auto") and has_cuda:
+        return "cuda", [CUDA_PROVIDER, CPU_PROVIDER]
+    return "cpu", [CPU_PROVIDER]
+
+
+def _ort() -> Any:
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # errors only; we report our own
+    return onnxruntime
+
+
+def session_options(threads: int | None = None) -> Any:
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
+
+
+def read_metadata(session: Any, source: str | Path) -> ModelMetadata:
+    """The styler metadata of an open session, checked against its graph."""
+    props = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        raise BadModelError(
+            "an ONNX model, but not a styler model (no 'styler' metadata); export it with "
+            "`styler export` or import a checkpoint with `styler import`",
+            source,
+        )
+    try:
+        meta = ModelMetadata.from_json(props[METADATA_KEY])
+    except BadModelError as exc:
+        raise BadModelError(exc.reason, source) from None
+    check_signature(session, meta, source)
+    return meta
+
+
+def check_signature(session: Any, meta: ModelMetadata, source: str | Path) -> None:
+    """The graph must take and give one NCHW float image of the declared channels."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    for role, table, name, channels in (
+        ("input", inputs, meta.input_name, meta.in_channels),
+        ("output", outputs, meta.output_name, meta.out_channels),
+    ):
+        arg = table.get(name)
+        if arg is None:
+            raise BadModelError(
+                f"the metadata names {role} {name!r}, the graph has {', '.join(table) or 'none'}",
+                source,
+            )
+        if arg.type not in ("tensor(float)", "tensor(float16)"):
+            raise BadModelError(f"{role} {name!r} is {arg.type}, expected a float tensor", source)
+        shape = arg.shape
+        if len(shape) != 4:
+            raise BadModelError(f"{role} {name!r} has rank {len(shape)}, expected NCHW", source)
+        if isinstance(shape[1], int) and shape[1] != channels:
+            raise BadModelError(
+                f"{role} {name!r} has {shape[1]} channels, the metadata says {channels}", source
+            )
+    required = [i for i in session.get_inputs() if i.name != meta.input_name]
+    if required:
+        raise BadModelError(
+            "the graph needs inputs styler does not provide: "
+            + ", ".join(i.name for i in required),
+            source,
+        )
+
+
+@dataclass
+class Model:
+    """An open styler model: its metadata and an onnxruntime session."""
+
+    path: str
+    meta: ModelMetadata
+    session: Any
+    device: str
+
+    @classmethod
+    def open(
+        cls, model: str | Path | bytes, device: str = "auto", threads: int | None = None
+    ) -> Model:
+        ort = _ort()
+        source = "<in-memory model>" if isinstance(model, bytes) else str(model)
+        if not isinstance(model, bytes):
+            path = Path(model)
+            if not path.exists():
+                raise BadModelError("no such model file", path)
+            if path.is_dir():
+                raise BadModelError("is a directory, not an ONNX model file", path)
+            if path.stat().st_size == 0:
+                raise BadModelError("empty file, not an ONNX model", path)
+        taken, providers = choose_providers(device, ort.get_available_providers())
+        try:
+            session = ort.InferenceSession(
+                model if isinstance(model, bytes) else os.fspath(model),
+                sess_options=session_options(threads),
+                providers=providers,
+            )
+        except Exception as exc:  # onnxruntime raises its own types for bad files
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BadModelError(f"not a loadable ONNX model ({reason[:300]})", source) from None
+        if taken == "cuda" and CUDA_PROVIDER not in session.get_providers():
+            raise DeviceError(
+                "onnxruntime offers CUDA but could not start it (check the CUDA and cuDNN "
+                "libraries); use --device cpu to run on the CPU",
+                source,
+            )
+        meta = read_metadata(session, source)
+        logger.debug("opened %s on %s (%s)", source, taken, ", ".join(session.get_providers()))
+        return cls(source, meta, session, taken)
+
+    @property
+    def input_dtype(self) -> type:
+        arg = next(i for i in self.session.get_inputs() if i.name == self.meta.input_name)
+        return np.float16 if arg.type == "tensor(float16)" else np.float32
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run a batch (N, C, H, W) in the model's value range; H and W must be
+        multiples of the model's size multiple."""
+        feed = {self.meta.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
+        (out,) = self.session.run([self.meta.output_name], feed)
+        return np.asarray(out, dtype=np.float32)

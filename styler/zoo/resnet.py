@@ -1,0 +1,87 @@
+"""ResNet generator (Johnson et al. 2016), the CycleGAN default.
+
+Module layout and parameter names match pytorch-CycleGAN-and-pix2pix's
+``ResnetGenerator`` exactly, so its checkpoints load with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from styler.netconfig import Padding, ResnetGeneratorConfig
+from styler.zoo.layers import ResizeConv, conv_bias, norm_layer
+
+
+def _padding(padding: Padding, amount: int) -> tuple[list[nn.Module], int]:
+    """Explicit padding layers and the conv's own padding for a padding type."""
+    if padding == "reflect":
+        return [nn.ReflectionPad2d(amount)], 0
+    if padding == "replicate":
+        return [nn.ReplicationPad2d(amount)], 0
+    if padding == "zero":
+        return [], amount
+    raise ValueError(f"unknown padding {padding!r}")
+
+
+class ResnetBlock(nn.Module):
+    """conv3x3-norm-relu-(dropout)-conv3x3-norm, plus the input."""
+
+    def __init__(self, dim: int, config: ResnetGeneratorConfig) -> None:
+        super().__init__()
+        bias = conv_bias(config.norm)
+        layers: list[nn.Module] = []
+        for second in (False, True):
+            pad_layers, p = _padding(config.padding, 1)
+            layers += [*pad_layers, nn.Conv2d(dim, dim, 3, padding=p, bias=bias)]
+            layers.append(norm_layer(config.norm, dim))
+            if not second:
+                layers.append(nn.ReLU(True))
+                if config.dropout:
+                    layers.append(nn.Dropout(0.5))
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    def __init__(self, config: ResnetGeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        ngf, norm, bias = config.ngf, config.norm, conv_bias(config.norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(config.in_channels, ngf, 7, padding=0, bias=bias),
+            norm_layer(norm, ngf),
+            nn.ReLU(True),
+        ]
+        n_down = 2
+        for i in range(n_down):
+            mult = 2**i
+            layers += [
+                nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),
+                norm_layer(norm, ngf * mult * 2),
+                nn.ReLU(True),
+            ]
+        mult = 2**n_down
+        layers += [ResnetBlock(ngf * mult, config) for _ in range(config.n_blocks)]
+        for i in range(n_down):
+            mult = 2 ** (n_down - i)
+            c_in, c_out = ngf * mult, ngf * mult // 2
+            if config.upsample == "resize":
+                up: nn.Module = ResizeConv(c_in, c_out, bias, config.padding)
+            else:
+                up = nn.ConvTranspose2d(
+                    c_in, c_out, 3, stride=2, padding=1, output_padding=1, bias=bias
+                )
+            layers += [up, norm_layer(norm, c_out), nn.ReLU(True)]
+        layers += [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(ngf, config.out_channels, 7, padding=0),
+            nn.Tanh(),
+        ]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)

@@ -1,0 +1,55 @@
+"""Shared fixtures: real networks, real exports, the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REFERENCE = FIXTURES / "reference"
+
+
+def run_cli(
+    *args: str, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m styler ARGS`` the way a user runs ``styler ARGS``."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", NO_COLOR="1")
+    return subprocess.run(
+        [sys.executable, "-m", "styler", *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real resnet generator (2 blocks, ngf 8) exported to ONNX once per session."""
+    pytest.importorskip("torch")
+    import torch
+
+    from styler import zoo
+    from styler.export import export_onnx
+    from styler.metadata import ModelMetadata
+    from styler.netconfig import generator_preset
+
+    torch.manual_seed(0)
+    config = generator_preset("resnet_2blocks", ngf=8)
+    net = zoo.build(config, init="normal", gain=0.2)
+    meta = ModelMetadata(network=config, name="tiny-resnet", license="CC0-1.0", train_size=32)
+    path = tmp_path_factory.mktemp("models") / "tiny_resnet.onnx"
+    export_onnx(net, meta, path)
+    return path
