@@ -27,7 +27,13 @@ from styler._version import __version__
 from styler.errors import ExportError, UsageError
 from styler.fsutil import atomic_write_bytes
 from styler.log import logger
-from styler.metadata import METADATA_KEY, ModelMetadata
+from styler.metadata import (
+    METADATA_KEY,
+    STATS_INPUT,
+    STATS_OUTPUT,
+    STATS_WEIGHT_INPUT,
+    ModelMetadata,
+)
 
 #: Largest allowed difference between onnxruntime and torch, in output units
 #: (the output range is [-1, 1]).
@@ -58,6 +64,16 @@ class _Fp16(nn.Module):
         return self.net(x.half()).float()
 
 
+class _Fp16Stats(_Fp16):
+    """:class:`_Fp16` for a :class:`GlobalStatsGenerator`."""
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, stats: torch.Tensor, weight: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        out, own = self.net(x.half(), stats.half(), weight.half())
+        return out.float(), own.float()
+
+
 def _shapes(meta: ModelMetadata) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """An export example and a different parity shape, both valid for the net."""
     m = meta.size_multiple
@@ -68,10 +84,28 @@ def _shapes(meta: ModelMetadata) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 def to_onnx_bytes(net: nn.Module, meta: ModelMetadata, example: torch.Tensor) -> bytes:
     """Trace ``net`` with the dynamo exporter into ONNX bytes with dynamic
-    batch, height and width, and ``meta`` written into the file."""
+    batch, height and width, and ``meta`` written into the file.
+
+    When ``meta.norm_stats`` is set, ``net`` is a :class:`GlobalStatsGenerator`
+    and the statistics inputs get defaults (zeros, weight 1: the plain
+    network), so that callers who know nothing of them feed the image alone.
+    """
     import onnx
+    from onnx import numpy_helper
 
     dyn = torch.export.Dim.DYNAMIC
+    args: tuple[torch.Tensor, ...] = (example,)
+    input_names, output_names = [meta.input_name], [meta.output_name]
+    dynamic: tuple[dict[int, object] | None, ...] = ({0: dyn, 2: dyn, 3: dyn},)
+    defaults: list[tuple[str, np.ndarray]] = []
+    if meta.norm_stats:
+        stats = np.zeros((1, meta.norm_stats), np.float32)
+        weight = np.array(1.0, np.float32)
+        args += (torch.from_numpy(stats), torch.from_numpy(weight))
+        input_names += [STATS_INPUT, STATS_WEIGHT_INPUT]
+        output_names.append(STATS_OUTPUT)
+        dynamic += (None, None)
+        defaults = [(STATS_INPUT, stats), (STATS_WEIGHT_INPUT, weight)]
     sink = io.StringIO()
     with (
         warnings.catch_warnings(),
@@ -83,12 +117,12 @@ def to_onnx_bytes(net: nn.Module, meta: ModelMetadata, example: torch.Tensor) ->
         try:
             program = torch.onnx.export(
                 net,
-                (example,),
+                args,
                 dynamo=True,
                 opset_version=OPSET,
-                input_names=[meta.input_name],
-                output_names=[meta.output_name],
-                dynamic_shapes=({0: dyn, 2: dyn, 3: dyn},),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=dynamic,
                 external_data=False,
                 optimize=True,
                 verbose=False,
@@ -97,6 +131,7 @@ def to_onnx_bytes(net: nn.Module, meta: ModelMetadata, example: torch.Tensor) ->
             logger.debug("exporter output:\n%s", sink.getvalue())
             raise ExportError(f"torch.onnx.export failed: {str(exc).splitlines()[0]}") from exc
     model = program.model_proto
+    model.graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in defaults)
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
     model.producer_name = "styler"
@@ -117,15 +152,32 @@ def parity_error(
 
     model = Model.open(onnx_bytes, device="cpu")
     worst = 0.0
+
+    def compare(got: np.ndarray, expected: np.ndarray) -> None:
+        nonlocal worst
+        if got.shape != expected.shape:
+            raise ExportError(
+                f"onnxruntime gave shape {got.shape} where torch gave {expected.shape}"
+            )
+        worst = max(worst, float(np.max(np.abs(got - expected))))
+
     with torch.no_grad():
         for x in inputs:
-            expected = net(x).float().numpy()
-            got = model.run(x.numpy())
-            if got.shape != expected.shape:
-                raise ExportError(
-                    f"onnxruntime gave shape {got.shape} where torch gave {expected.shape}"
-                )
-            worst = max(worst, float(np.max(np.abs(got - expected))))
+            compare(model.run(x.numpy()), net(x).float().numpy())
+        if meta.norm_stats:
+            # The tiling path: statistics of a whole image, applied to a part of it.
+            from styler.zoo.global_norm import GlobalStatsGenerator
+
+            wrapped = GlobalStatsGenerator(net)
+            x = inputs[0][:1]
+            stats = model.norm_stats(x.numpy())
+            compare(
+                stats, wrapped(x, torch.zeros(1, meta.norm_stats), torch.tensor(1.0))[1].numpy()
+            )
+            part = x[:, :, : x.shape[2] // 2]
+            given = torch.from_numpy(stats)
+            expected = wrapped(part, given, torch.tensor(0.0))[0].numpy()
+            compare(model.run(part.numpy(), stats=stats), expected)
     return worst
 
 
@@ -137,19 +189,30 @@ def export_onnx(
     fp16: bool = False,
     tolerance: float | None = None,
     seed: int = 0,
+    global_stats: bool = True,
 ) -> ExportResult:
     """Export ``net`` (a generator described by ``meta``) to ``path``.
 
     With ``fp16`` the weights and activations are half precision and the input
     and output stay float32; the parity check then compares against the fp32
-    torch network with :data:`FP16_TOLERANCE`.
+    torch network with :data:`FP16_TOLERANCE`. With ``global_stats`` (the
+    default), instance-norm networks get the optional statistics inputs and
+    output that make tiled inference seamless (see ``styler.zoo.global_norm``).
     """
+    from styler.zoo.global_norm import GlobalStatsGenerator, stats_size
+
     start = time.perf_counter()
     path = Path(path)
     reference = copy.deepcopy(net).float().cpu().eval()
-    module = _Fp16(copy.deepcopy(reference)) if fp16 else reference
+    n_stats = stats_size(reference) if global_stats else 0
+    module: nn.Module = copy.deepcopy(reference)  # fp16 converts it in place
+    if n_stats:
+        module = GlobalStatsGenerator(module)
+    if fp16:
+        module = _Fp16Stats(module) if n_stats else _Fp16(module)
     meta = dataclasses.replace(
         meta,
+        norm_stats=n_stats,
         precision="fp16" if fp16 else "fp32",
         styler_version=__version__,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -21,6 +21,11 @@ METADATA_KEY = "styler"
 #: Bump when a reader of the old format could misread the new one.
 FORMAT_VERSION = 1
 
+#: Names of the optional instance-norm statistics inputs and output.
+STATS_INPUT = "norm_stats"
+STATS_WEIGHT_INPUT = "norm_stats_weight"
+STATS_OUTPUT = "norm_stats_out"
+
 Task = Literal["translate"]
 Precision = Literal["fp32", "fp16"]
 
@@ -48,6 +53,10 @@ class ModelMetadata:
     styler_version: str = ""
     #: Where the weights came from (training run, imported checkpoint, ...).
     source: str = ""
+    #: Length of the packed instance-norm statistics vector the graph accepts
+    #: (optional inputs STATS_INPUT and STATS_WEIGHT_INPUT) and returns
+    #: (output STATS_OUTPUT), for seamless tiling; 0 when it has none.
+    norm_stats: int = 0
     #: Largest difference from the torch model, measured when the file was written.
     parity_error: float | None = None
     created: str = ""
@@ -138,6 +147,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "styler_version": (str,),
     "source": (str,),
     "parity_error": (float, int, type(None)),
+    "norm_stats": (int,),
     "created": (str,),
     "format_version": (int,),
 }

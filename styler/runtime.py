@@ -18,7 +18,13 @@ import numpy as np
 
 from styler.errors import BadModelError, DeviceError
 from styler.log import logger
-from styler.metadata import METADATA_KEY, ModelMetadata
+from styler.metadata import (
+    METADATA_KEY,
+    STATS_INPUT,
+    STATS_OUTPUT,
+    STATS_WEIGHT_INPUT,
+    ModelMetadata,
+)
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -105,6 +111,21 @@ def check_signature(session: Any, meta: ModelMetadata, source: str | Path) -> No
             raise BadModelError(
                 f"{role} {name!r} has {shape[1]} channels, the metadata says {channels}", source
             )
+    if meta.norm_stats:
+        optional = {i.name: i for i in session.get_overridable_initializers()}
+        stats, weight = optional.get(STATS_INPUT), optional.get(STATS_WEIGHT_INPUT)
+        if (
+            stats is None
+            or weight is None
+            or list(stats.shape) != [1, meta.norm_stats]
+            or STATS_OUTPUT not in outputs
+        ):
+            raise BadModelError(
+                f"the metadata promises {meta.norm_stats} norm statistics, the graph does not "
+                f"have the optional inputs {STATS_INPUT}, {STATS_WEIGHT_INPUT} of that size "
+                f"and the output {STATS_OUTPUT}",
+                source,
+            )
     required = [i for i in session.get_inputs() if i.name != meta.input_name]
     if required:
         raise BadModelError(
@@ -162,9 +183,24 @@ class Model:
         arg = next(i for i in self.session.get_inputs() if i.name == self.meta.input_name)
         return np.float16 if arg.type == "tensor(float16)" else np.float32
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
+    def run(self, batch: np.ndarray, stats: np.ndarray | None = None) -> np.ndarray:
         """Run a batch (N, C, H, W) in the model's value range; H and W must be
-        multiples of the model's size multiple."""
+        multiples of the model's size multiple. With ``stats`` (from
+        :meth:`norm_stats` of a whole image), every instance norm uses those
+        statistics instead of the batch items' own: the way to run tiles."""
         feed = {self.meta.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
+        if stats is not None:
+            if not self.meta.norm_stats:
+                raise BadModelError("this model takes no norm statistics", self.path)
+            feed[STATS_INPUT] = np.ascontiguousarray(stats, dtype=np.float32).reshape(1, -1)
+            feed[STATS_WEIGHT_INPUT] = np.array(0.0, np.float32)
         (out,) = self.session.run([self.meta.output_name], feed)
         return np.asarray(out, dtype=np.float32)
+
+    def norm_stats(self, image: np.ndarray) -> np.ndarray:
+        """Instance-norm statistics of one image (1, C, H, W), packed as (1, S)."""
+        if not self.meta.norm_stats:
+            raise BadModelError("this model has no instance-norm statistics", self.path)
+        feed = {self.meta.input_name: np.ascontiguousarray(image, dtype=self.input_dtype)}
+        (stats,) = self.session.run([STATS_OUTPUT], feed)
+        return np.asarray(stats, dtype=np.float32)

@@ -104,7 +104,12 @@ def test_fp16_export_runs_and_stays_within_its_bound(tmp_path: Path) -> None:
     assert out.dtype == np.float32 and out.shape == (1, 3, 32, 36)
     fp32 = export_onnx(net, ModelMetadata(network=config, name="full"), tmp_path / "f.onnx")
     assert fp32.parity_error < result.parity_error
-    assert result.path.stat().st_size < 0.7 * fp32.path.stat().st_size
+    import onnx
+
+    weights = [
+        t for t in onnx.load(str(result.path)).graph.initializer if len(t.dims) == 4
+    ]  # convolution kernels
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
 
 
 def test_parity_failure_refuses_to_write(tmp_path: Path) -> None:
