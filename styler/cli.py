@@ -8,9 +8,11 @@ imported inside the commands so that ``styler --help`` starts instantly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -227,6 +229,193 @@ def info(
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         typer.echo(f"{key:<{width}}  {value}")
+
+
+@app.command("apply")
+def apply(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files or folders; '-' reads paths from stdin.", metavar="INPUT..."
+        ),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="ONNX model file or shipped model name [default: the default model].",
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path("styled"),
+    fmt: Annotated[str, typer.Option("--format", help="keep, png, jpg or webp.")] = "keep",
+    quality: Annotated[int, typer.Option(help="JPEG/WebP quality.")] = 95,
+    suffix: Annotated[str, typer.Option(help="Added to each output's stem.")] = "",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs.")
+    ] = False,
+    recursive: Annotated[
+        bool, typer.Option("--recursive/--no-recursive", help="Walk subfolders.")
+    ] = True,
+    nul: Annotated[
+        bool, typer.Option("-0", "--null", help="Paths on stdin are NUL-separated.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be done; write nothing.")
+    ] = False,
+    max_size: Annotated[
+        int | None, typer.Option(help="Downscale images whose longest side exceeds this.")
+    ] = None,
+    tile: Annotated[
+        int | None, typer.Option(help="Tile edge in pixels [default: automatic].")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="CPU threads for inference.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images of one size run together.")] = 4,
+    workers: Annotated[int, typer.Option(help="Decode and encode threads.")] = 2,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per input on stdout.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")] = False,
+) -> None:
+    """Style every image in INPUT (files, folders, or '-' for paths on stdin).
+
+    Outputs go under --output, mirroring each folder's tree, at the input's
+    exact size; existing outputs are skipped. stdout gets one output path per
+    styled image (or JSON with --json); progress and errors go to stderr.
+    Exit code 0: all styled or skipped; 1: some inputs failed; 2: usage or model error.
+    """
+    import time
+
+    from styler.apply import ApplyOptions, Stylizer
+    from styler.errors import EXIT_SOME_FAILED
+    from styler.paths import collect_jobs, read_path_list
+
+    if inputs.count("-") > 1:
+        raise StylerError("'-' (paths from stdin) can be given only once")
+    options = ApplyOptions(
+        output_dir=output,
+        format=fmt,
+        quality=quality,
+        suffix=suffix,
+        overwrite=overwrite,
+        max_size=max_size,
+        dry_run=dry_run,
+        batch_size=batch_size,
+        workers=workers,
+    )
+    stylizer = Stylizer(model, device=device, threads=threads, tile=tile)
+    if not quiet:
+        meta = stylizer.meta
+        typer.echo(
+            f"styler: {meta.name} ({meta.architecture}) on {stylizer.model.device}", err=True
+        )
+
+    def expand() -> Iterator[str]:
+        for item in inputs:
+            if item == "-":
+                yield from read_path_list(sys.stdin.buffer, nul=nul)
+            else:
+                yield item
+
+    jobs = collect_jobs(expand(), recursive=recursive, output_dir=output)
+    counts = {"ok": 0, "skipped": 0, "failed": 0, "planned": 0}
+    started = time.perf_counter()
+    with _progress(enabled=not quiet and sys.stderr.isatty()) as advance:
+        for result in stylizer.apply_files(jobs, options):
+            counts[result.status] += 1
+            if as_json:
+                typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+            elif result.status == "ok":
+                typer.echo(result.output)
+            elif result.status == "planned":
+                typer.echo(f"{result.input} -> {result.output}")
+            if result.status == "failed":
+                typer.echo(f"styler: {result.input}: {result.error}", err=True)
+            for note in result.warnings:
+                typer.echo(f"styler: {result.input}: warning: {note}", err=True)
+            sys.stdout.flush()
+            advance(result)
+    if not quiet:
+        seconds = time.perf_counter() - started
+        rate = counts["ok"] / seconds if seconds > 0 else 0.0
+        parts = [f"{counts['ok']} styled"]
+        if counts["planned"]:
+            parts.append(f"{counts['planned']} planned")
+        parts += [f"{counts['skipped']} skipped (existing)", f"{counts['failed']} failed"]
+        typer.echo(f"styler: {', '.join(parts)} in {seconds:.1f} s ({rate:.2f} images/s)", err=True)
+    if counts["failed"]:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[object], None]]:
+    """A rich progress line on stderr when it is a terminal; else nothing."""
+    if not enabled:
+        yield lambda _result: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("styling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[last]}", style="dim"),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("styling", total=None, last="")
+
+        def advance(result: object) -> None:
+            name = Path(getattr(result, "input", "")).name
+            progress.update(task, advance=1, last=name)
+
+        yield advance
+
+
+@app.command("models")
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,
+) -> None:
+    """List the models that ship with styler, with their cards."""
+    from styler.models import shipped_models
+
+    found = shipped_models()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "name": m.name,
+                        "path": str(m.path),
+                        "default": m.is_default,
+                        "card": m.card.read_text() if m.card else None,
+                    }
+                    for m in found
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not found:
+        typer.echo("styler: no models ship with this install yet", err=True)
+        return
+    for m in found:
+        typer.echo(f"{m.name}{' (default)' if m.is_default else ''}  {m.path}")
+        if m.card:
+            typer.echo("")
+            typer.echo(m.card.read_text().rstrip())
+            typer.echo("")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,156 @@
+"""Benchmark: `styler apply` against a plain PyTorch eager loop, same weights.
+
+Both process the same folder of full-resolution JPEG photos, one after the
+other, in separate processes so that neither warms the other's caches:
+
+- baseline: the textbook loop (PIL decode -> tensor -> pad -> net(x) in eager
+  PyTorch under no_grad -> crop -> PIL encode), one image at a time;
+- styler: `styler apply DIR -m MODEL.onnx -o OUT` through the real CLI.
+
+Reports images per second for each and their ratio, plus each process's peak
+resident memory. Needs the `train` extra (the baseline runs torch).
+
+    python bench/apply_throughput.py --images 12 --size 768x512 --arch resnet_9blocks --ngf 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_photos(folder: Path, count: int, width: int, height: int, seed: int = 0) -> None:
+    """Smooth random photos-like images (low-frequency colour fields plus detail)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        small = rng.uniform(0, 255, size=(height // 32 + 1, width // 32 + 1, 3)).astype(np.uint8)
+        base = np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC), np.float32)
+        noise = rng.normal(0, 12, size=(height, width, 3))
+        img = np.clip(base + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"photo_{i:03d}.jpg", quality=92)
+
+
+def build_model(path: Path, arch: str, ngf: int) -> Path:
+    """Random-initialised weights, saved as a styler checkpoint and exported."""
+    import torch
+
+    from styler import zoo
+    from styler.checkpoint import save_generator
+    from styler.export import export_onnx
+    from styler.metadata import ModelMetadata
+    from styler.netconfig import generator_preset
+
+    torch.manual_seed(0)
+    config = generator_preset(arch, ngf=ngf)
+    net = zoo.build(config, gain=0.2)
+    meta = ModelMetadata(network=config, name=f"bench-{arch}-ngf{ngf}")
+    save_generator(path.with_suffix(".safetensors"), net.state_dict(), meta)
+    export_onnx(net, meta, path)
+    return path
+
+
+BASELINE = r'''
+import sys, time, resource
+from pathlib import Path
+import numpy as np, torch
+from PIL import Image
+from styler.checkpoint import build_generator, load_generator
+torch.set_num_threads(int(sys.argv[4]))
+meta, state = load_generator(sys.argv[1])
+net = build_generator(meta, state)
+src, out = Path(sys.argv[2]), Path(sys.argv[3])
+out.mkdir(parents=True, exist_ok=True)
+files = sorted(src.glob("*.jpg"))
+start = time.perf_counter()
+with torch.no_grad():
+    for f in files:
+        img = Image.open(f).convert("RGB")
+        x = torch.from_numpy(np.asarray(img, np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
+        h, w = x.shape[2:]
+        x = torch.nn.functional.pad(x, (0, -w % 4, 0, -h % 4), mode="reflect")
+        y = net(x)[0, :, :h, :w]
+        arr = ((y.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).round().astype(np.uint8)
+        Image.fromarray(arr).save(out / f.name, quality=95)
+seconds = time.perf_counter() - start
+print(seconds, len(files), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+'''
+
+
+def run_baseline(ckpt: Path, src: Path, out: Path, threads: int) -> dict[str, float]:
+    res = subprocess.run(
+        [sys.executable, "-c", BASELINE, str(ckpt), str(src), str(out), str(threads)],
+        capture_output=True, text=True, check=True,
+    )
+    seconds, count, rss = res.stdout.split()
+    return {"seconds": float(seconds), "images": int(count), "peak_rss_mb": int(rss) / 2**20}
+
+
+def run_styler(model: Path, src: Path, out: Path, threads: int) -> dict[str, float]:
+    code = (
+        "import resource, sys, time\n"
+        "from styler.cli import main\n"
+        "t = time.perf_counter()\n"
+        "rc = main(sys.argv[1:])\n"
+        "print('BENCH', time.perf_counter() - t, rc,"
+        " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, "apply", str(src), "-m", str(model), "-o", str(out),
+         "--threads", str(threads), "-q"],
+        capture_output=True, text=True, check=True,
+    )
+    line = next(x for x in res.stderr.splitlines() if x.startswith("BENCH"))
+    _, seconds, rc, rss = line.split()
+    assert rc == "0", res.stderr
+    count = len(res.stdout.split())
+    return {"seconds": float(seconds), "images": count, "peak_rss_mb": int(rss) / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--size", default="768x512", help="WIDTHxHEIGHT of the photos")
+    parser.add_argument("--arch", default="resnet_9blocks")
+    parser.add_argument("--ngf", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--repeat", type=int, default=1, help="alternate the two runs this often")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        make_photos(root / "photos", args.images, width, height)
+        model = build_model(root / "model.onnx", args.arch, args.ngf)
+        runs: dict[str, list[dict[str, float]]] = {"baseline": [], "styler": []}
+        for i in range(args.repeat):
+            runs["baseline"].append(
+                run_baseline(model.with_suffix(".safetensors"), root / "photos", root / f"b{i}", args.threads)
+            )
+            runs["styler"].append(run_styler(model, root / "photos", root / f"s{i}", args.threads))
+    best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
+    ips = {k: r["images"] / r["seconds"] for k, r in best.items()}
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "arch": args.arch, "ngf": args.ngf, "images": args.images, "size": args.size,
+        "baseline_images_per_s": round(ips["baseline"], 3),
+        "styler_images_per_s": round(ips["styler"], 3),
+        "ratio": round(ips["styler"] / ips["baseline"], 2),
+        "baseline_peak_rss_mb": round(best["baseline"]["peak_rss_mb"]),
+        "styler_peak_rss_mb": round(best["styler"]["peak_rss_mb"]),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

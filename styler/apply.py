@@ -1,0 +1,416 @@
+"""Applying a model to images: one array, one PIL image, or a whole stream of files.
+
+The pipeline for files is Real-ESRGAN's pre-process -> tile -> post-process,
+made to stream: decoding runs ahead in worker threads, neighbouring images of
+the same size are batched into one onnxruntime call on the main thread, and
+encoding runs behind in worker threads, each output written atomically.
+Results come back in input order, one per input, and a bad input never stops
+the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from styler import imageio, tiling
+from styler.errors import BadImageError, StylerError
+from styler.log import logger
+from styler.paths import Job, output_path
+from styler.runtime import Model
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+#: Memory onnxruntime may use for one run. Images whose run would need more go
+#: in tiles. Measured on the CPU: a resnet_9blocks at ngf 64 takes about
+#: 4 KB per pixel (1 GiB at 512x512), and memory grows with the width.
+RUN_MEMORY_BYTES = 1024**3
+BYTES_PER_PIXEL_PER_NGF = 64
+#: Statistics for tiled instance-norm models come from the whole image,
+#: downscaled to at most this many pixels.
+STATS_PIXELS = 1024 * 1024
+#: Overlap between neighbouring tiles, blended with a smooth window, and the
+#: margin of context at each tile edge that is computed and discarded.
+TILE_OVERLAP = 32
+TILE_MARGIN = 32
+
+Status = Literal["ok", "skipped", "failed", "planned"]
+FORMATS = ("keep", "png", "jpg", "webp")
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    """How a batch of files is styled and written (saved beside the CLI's args)."""
+
+    output_dir: Path = Path("styled")
+    format: str = "keep"
+    quality: int = 95
+    suffix: str = ""
+    overwrite: bool = False
+    max_size: int | None = None
+    dry_run: bool = False
+    batch_size: int = 4
+    workers: int = 2
+    max_pixels: int = imageio.DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise StylerError(
+                f"unknown format {self.format!r}: expected one of {', '.join(FORMATS)}"
+            )
+        if not 1 <= self.quality <= 100:
+            raise StylerError(f"quality must be in 1..100, got {self.quality}")
+        if self.batch_size < 1 or self.workers < 1:
+            raise StylerError("batch size and workers must be at least 1")
+        if self.max_size is not None and self.max_size < 1:
+            raise StylerError(f"max size must be positive, got {self.max_size}")
+
+
+@dataclass
+class Result:
+    """What happened to one input."""
+
+    input: str
+    output: str | None
+    status: Status
+    error: str | None = None
+    milliseconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Stylizer:
+    """A model ready to style images.
+
+    >>> stylizer = Stylizer("model.onnx")            # doctest: +SKIP
+    >>> styled = stylizer.apply(PIL.Image.open("photo.jpg"))   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: str | Path | Model | None = None,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        tile: int | None = None,
+        overlap: int = TILE_OVERLAP,
+        whole_pixels: int | None = None,
+    ) -> None:
+        if isinstance(model, Model):
+            self.model = model
+        else:
+            from styler.models import resolve_model
+
+            self.model = Model.open(resolve_model(model), device=device, threads=threads)
+        self.tile = tile
+        self.overlap = overlap
+        self.whole_pixels = whole_pixels or pixel_budget(self.model.meta.network.ngf)
+        if tile is not None and tile < self.model.meta.size_multiple:
+            raise StylerError(
+                f"tile size {tile} is smaller than the model's size multiple "
+                f"{self.model.meta.size_multiple}"
+            )
+
+    @property
+    def meta(self) -> Any:
+        return self.model.meta
+
+    # -- arrays ---------------------------------------------------------------
+
+    def _to_model(self, rgb: np.ndarray) -> np.ndarray:
+        """H x W x 3 in [0, 1] -> 1 x C x H x W in the model's value range."""
+        lo, hi = self.meta.value_range
+        x = rgb.transpose(2, 0, 1)[None].astype(np.float32, copy=False)
+        if self.meta.in_channels == 1:
+            x = x.mean(axis=1, keepdims=True)
+        return x * (hi - lo) + lo
+
+    def _from_model(self, y: np.ndarray) -> np.ndarray:
+        """C x H x W in the model's range -> H x W x 3 in [0, 1]."""
+        lo, hi = self.meta.value_range
+        out = (y - lo) / (hi - lo)
+        if out.shape[0] == 1:
+            out = np.repeat(out, 3, axis=0)
+        return np.clip(out[:3].transpose(1, 2, 0), 0.0, 1.0)
+
+    def uses_tiles(self, height: int, width: int) -> bool:
+        return self.tile is not None or height * width > self.whole_pixels
+
+    def apply_array(self, rgb: np.ndarray) -> np.ndarray:
+        """Style one H x W x 3 float image in [0, 1]; same size out."""
+        return self.apply_batch([rgb])[0]
+
+    def apply_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Style images; those of one size that run whole share one session call."""
+        if not images:
+            return []
+        h, w = images[0].shape[:2]
+        if any(im.shape[:2] != (h, w) for im in images) or self.uses_tiles(h, w):
+            if len(images) > 1:
+                return [self.apply_batch([im])[0] for im in images]
+            return [self._tiled(images[0])]
+        x = np.concatenate([self._to_model(im) for im in images])
+        padded, size = tiling.pad_to_multiple(x, self.meta.size_multiple)
+        y = tiling.crop(self.model.run(padded), size)
+        return [self._from_model(y[i]) for i in range(len(images))]
+
+    def _tiled(self, rgb: np.ndarray) -> np.ndarray:
+        x = self._to_model(rgb)[0]
+        multiple = self.meta.size_multiple
+        tile = self.tile or tiling.auto_tile_size(self.whole_pixels, multiple)
+        stats = self._global_stats(x) if self.meta.norm_stats else None
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            return self.model.run(batch, stats=stats)
+
+        y = tiling.run_tiled(
+            run,
+            x,
+            tile=tile,
+            overlap=min(self.overlap, tile // 4),
+            margin=min(TILE_MARGIN, tile // 8),
+            multiple=multiple,
+            out_channels=self.meta.out_channels,
+        )
+        return self._from_model(y)
+
+    def _global_stats(self, x: np.ndarray) -> np.ndarray:
+        """Instance-norm statistics of the whole image (C x H x W), from an
+        area-downscaled copy when it is larger than :data:`STATS_PIXELS`."""
+        c, h, w = x.shape
+        factor = max(1, math.ceil(math.sqrt(h * w / STATS_PIXELS)))
+        if factor > 1:
+            hh, ww = h // factor, w // factor
+            x = x[:, : hh * factor, : ww * factor].reshape(c, hh, factor, ww, factor).mean((2, 4))
+        padded, _ = tiling.pad_to_multiple(x[None], self.meta.size_multiple)
+        return self.model.norm_stats(padded)
+
+    # -- PIL images -----------------------------------------------------------
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        """Style a PIL image: EXIF orientation applied, alpha kept, same size out."""
+        decoded = imageio.decode_pil(image)
+        return imageio.to_pil(self.apply_array(decoded.rgb), decoded)
+
+    # -- files ----------------------------------------------------------------
+
+    def apply_files(
+        self, jobs: Iterable[Job], options: ApplyOptions = ApplyOptions()
+    ) -> Iterator[Result]:
+        """Style every job's input into ``options.output_dir``; one result per
+        job, in order. Existing outputs are skipped unless ``overwrite``."""
+        pipeline = _Pipeline(self, options)
+        try:
+            yield from pipeline.run(iter(jobs))
+        finally:
+            pipeline.close()
+
+
+@dataclass
+class _Item:
+    job: Job
+    output: Path | None = None
+    decoded: Future[imageio.DecodedImage] | None = None
+    result: Result | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+class _Pipeline:
+    """Decode ahead, infer in order, encode behind."""
+
+    def __init__(self, stylizer: Stylizer, options: ApplyOptions) -> None:
+        self.stylizer = stylizer
+        self.options = options
+        self.decoders = ThreadPoolExecutor(options.workers, thread_name_prefix="styler-decode")
+        self.encoders = ThreadPoolExecutor(options.workers, thread_name_prefix="styler-encode")
+        self.ahead = max(2 * options.batch_size, 2 * options.workers)
+        self.claimed: set[str] = set()
+
+    def close(self) -> None:
+        # Let running encodes finish (they write atomically); drop queued work.
+        self.decoders.shutdown(wait=True, cancel_futures=True)
+        self.encoders.shutdown(wait=True, cancel_futures=True)
+
+    def run(self, jobs: Iterator[Job]) -> Iterator[Result]:
+        window: deque[_Item] = deque()
+        encoding: deque[tuple[_Item, Future[Result]]] = deque()
+        exhausted = False
+        while True:
+            while not exhausted and len(window) < self.ahead:
+                job = next(jobs, None)
+                if job is None:
+                    exhausted = True
+                    break
+                window.append(self._plan(job))
+            if not window:
+                break
+            batch = self._take_batch(window)
+            if batch is None:  # the first item was settled without inference
+                item = window.popleft()
+                assert item.result is not None
+                encoding.append((item, _done(item.result)))
+            else:
+                for item, future in self._infer(batch):
+                    encoding.append((item, future))
+            while encoding and (encoding[0][1].done() or len(encoding) > self.ahead):
+                yield encoding.popleft()[1].result()
+        while encoding:
+            yield encoding.popleft()[1].result()
+
+    def _plan(self, job: Job) -> _Item:
+        item = _Item(job)
+        opts = self.options
+        if job.error:
+            item.result = Result(str(job.input), None, "failed", job.error)
+            return item
+        guessed = imageio.format_from_extension(job.input.suffix)
+        fmt = imageio.output_format(guessed, opts.format)
+        out = output_path(opts.output_dir, job, imageio.extension_for(fmt), opts.suffix)
+        item.output = out
+        problem = self._claim(job.input, out)
+        if problem:
+            item.result = Result(str(job.input), str(out), "failed", problem)
+        elif out.exists() and not opts.overwrite:
+            item.result = Result(str(job.input), str(out), "skipped", "output exists")
+        elif opts.dry_run:
+            item.result = Result(str(job.input), str(out), "planned")
+        else:
+            item.decoded = self.decoders.submit(imageio.load_image, job.input, opts.max_pixels)
+        return item
+
+    def _claim(self, source: Path, out: Path) -> str | None:
+        """Refuse to overwrite an input or another job's output."""
+        key = os.path.abspath(out)
+        try:
+            if out.exists() and os.path.samefile(source, out):
+                return "the output would overwrite the input; choose another --output"
+        except OSError:
+            pass
+        if key in self.claimed:
+            return f"another input already writes {out} (same name in the same folder)"
+        self.claimed.add(key)
+        return None
+
+    def _take_batch(self, window: deque[_Item]) -> list[tuple[_Item, imageio.DecodedImage]] | None:
+        """The first item and the decoded neighbours of the same size behind it."""
+        first = window[0]
+        if first.decoded is None:
+            return None
+        try:
+            image = self._prepare(first.decoded.result())
+        except StylerError as exc:
+            first.result = Result(str(first.job.input), None, "failed", exc.reason, _ms(first))
+            return None
+        window.popleft()
+        batch = [(first, image)]
+        h, w = image.rgb.shape[:2]
+        if self.stylizer.uses_tiles(h, w):
+            return batch
+        budget = self.stylizer.whole_pixels
+        while window and len(batch) < self.options.batch_size:
+            nxt = window[0]
+            if nxt.decoded is None or not nxt.decoded.done() or nxt.decoded.exception():
+                break
+            other = self._prepare(nxt.decoded.result())
+            if other.rgb.shape[:2] != (h, w) or (len(batch) + 1) * h * w > budget:
+                break
+            window.popleft()
+            batch.append((nxt, other))
+        return batch
+
+    def _prepare(self, image: imageio.DecodedImage) -> imageio.DecodedImage:
+        if self.options.max_size:
+            return imageio.limit_size(image, self.options.max_size)
+        return image
+
+    def _infer(
+        self, batch: list[tuple[_Item, imageio.DecodedImage]]
+    ) -> list[tuple[_Item, Future[Result]]]:
+        try:
+            outputs = self.stylizer.apply_batch([image.rgb for _, image in batch])
+        except StylerError as exc:
+            return [
+                (item, _done(Result(str(item.job.input), None, "failed", exc.reason, _ms(item))))
+                for item, _ in batch
+            ]
+        return [
+            (item, self.encoders.submit(self._encode, item, image, rgb))
+            for (item, image), rgb in zip(batch, outputs, strict=True)
+        ]
+
+    def _encode(self, item: _Item, image: imageio.DecodedImage, rgb: np.ndarray) -> Result:
+        opts = self.options
+        assert item.output is not None
+        fmt = imageio.output_format(image.format, opts.format)
+        out = item.output
+        wanted = out.with_name(
+            out.name[: len(out.name) - len(out.suffix)] + imageio.extension_for(fmt)
+        )
+        if wanted != out:  # the content was not what the extension said
+            if wanted.exists() and not opts.overwrite:
+                return Result(
+                    str(item.job.input), str(wanted), "skipped", "output exists", _ms(item)
+                )
+            out = wanted
+        notes = []
+        if image.alpha is not None and fmt in ("JPEG", "BMP"):
+            notes.append(f"{fmt} cannot store transparency: alpha dropped")
+        try:
+            imageio.save_image(out, rgb, image, fmt, opts.quality)
+        except StylerError as exc:
+            return Result(str(item.job.input), str(out), "failed", exc.reason, _ms(item))
+        return Result(str(item.job.input), str(out), "ok", None, _ms(item), notes)
+
+
+def pixel_budget(ngf: int, memory: int = RUN_MEMORY_BYTES) -> int:
+    """Pixels one session run may take so that it stays within ``memory``."""
+    return max(64 * 64, memory // (BYTES_PER_PIXEL_PER_NGF * max(ngf, 1)))
+
+
+def _ms(item: _Item) -> float:
+    return round((time.perf_counter() - item.started) * 1000, 1)
+
+
+def _done(result: Result) -> Future[Result]:
+    future: Future[Result] = Future()
+    future.set_result(result)
+    return future
+
+
+def apply_paths(
+    inputs: Iterable[str | Path],
+    model: str | Path | None = None,
+    options: ApplyOptions = ApplyOptions(),
+    *,
+    recursive: bool = True,
+    device: str = "auto",
+    progress: Callable[[Result], None] | None = None,
+) -> list[Result]:
+    """Convenience: style files and folders, return every result."""
+    from styler.paths import collect_jobs
+
+    stylizer = Stylizer(model, device=device)
+    jobs = collect_jobs(inputs, recursive=recursive, output_dir=options.output_dir)
+    results = []
+    for result in stylizer.apply_files(jobs, options):
+        if progress:
+            progress(result)
+        results.append(result)
+    logger.info("%d results", len(results))
+    return results
+
+
+__all__ = ["ApplyOptions", "BadImageError", "Result", "Stylizer", "apply_paths"]

@@ -1,0 +1,308 @@
+"""Faithful image decoding and atomic encoding (Pillow and numpy only).
+
+Decoding applies EXIF orientation, splits off alpha untouched, turns every
+colour mode (greyscale, palette, CMYK, 16-bit, ...) into RGB floats in [0, 1],
+and refuses what is unsafe or broken with one short reason. Encoding writes
+the styled RGB back with the original alpha, ICC profile and EXIF, through a
+temporary file that replaces the target only when complete.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from styler.errors import BadImageError, OutputError
+from styler.fsutil import atomic_path
+
+#: Refuse images with more pixels than this (Pillow's own decompression-bomb
+#: error threshold, read here, never changed).
+DEFAULT_MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+ORIENTATION_TAG = 0x0112
+
+_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+_BY_EXTENSION = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".jpe": "JPEG",
+    ".jfif": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+_KEEP = {"JPEG", "PNG", "WEBP", "TIFF", "BMP"}
+_REQUESTED = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+_ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image ready for a model, and what is needed to write it back faithfully."""
+
+    rgb: np.ndarray  # H x W x 3 float32 in [0, 1], EXIF orientation applied
+    alpha: np.ndarray | None  # H x W, original values (uint8 or uint16)
+    format: str  # Pillow format of the source ("JPEG", "PNG", ...)
+    mode: str  # Pillow mode of the source
+    bit_depth: int = 8
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    lossless: bool = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) after orientation."""
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def format_from_extension(suffix: str) -> str:
+    """The format an extension promises (decoding tells the truth later)."""
+    return _BY_EXTENSION.get(suffix.lower(), "PNG")
+
+
+def output_format(source_format: str, requested: str = "keep") -> str:
+    """Pillow format to write: the source's when it can be kept, else PNG."""
+    if requested != "keep":
+        try:
+            return _REQUESTED[requested.lower()]
+        except KeyError:
+            raise ValueError(f"unknown output format {requested!r}") from None
+    return source_format if source_format in _KEEP else "PNG"
+
+
+def extension_for(fmt: str) -> str:
+    return _EXTENSIONS.get(fmt, ".png")
+
+
+def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode ``path`` completely, or raise :class:`BadImageError` saying why."""
+    path = Path(path)
+    if path.is_dir():
+        raise BadImageError("is a directory, not an image", path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BadImageError("no such file", path) from None
+    except PermissionError:
+        raise BadImageError("permission denied", path) from None
+    except OSError as exc:
+        raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
+    if not data:
+        raise BadImageError("empty file", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            _check_size(img, max_pixels, path)
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1 and img.format not in ("TIFF", "MPO"):
+                raise BadImageError(f"animated image ({frames} frames) is not supported", path)
+            img.load()
+            return decode_pil(img, source_format=img.format or "PNG")
+    except BadImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImageError("image too large to decode safely (decompression bomb)", path) from None
+    except UnidentifiedImageError:
+        raise BadImageError("not an image file (or a format Pillow cannot read)", path) from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, TypeError) as exc:
+        raise BadImageError(_decode_reason(exc, data), path) from None
+
+
+def _check_size(img: Image.Image, max_pixels: int, path: Path) -> None:
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise BadImageError(f"image has no pixels ({w} x {h})", path)
+    if w * h > max_pixels:
+        raise BadImageError(
+            f"image too large to decode safely ({w} x {h} = {w * h / 1e6:.0f} megapixels, "
+            f"limit {max_pixels / 1e6:.0f})",
+            path,
+        )
+
+
+def _decode_reason(exc: BaseException, data: bytes) -> str:
+    text = str(exc).lower()
+    kind = (
+        "JPEG"
+        if data[:3] == b"\xff\xd8\xff"
+        else "PNG"
+        if data[:8] == b"\x89PNG\r\n\x1a\n"
+        else "WebP"
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+        else "image"
+    )
+    if "truncated" in text or "broken data stream" in text or isinstance(exc, EOFError):
+        return f"truncated or corrupt {kind} data"
+    if "crc" in text or "corrupt" in text:
+        return f"corrupt {kind} data"
+    if isinstance(exc, MemoryError):
+        return "not enough memory to decode"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"cannot decode {kind}: {first[:160]}"
+
+
+def decode_pil(img: Image.Image, source_format: str | None = None) -> DecodedImage:
+    """Turn an opened Pillow image into a :class:`DecodedImage`."""
+    fmt = source_format or img.format or "PNG"
+    mode = img.mode
+    icc = img.info.get("icc_profile") or None
+    lossless = fmt == "WEBP" and _webp_is_lossless(img)
+    img = ImageOps.exif_transpose(img) or img
+    exif = _exif_without_orientation(img)
+    alpha: np.ndarray | None = None
+    bit_depth = 8
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        bit_depth = 16
+        scale = 65535.0 if mode != "I" or arr.max(initial=0) > 255 else 255.0
+        grey = np.clip(arr / scale, 0, 1).astype(np.float32)
+        rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    elif mode == "F":
+        arr = np.asarray(img, dtype=np.float32)
+        top = float(arr.max(initial=1.0))
+        grey = np.clip(arr / (255.0 if top > 1.0 else 1.0), 0, 1)
+        rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    else:
+        if mode == "CMYK":
+            img, icc = _cmyk_to_rgb(img, icc), None
+        elif mode in ("LAB", "HSV", "YCbCr"):
+            img, icc = img.convert("RGB"), (icc if mode == "YCbCr" else None)
+        if "A" in img.mode or "transparency" in img.info:
+            # RGBa (premultiplied) converts to straight alpha here.
+            rgba = img.convert("RGBA")
+            source = img if img.mode in ("RGBA", "LA", "PA") else rgba
+            alpha = np.asarray(source.getchannel("A")).copy()
+            rgb8 = np.asarray(rgba.convert("RGB"))
+        else:
+            rgb8 = np.asarray(img.convert("RGB"))
+        rgb = rgb8.astype(np.float32) / 255.0
+    if icc is not None and mode in ("L", "LA", "I;16", "I;16B", "I", "1", "F"):
+        icc = None  # a greyscale profile cannot describe an RGB output
+    return DecodedImage(
+        rgb=np.ascontiguousarray(rgb, dtype=np.float32),
+        alpha=alpha,
+        format=fmt,
+        mode=mode,
+        bit_depth=bit_depth,
+        icc_profile=icc,
+        exif=exif,
+        lossless=lossless,
+    )
+
+
+def _cmyk_to_rgb(img: Image.Image, icc: bytes | None) -> Image.Image:
+    if icc:
+        try:
+            from PIL import ImageCms
+
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            dst = ImageCms.createProfile("sRGB")
+            return ImageCms.profileToProfile(img, src, dst, outputMode="RGB") or img.convert("RGB")
+        except Exception:  # a damaged profile: fall back to the plain conversion
+            pass
+    return img.convert("RGB")
+
+
+def _webp_is_lossless(img: Image.Image) -> bool:
+    fp = getattr(img, "fp", None)
+    try:
+        if fp is not None:
+            pos = fp.tell()
+            fp.seek(12)
+            chunk = fp.read(4)
+            fp.seek(pos)
+            return chunk == b"VP8L"
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _exif_without_orientation(img: Image.Image) -> bytes | None:
+    try:
+        exif = img.getexif()
+    except Exception:
+        return None
+    if not exif:
+        return None
+    if ORIENTATION_TAG in exif:
+        del exif[ORIENTATION_TAG]  # the pixels are upright now
+    try:
+        return exif.tobytes()
+    except Exception:
+        return None
+
+
+def limit_size(image: DecodedImage, max_side: int) -> DecodedImage:
+    """Downscale (area-averaging) so the longest side is at most ``max_side``."""
+    w, h = image.size
+    if max(w, h) <= max_side:
+        return image
+    scale = max_side / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    channels = [
+        np.asarray(Image.fromarray(image.rgb[:, :, c], mode="F").resize(size, Image.BOX))
+        for c in range(3)
+    ]
+    alpha = None
+    if image.alpha is not None:
+        alpha = np.asarray(Image.fromarray(image.alpha).resize(size, Image.BOX))
+    return replace(image, rgb=np.stack(channels, axis=2).astype(np.float32), alpha=alpha)
+
+
+def to_pil(rgb: np.ndarray, like: DecodedImage) -> Image.Image:
+    """The styled RGB as a Pillow image, with ``like``'s alpha re-attached."""
+    rgb8 = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    out = Image.fromarray(rgb8, "RGB")
+    if like.alpha is not None:
+        alpha = like.alpha
+        if alpha.dtype != np.uint8:
+            alpha = (alpha.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+        out.putalpha(Image.fromarray(alpha, "L"))
+    if like.icc_profile:
+        out.info["icc_profile"] = like.icc_profile
+    return out
+
+
+def save_image(
+    path: str | Path, rgb: np.ndarray, like: DecodedImage, fmt: str, quality: int = 95
+) -> None:
+    """Write ``rgb`` (H x W x 3 in [0, 1]) to ``path`` in ``fmt``, atomically.
+
+    Alpha is re-attached exactly where the format can hold it (PNG, WebP,
+    TIFF) and dropped for JPEG and BMP. The ICC profile and EXIF (orientation
+    reset) are kept where the format supports them. Outputs are 8-bit: a
+    style network's output carries no 16-bit precision.
+    """
+    path = Path(path)
+    img = to_pil(rgb, like)
+    if fmt not in _ALPHA_FORMATS and img.mode == "RGBA":
+        img = img.convert("RGB")
+    params: dict[str, object] = {}
+    if like.icc_profile and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        params["icc_profile"] = like.icc_profile
+    if like.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        params["exif"] = like.exif
+    if fmt == "JPEG":
+        params.update(quality=quality, subsampling=0 if quality >= 90 else 2)
+    elif fmt == "WEBP":
+        params.update(quality=quality, method=4, lossless=like.lossless)
+        if like.alpha is not None:
+            params["exact"] = True
+    elif fmt == "PNG":
+        params.update(compress_level=6)
+    elif fmt == "TIFF":
+        params.update(compression="tiff_deflate")
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            img.save(f, format=fmt, **params)
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror or exc}", path) from None
+    except (ValueError, KeyError) as exc:
+        raise OutputError(f"cannot encode {fmt}: {exc}", path) from None

@@ -1,0 +1,151 @@
+"""Which files to style and where their outputs go.
+
+Inputs are files, directories (walked recursively by default) or paths read
+from stdin. Every output lands inside the output folder, whatever the input
+names: a directory argument's tree is mirrored below it; a file given by a
+relative path keeps that path; anything else keeps its name only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import BinaryIO
+
+#: Extensions styler treats as images when walking a directory (files named
+#: on the command line or on stdin are tried whatever their extension).
+IMAGE_EXTENSIONS = frozenset(
+    [
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".bmp",
+        ".gif",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".tga",
+        ".ico",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input image and the output path it maps to (without extension
+    decisions: ``output`` keeps the input's stem and gets its final suffix
+    from the output format)."""
+
+    input: Path
+    #: Path relative to the output folder, without suffix.
+    relative: PurePath
+    #: Set when the input could not even be listed (unreadable directory, ...).
+    error: str | None = None
+
+
+def _clean_relative(path: PurePath) -> PurePath | None:
+    """``path`` as a relative path with no '..', or None if it cannot be one."""
+    if path.is_absolute() or any(part in ("..", "") for part in path.parts):
+        return None
+    parts = [p for p in path.parts if p != "."]
+    return PurePath(*parts) if parts else None
+
+
+def _walk(root: Path, recursive: bool, exclude: Path | None) -> Iterator[tuple[Path, str | None]]:
+    """Image files below ``root`` in a stable order, never following symlinked
+    directories (no loops), skipping ``exclude`` (the output folder)."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            yield folder, f"cannot list directory: {exc.strerror or exc}"
+            continue
+        subdirs = []
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive and not entry.name.startswith(".") and not _same(path, exclude):
+                        subdirs.append(path)
+                    continue
+                is_file = entry.is_file()  # follows file symlinks
+            except OSError:
+                is_file = False
+            if entry.name.startswith("."):
+                continue
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
+                if is_file:
+                    yield path, None
+                elif entry.is_symlink():
+                    yield path, "broken symbolic link"
+        stack.extend(reversed(subdirs))
+
+
+def _same(a: Path, b: Path | None) -> bool:
+    if b is None:
+        return False
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def collect_jobs(
+    inputs: Iterable[str | Path], *, recursive: bool = True, output_dir: Path | None = None
+) -> Iterator[Job]:
+    """Expand command-line inputs into jobs, in order, lazily (so that paths
+    from stdin stream through)."""
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            for file, error in _walk(path, recursive, output_dir):
+                rel = file.relative_to(path)
+                yield Job(file, rel.with_suffix(""), error)
+            continue
+        rel = _clean_relative(PurePath(raw)) or PurePath(path.name or "image")
+        yield Job(path, rel.with_suffix(""))
+
+
+def read_path_list(stream: BinaryIO, nul: bool = False) -> Iterator[str]:
+    """Paths from a binary stream (stdin), as they arrive: one per line, or
+    NUL-separated with ``nul`` (``find -print0``). Names are decoded the way
+    the OS does (``os.fsdecode``), so non-UTF-8 names survive."""
+    sep = b"\0" if nul else b"\n"
+    buffer = b""
+    while True:
+        chunk = stream.readline() if not nul else stream.read1(65536)  # type: ignore[attr-defined]
+        if not chunk:
+            break
+        buffer += chunk
+        *done, buffer = buffer.split(sep)
+        for raw in done:
+            if not nul:
+                raw = raw.rstrip(b"\r")
+            if raw:
+                yield os.fsdecode(raw)
+    if not nul:
+        buffer = buffer.rstrip(b"\r")
+    if buffer:
+        yield os.fsdecode(buffer)
+
+
+def output_path(output_dir: Path, job: Job, extension: str, suffix: str = "") -> Path:
+    """Where ``job``'s result goes; always inside ``output_dir``."""
+    rel = job.relative
+    name = rel.name + suffix + extension
+    out = output_dir.joinpath(*rel.parts[:-1], name)
+    root = os.path.abspath(output_dir)
+    if os.path.commonpath([root, os.path.abspath(out)]) != root:  # pragma: no cover - defensive
+        raise ValueError(f"output {out} would leave {output_dir}")
+    return out

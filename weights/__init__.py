@@ -1,0 +1,1 @@
+"""Shipped models (ONNX files with a Markdown model card beside each)."""
