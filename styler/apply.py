@@ -53,7 +53,7 @@ FORMATS = ("keep", "png", "jpg", "webp")
 class ApplyOptions:
     """How a batch of files is styled and written (saved beside the CLI's args)."""
 
-    output_dir: Path = Path("styled")
+    output_dir: Path | str = Path("styled")
     format: str = "keep"
     quality: int = 95
     suffix: str = ""
@@ -65,6 +65,7 @@ class ApplyOptions:
     max_pixels: int = imageio.DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "output_dir", Path(self.output_dir))
         if self.format not in FORMATS:
             raise StylerError(
                 f"unknown format {self.format!r}: expected one of {', '.join(FORMATS)}"

@@ -125,7 +125,9 @@ def _detect_resnet(sd: Mapping[str, torch.Tensor]) -> ResnetGeneratorConfig:
     second_conv = [
         int(m.group(1))
         for k in sd
-        if blocks and (m := re.match(rf"model\.{blocks[0]}\.conv_block\.(\d+)\.weight$", k))
+        if blocks
+        and sd[k].dim() == 4  # convolutions only, not batch-norm weights
+        and (m := re.match(rf"model\.{blocks[0]}\.conv_block\.(\d+)\.weight$", k))
     ]
     second = max((i for i in second_conv if i > first_conv), default=0)
     expected_second = first_conv + (4 if padding != "zero" else 3)

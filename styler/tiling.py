@@ -71,7 +71,9 @@ def _starts(length: int, tile: int, overlap: int, multiple: int) -> list[int]:
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int) -> list[Tile]:
     """Windows covering a (padded) image of ``height`` x ``width``, neighbours
-    overlapping by at least ``overlap`` pixels."""
+    overlapping by at least ``overlap`` pixels (tiles grow to at least
+    ``overlap`` plus one ``multiple`` so that this is possible)."""
+    tile = max(tile, overlap + multiple)
     tile = max(multiple, math.ceil(tile / multiple) * multiple)
     th, tw = min(tile, height), min(tile, width)
     return [
