@@ -19,11 +19,9 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +41,8 @@ def make_photos(folder: Path, count: int, width: int, height: int, seed: int = 0
 
 
 def build_model(path: Path, arch: str, ngf: int) -> Path:
-    """Random-initialised weights, saved as a styler checkpoint and exported."""
+    """Weights as training starts them (normal, gain 0.02), saved as a styler
+    checkpoint and exported; the speed does not depend on their values."""
     import torch
 
     from styler import zoo
@@ -54,14 +53,14 @@ def build_model(path: Path, arch: str, ngf: int) -> Path:
 
     torch.manual_seed(0)
     config = generator_preset(arch, ngf=ngf)
-    net = zoo.build(config, gain=0.2)
+    net = zoo.build(config)
     meta = ModelMetadata(network=config, name=f"bench-{arch}-ngf{ngf}")
     save_generator(path.with_suffix(".safetensors"), net.state_dict(), meta)
     export_onnx(net, meta, path)
     return path
 
 
-BASELINE = r'''
+BASELINE = r"""
 import sys, time, resource
 from pathlib import Path
 import numpy as np, torch
@@ -85,13 +84,15 @@ with torch.no_grad():
         Image.fromarray(arr).save(out / f.name, quality=95)
 seconds = time.perf_counter() - start
 print(seconds, len(files), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-'''
+"""
 
 
 def run_baseline(ckpt: Path, src: Path, out: Path, threads: int) -> dict[str, float]:
     res = subprocess.run(
         [sys.executable, "-c", BASELINE, str(ckpt), str(src), str(out), str(threads)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     seconds, count, rss = res.stdout.split()
     return {"seconds": float(seconds), "images": int(count), "peak_rss_mb": int(rss) / 2**20}
@@ -107,9 +108,23 @@ def run_styler(model: Path, src: Path, out: Path, threads: int) -> dict[str, flo
         " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, file=sys.stderr)\n"
     )
     res = subprocess.run(
-        [sys.executable, "-c", code, "apply", str(src), "-m", str(model), "-o", str(out),
-         "--threads", str(threads), "-q"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            code,
+            "apply",
+            str(src),
+            "-m",
+            str(model),
+            "-o",
+            str(out),
+            "--threads",
+            str(threads),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     line = next(x for x in res.stderr.splitlines() if x.startswith("BENCH"))
     _, seconds, rc, rss = line.split()
@@ -135,14 +150,19 @@ def main() -> None:
         runs: dict[str, list[dict[str, float]]] = {"baseline": [], "styler": []}
         for i in range(args.repeat):
             runs["baseline"].append(
-                run_baseline(model.with_suffix(".safetensors"), root / "photos", root / f"b{i}", args.threads)
+                run_baseline(
+                    model.with_suffix(".safetensors"), root / "photos", root / f"b{i}", args.threads
+                )
             )
             runs["styler"].append(run_styler(model, root / "photos", root / f"s{i}", args.threads))
     best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
     ips = {k: r["images"] / r["seconds"] for k, r in best.items()}
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "arch": args.arch, "ngf": args.ngf, "images": args.images, "size": args.size,
+        "arch": args.arch,
+        "ngf": args.ngf,
+        "images": args.images,
+        "size": args.size,
         "baseline_images_per_s": round(ips["baseline"], 3),
         "styler_images_per_s": round(ips["styler"], 3),
         "ratio": round(ips["styler"] / ips["baseline"], 2),

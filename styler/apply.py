@@ -34,12 +34,9 @@ if TYPE_CHECKING:
 
 #: Memory onnxruntime may use for one run. Images whose run would need more go
 #: in tiles. Measured on the CPU: a resnet_9blocks at ngf 64 takes about
-#: 4 KB per pixel (1 GiB at 512x512), and memory grows with the width.
+#: 1.5 KB per pixel (600 MB at 768x512), and memory grows with the width.
 RUN_MEMORY_BYTES = 1024**3
-BYTES_PER_PIXEL_PER_NGF = 64
-#: Statistics for tiled instance-norm models come from the whole image,
-#: downscaled to at most this many pixels.
-STATS_PIXELS = 1024 * 1024
+BYTES_PER_PIXEL_PER_NGF = 32
 #: Overlap between neighbouring tiles, blended with a smooth window, and the
 #: margin of context at each tile edge that is computed and discarded.
 TILE_OVERLAP = 32
@@ -116,6 +113,12 @@ class Stylizer:
             from styler.models import resolve_model
 
             self.model = Model.open(resolve_model(model), device=device, threads=threads)
+        if self.model.meta.precision == "fp16" and self.model.device == "cpu":
+            logger.warning(
+                "%s is an fp16 model: it is meant for GPUs; on the CPU an fp32 export "
+                "is faster and more accurate",
+                self.model.path,
+            )
         self.tile = tile
         self.overlap = overlap
         self.whole_pixels = whole_pixels or pixel_budget(self.model.meta.network.ngf)
@@ -134,18 +137,24 @@ class Stylizer:
     def _to_model(self, rgb: np.ndarray) -> np.ndarray:
         """H x W x 3 in [0, 1] -> 1 x C x H x W in the model's value range."""
         lo, hi = self.meta.value_range
-        x = rgb.transpose(2, 0, 1)[None].astype(np.float32, copy=False)
+        x = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
         if self.meta.in_channels == 1:
             x = x.mean(axis=1, keepdims=True)
-        return x * (hi - lo) + lo
+        x *= hi - lo
+        x += lo
+        return x
 
     def _from_model(self, y: np.ndarray) -> np.ndarray:
-        """C x H x W in the model's range -> H x W x 3 in [0, 1]."""
+        """C x H x W in the model's range -> H x W x 3 in [0, 1] (in place:
+        a 6000x4000 image is 288 MB per float copy)."""
         lo, hi = self.meta.value_range
-        out = (y - lo) / (hi - lo)
-        if out.shape[0] == 1:
-            out = np.repeat(out, 3, axis=0)
-        return np.clip(out[:3].transpose(1, 2, 0), 0.0, 1.0)
+        out = np.ascontiguousarray(y[:3].transpose(1, 2, 0), dtype=np.float32)
+        out -= lo
+        out *= 1.0 / (hi - lo)
+        np.clip(out, 0.0, 1.0, out=out)
+        if out.shape[2] == 1:
+            out = np.repeat(out, 3, axis=2)
+        return out
 
     def uses_tiles(self, height: int, width: int) -> bool:
         return self.tile is not None or height * width > self.whole_pixels
@@ -171,7 +180,9 @@ class Stylizer:
     def _tiled(self, rgb: np.ndarray) -> np.ndarray:
         x = self._to_model(rgb)[0]
         multiple = self.meta.size_multiple
-        tile = self.tile or tiling.auto_tile_size(self.whole_pixels, multiple)
+        # Tiles take half a whole run's budget: the image, its model-range copy
+        # and the blend accumulator already hold memory beside the session.
+        tile = self.tile or tiling.auto_tile_size(self.whole_pixels // 2, multiple)
         stats = self._global_stats(x) if self.meta.norm_stats else None
 
         def run(batch: np.ndarray) -> np.ndarray:
@@ -186,13 +197,14 @@ class Stylizer:
             multiple=multiple,
             out_channels=self.meta.out_channels,
         )
+        del x
         return self._from_model(y)
 
     def _global_stats(self, x: np.ndarray) -> np.ndarray:
         """Instance-norm statistics of the whole image (C x H x W), from an
-        area-downscaled copy when it is larger than :data:`STATS_PIXELS`."""
+        area-downscaled copy when it is larger than one run may take."""
         c, h, w = x.shape
-        factor = max(1, math.ceil(math.sqrt(h * w / STATS_PIXELS)))
+        factor = max(1, math.ceil(math.sqrt(h * w / self.whole_pixels)))
         if factor > 1:
             hh, ww = h // factor, w // factor
             x = x[:, : hh * factor, : ww * factor].reshape(c, hh, factor, ww, factor).mean((2, 4))

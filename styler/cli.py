@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -321,21 +321,18 @@ def apply(
     jobs = collect_jobs(expand(), recursive=recursive, output_dir=output)
     counts = {"ok": 0, "skipped": 0, "failed": 0, "planned": 0}
     started = time.perf_counter()
-    with _progress(enabled=not quiet and sys.stderr.isatty()) as advance:
-        for result in stylizer.apply_files(jobs, options):
-            counts[result.status] += 1
-            if as_json:
-                typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-            elif result.status == "ok":
-                typer.echo(result.output)
-            elif result.status == "planned":
-                typer.echo(f"{result.input} -> {result.output}")
-            if result.status == "failed":
-                typer.echo(f"styler: {result.input}: {result.error}", err=True)
-            for note in result.warnings:
-                typer.echo(f"styler: {result.input}: warning: {note}", err=True)
-            sys.stdout.flush()
-            advance(result)
+    interrupted = False
+    with contextlib.ExitStack() as stack:
+        advance = stack.enter_context(_progress(enabled=not quiet and sys.stderr.isatty()))
+        results = stylizer.apply_files(jobs, options)
+        stack.callback(results.close)  # waits for encodes in flight
+        try:
+            for result in results:
+                counts[result.status] += 1
+                _print_result(result, as_json)
+                advance(result)
+        except KeyboardInterrupt:
+            interrupted = True
     if not quiet:
         seconds = time.perf_counter() - started
         rate = counts["ok"] / seconds if seconds > 0 else 0.0
@@ -344,8 +341,28 @@ def apply(
             parts.append(f"{counts['planned']} planned")
         parts += [f"{counts['skipped']} skipped (existing)", f"{counts['failed']} failed"]
         typer.echo(f"styler: {', '.join(parts)} in {seconds:.1f} s ({rate:.2f} images/s)", err=True)
+    if interrupted:
+        typer.echo(
+            "styler: interrupted; finished outputs are complete, run again to do the rest",
+            err=True,
+        )
+        raise typer.Exit(130)
     if counts["failed"]:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _print_result(result: Any, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    elif result.status == "ok":
+        typer.echo(result.output)
+    elif result.status == "planned":
+        typer.echo(f"{result.input} -> {result.output}")
+    if result.status == "failed":
+        typer.echo(f"styler: {result.input}: {result.error}", err=True)
+    for note in result.warnings:
+        typer.echo(f"styler: {result.input}: warning: {note}", err=True)
+    sys.stdout.flush()
 
 
 @contextlib.contextmanager

@@ -258,7 +258,11 @@ def limit_size(image: DecodedImage, max_side: int) -> DecodedImage:
 
 def to_pil(rgb: np.ndarray, like: DecodedImage) -> Image.Image:
     """The styled RGB as a Pillow image, with ``like``'s alpha re-attached."""
-    rgb8 = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    scaled = np.clip(rgb, 0.0, 1.0)
+    scaled *= 255.0
+    scaled += 0.5
+    rgb8 = scaled.astype(np.uint8)
+    del scaled
     out = Image.fromarray(rgb8, "RGB")
     if like.alpha is not None:
         alpha = like.alpha

@@ -335,3 +335,48 @@ def test_apply_path_never_imports_torch(
     env = dict(os.environ)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert "RC 1 TORCH False" in out.stdout, out.stderr
+
+
+def test_ctrl_c_leaves_only_complete_outputs_and_a_rerun_finishes(
+    tiny_resnet_onnx: Path, tmp_path: Path
+) -> None:
+    import signal
+
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(40):
+        Image.fromarray(_photo(160, 120, i)).save(src / f"p{i:02d}.png")
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "styler",
+        "apply",
+        str(src),
+        "-m",
+        str(tiny_resnet_onnx),
+        "-o",
+        str(out),
+        "-q",
+        "--workers",
+        "1",
+        "--batch-size",
+        "1",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the first finished image
+    assert first.strip()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    done = sorted(p.name for p in out.iterdir())
+    assert not [n for n in done if n.endswith(".part") or n.startswith(".")]
+    assert 1 <= len(done) < 40
+    for name in done:  # every file that exists is a complete image
+        Image.open(out / name).load()
+    again = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    statuses = [json.loads(line)["status"] for line in again.stdout.splitlines()]
+    assert statuses.count("skipped") == len(done) and statuses.count("ok") == 40 - len(done)
