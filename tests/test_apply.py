@@ -380,3 +380,32 @@ def test_ctrl_c_leaves_only_complete_outputs_and_a_rerun_finishes(
     assert again.returncode == 0, again.stderr
     statuses = [json.loads(line)["status"] for line in again.stdout.splitlines()]
     assert statuses.count("skipped") == len(done) and statuses.count("ok") == 40 - len(done)
+
+
+def test_format_suffix_and_max_size(cli: Cli, tiny_resnet_onnx: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(_photo(300, 200)).save(folder / "wide.jpg")
+    out = tmp_path / "out"
+    result = cli(
+        "apply",
+        str(folder),
+        "-m",
+        str(tiny_resnet_onnx),
+        "-o",
+        str(out),
+        "--format",
+        "webp",
+        "--suffix",
+        "_styled",
+        "--max-size",
+        "150",
+        "-q",
+    )
+    assert result.returncode == 0, result.stderr
+    target = out / "wide_styled.webp"
+    assert result.stdout.split() == [str(target)]
+    styled = Image.open(target)
+    assert styled.format == "WEBP" and styled.size == (150, 100)
+    bad = cli("apply", str(folder), "-m", str(tiny_resnet_onnx), "--format", "gif")
+    assert bad.returncode == 2 and "unknown format" in bad.stderr
