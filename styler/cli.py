@@ -69,15 +69,25 @@ def _need_train_extra() -> None:
         raise StylerError("this command needs PyTorch: pip install 'styler[train]'") from None
 
 
+# Options that several commands share.
+OutputFile = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="ONNX file to write [default: CHECKPOINT with .onnx]"),
+]
+Fp16 = Annotated[bool, typer.Option("--fp16", help="Half-precision weights (for GPUs).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")]
+Description = Annotated[str | None, typer.Option(help="One-line description.")]
+
+
 @app.command("import")
 def import_(
     checkpoint: Annotated[
-        Path, typer.Argument(help="A .pth generator saved by pytorch-CycleGAN-and-pix2pix.")
+        Path,
+        typer.Argument(
+            help="A .pth generator saved by pytorch-CycleGAN-and-pix2pix.", metavar="CHECKPOINT"
+        ),
     ],
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="ONNX file to write [default: CHECKPOINT with .onnx]"),
-    ] = None,
+    output: OutputFile = None,
     arch: Annotated[
         str | None,
         typer.Option(help="Override the detected architecture (resnet_9blocks, unet_256, ...)."),
@@ -87,7 +97,7 @@ def import_(
         str | None, typer.Option(help="Override the detected norm: instance, batch, none.")
     ] = None,
     name: Annotated[str | None, typer.Option(help="Model name [default: file stem].")] = None,
-    description: Annotated[str | None, typer.Option(help="One-line description.")] = None,
+    description: Description = None,
     license: Annotated[str, typer.Option(help="Licence of the weights.")] = "unknown",
     train_size: Annotated[
         int | None, typer.Option(help="Crop size the model was trained at.")
@@ -95,12 +105,8 @@ def import_(
     direction: Annotated[
         str | None, typer.Option(help="AtoB or BtoA [default: from the file name].")
     ] = None,
-    fp16: Annotated[
-        bool, typer.Option("--fp16", help="Half-precision weights (for GPUs).")
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")
-    ] = False,
+    fp16: Fp16 = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Import a pytorch-CycleGAN-and-pix2pix generator checkpoint as a styler ONNX model."""
     _need_train_extra()
@@ -136,21 +142,15 @@ def import_(
 @app.command("export")
 def export(
     checkpoint: Annotated[
-        Path, typer.Argument(help="A styler generator checkpoint (.safetensors).")
+        Path,
+        typer.Argument(help="A styler generator checkpoint (.safetensors).", metavar="CHECKPOINT"),
     ],
-    output: Annotated[
-        Path | None,
-        typer.Option("--output", "-o", help="ONNX file to write [default: CHECKPOINT with .onnx]"),
-    ] = None,
-    fp16: Annotated[
-        bool, typer.Option("--fp16", help="Half-precision weights (for GPUs).")
-    ] = False,
+    output: OutputFile = None,
+    fp16: Fp16 = False,
     name: Annotated[str | None, typer.Option(help="Model name.")] = None,
-    description: Annotated[str | None, typer.Option(help="One-line description.")] = None,
+    description: Description = None,
     license: Annotated[str | None, typer.Option(help="Licence of the weights.")] = None,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")
-    ] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Export a styler checkpoint to a self-describing ONNX model."""
     _need_train_extra()
@@ -185,7 +185,7 @@ def _report_export(result: object) -> None:
 
 @app.command("info")
 def info(
-    model: Annotated[Path, typer.Argument(help="A styler ONNX model.")],
+    model: Annotated[Path, typer.Argument(help="A styler ONNX model.", metavar="MODEL")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,
 ) -> None:
     """Show what a styler model is: architecture, channels, range, provenance."""
