@@ -25,6 +25,7 @@ import numpy as np
 
 from styler import imageio, tiling
 from styler.errors import BadImageError, StylerError
+from styler.fsutil import remove_stale_parts
 from styler.log import logger
 from styler.paths import Job, output_path
 from styler.runtime import Model
@@ -251,6 +252,7 @@ class _Pipeline:
         self.encoders = ThreadPoolExecutor(options.workers, thread_name_prefix="styler-encode")
         self.ahead = max(2 * options.batch_size, 2 * options.workers)
         self.claimed: set[str] = set()
+        self.cleaned: set[Path] = set()
 
     def close(self) -> None:
         # Let running encodes finish (they write atomically); drop queued work.
@@ -293,6 +295,10 @@ class _Pipeline:
         fmt = imageio.output_format(guessed, opts.format)
         out = output_path(opts.output_dir, job, imageio.extension_for(fmt), opts.suffix)
         item.output = out
+        if out.parent not in self.cleaned and not opts.dry_run:
+            self.cleaned.add(out.parent)
+            for stale in remove_stale_parts(out.parent):
+                logger.info("removed %s, left by an interrupted run", stale)
         problem = self._claim(job.input, out)
         if problem:
             item.result = Result(str(job.input), str(out), "failed", problem)

@@ -173,13 +173,10 @@ def _report_export(result: object) -> None:
 
     assert isinstance(result, ExportResult)
     typer.echo(str(result.path))
-    logger.warning(
-        "wrote %s: %s, %s, parity error %.2e vs torch (%.1f s)",
-        result.path,
-        result.meta.architecture,
-        result.meta.precision,
-        result.parity_error,
-        result.seconds,
+    typer.echo(
+        f"styler: wrote {result.path}: {result.meta.architecture}, {result.meta.precision}, "
+        f"parity error {result.parity_error:.2e} vs torch ({result.seconds:.1f} s)",
+        err=True,
     )
 
 

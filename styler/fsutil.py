@@ -30,9 +30,13 @@ FILE_MODE = 0o666 & ~_read_umask()
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``
     (after fsync), on any error it is removed. The temporary name starts with
-    a dot and ends in ``.part`` so that it is never mistaken for a result."""
+    a dot, holds the writer's process id and ends in ``.part``, so that it is
+    never mistaken for a result and a later run can remove what a killed
+    writer left (:func:`remove_stale_parts`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -50,3 +54,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_parts(folder: Path) -> list[Path]:
+    """Remove temporary files that writers killed mid-write (SIGKILL, power
+    loss) left in ``folder``; files of writers still running are kept."""
+    removed = []
+    try:
+        entries = list(folder.glob(".*.part"))
+    except OSError:
+        return removed
+    for part in entries:
+        fields = part.name.rsplit(".", 3)  # ".name", pid, random, "part"
+        if len(fields) != 4 or not fields[1].isdigit():
+            continue
+        if int(fields[1]) != os.getpid() and not _alive(int(fields[1])):
+            try:
+                part.unlink()
+                removed.append(part)
+            except OSError:
+                pass
+    return removed
