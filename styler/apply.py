@@ -330,8 +330,8 @@ class _Pipeline:
             return None
         try:
             image = self._prepare(first.decoded.result())
-        except StylerError as exc:
-            first.result = Result(str(first.job.input), None, "failed", exc.reason, _ms(first))
+        except Exception as exc:  # one bad file never stops the batch
+            first.result = Result(str(first.job.input), None, "failed", _reason(exc), _ms(first))
             return None
         window.popleft()
         batch = [(first, image)]
@@ -360,9 +360,10 @@ class _Pipeline:
     ) -> list[tuple[_Item, Future[Result]]]:
         try:
             outputs = self.stylizer.apply_batch([image.rgb for _, image in batch])
-        except StylerError as exc:
+        except Exception as exc:  # e.g. onnxruntime out of memory on one huge image
+            reason = _reason(exc)
             return [
-                (item, _done(Result(str(item.job.input), None, "failed", exc.reason, _ms(item))))
+                (item, _done(Result(str(item.job.input), None, "failed", reason, _ms(item))))
                 for item, _ in batch
             ]
         return [
@@ -389,14 +390,23 @@ class _Pipeline:
             notes.append(f"{fmt} cannot store transparency: alpha dropped")
         try:
             imageio.save_image(out, rgb, image, fmt, opts.quality)
-        except StylerError as exc:
-            return Result(str(item.job.input), str(out), "failed", exc.reason, _ms(item))
+        except Exception as exc:
+            return Result(str(item.job.input), str(out), "failed", _reason(exc), _ms(item))
         return Result(str(item.job.input), str(out), "ok", None, _ms(item), notes)
 
 
 def pixel_budget(ngf: int, memory: int = RUN_MEMORY_BYTES) -> int:
     """Pixels one session run may take so that it stays within ``memory``."""
     return max(64 * 64, memory // (BYTES_PER_PIXEL_PER_NGF * max(ngf, 1)))
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a failed input: styler's own reason, or the unexpected
+    error's type and first line (never a traceback)."""
+    if isinstance(exc, StylerError):
+        return exc.reason
+    text = str(exc).strip().splitlines()
+    return f"unexpected {type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
 
 
 def _ms(item: _Item) -> float:

@@ -409,3 +409,30 @@ def test_format_suffix_and_max_size(cli: Cli, tiny_resnet_onnx: Path, tmp_path: 
     assert styled.format == "WEBP" and styled.size == (150, 100)
     bad = cli("apply", str(folder), "-m", str(tiny_resnet_onnx), "--format", "gif")
     assert bad.returncode == 2 and "unknown format" in bad.stderr
+
+
+def test_unexpected_errors_fail_one_file_not_the_batch(
+    tiny_resnet_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from styler import imageio
+    from styler.apply import ApplyOptions
+    from styler.paths import collect_jobs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(_photo(32, 24)).save(folder / name)
+    real = imageio.load_image
+
+    def flaky(path: Path, max_pixels: int) -> imageio.DecodedImage:
+        if Path(path).name == "b.png":
+            raise RuntimeError("decoder exploded\nwith a second line")
+        return real(path, max_pixels)
+
+    monkeypatch.setattr(imageio, "load_image", flaky)
+    stylizer = Stylizer(tiny_resnet_onnx, device="cpu")
+    results = list(
+        stylizer.apply_files(collect_jobs([folder]), ApplyOptions(output_dir=tmp_path / "o"))
+    )
+    assert [r.status for r in results] == ["ok", "failed", "ok"]
+    assert results[1].error == "unexpected RuntimeError: decoder exploded"
