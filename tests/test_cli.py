@@ -180,3 +180,14 @@ def test_info_rejects_a_truncated_model(cli: Cli, tmp_path: Path, tiny_resnet_on
     result = cli("info", str(cut))
     assert result.returncode == 2
     assert str(cut) in result.stderr
+
+
+def test_models_lists_what_ships(cli: Cli) -> None:
+    from styler.models import shipped_models
+
+    listed = json.loads(cli("models", "--json").stdout)
+    assert [m["name"] for m in listed] == [m.name for m in shipped_models()]
+    plain = cli("models")
+    assert plain.returncode == 0
+    if not listed:
+        assert "no models ship" in plain.stderr
