@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -286,7 +286,7 @@ def apply(
 
     from styler.apply import ApplyOptions, Stylizer
     from styler.errors import EXIT_SOME_FAILED
-    from styler.paths import collect_jobs, read_path_list
+    from styler.paths import Job, collect_jobs, read_path_list
 
     if inputs.count("-") > 1:
         raise StylerError("'-' (paths from stdin) can be given only once")
@@ -315,12 +315,18 @@ def apply(
             else:
                 yield item
 
-    jobs = collect_jobs(expand(), recursive=recursive, output_dir=output)
+    jobs: Iterable[Job] = collect_jobs(expand(), recursive=recursive, output_dir=output)
+    total = None
+    if "-" not in inputs:  # paths from stdin stream; anything else is listed first
+        jobs = list(jobs)
+        total = len(jobs)
     counts = {"ok": 0, "skipped": 0, "failed": 0, "planned": 0}
     started = time.perf_counter()
     interrupted = False
     with contextlib.ExitStack() as stack:
-        advance = stack.enter_context(_progress(enabled=not quiet and sys.stderr.isatty()))
+        advance = stack.enter_context(
+            _progress(enabled=not quiet and sys.stderr.isatty(), total=total)
+        )
         results = stylizer.apply_files(jobs, options)
         stack.callback(results.close)  # waits for encodes in flight
         try:
@@ -363,7 +369,7 @@ def _print_result(result: Any, as_json: bool) -> None:
 
 
 @contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[object], None]]:
+def _progress(enabled: bool, total: int | None = None) -> Iterator[Callable[[object], None]]:
     """A rich progress line on stderr when it is a terminal; else nothing."""
     if not enabled:
         yield lambda _result: None
@@ -376,6 +382,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[object], None]]:
         SpinnerColumn,
         TextColumn,
         TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
     console = Console(stderr=True)
@@ -385,10 +392,11 @@ def _progress(enabled: bool) -> Iterator[Callable[[object], None]]:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[last]}", style="dim"),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("styling", total=None, last="")
+        task = progress.add_task("styling", total=total, last="")
 
         def advance(result: object) -> None:
             name = Path(getattr(result, "input", "")).name
