@@ -1,0 +1,88 @@
+"""The ``styler`` Typer app, the options several commands share, and
+:func:`main`: the one place where styler's errors become a line on stderr and
+an exit code (usage errors and bad models 2, failed inputs 1)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from styler._version import __version__
+from styler.errors import EXIT_USAGE, StylerError
+from styler.log import logger
+
+app = typer.Typer(
+    name="styler",
+    help="Batch image style transfer: train models, apply them to whole folders.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"styler {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")
+    ] = 0,
+) -> None:
+    """Batch image style transfer: train models, apply them to whole folders."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    _setup_logging(level)
+
+
+def _setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("styler: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def need_train_extra() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise StylerError("this command needs PyTorch: pip install 'styler[train]'") from None
+
+
+# Options that several commands share.
+OutputFile = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="ONNX file to write [default: CHECKPOINT with .onnx]"),
+]
+Fp16 = Annotated[bool, typer.Option("--fp16", help="Half-precision weights (for GPUs).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")]
+Description = Annotated[str | None, typer.Option(help="One-line description.")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; styler's errors become one line on stderr and
+    their exit code (usage errors and bad models 2, failed inputs 1)."""
+    try:
+        app(args=argv, prog_name="styler")
+    except StylerError as exc:
+        typer.echo(f"styler: error: {exc}", err=True)
+        return exc.exit_code
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        typer.echo(str(exc.code), err=True)
+        return EXIT_USAGE
+    return 0

@@ -1,0 +1,192 @@
+"""`styler apply`: style files, folders or paths from stdin."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from styler.cli.app import app
+from styler.errors import StylerError
+
+
+@app.command("apply")
+def apply(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files or folders; '-' reads paths from stdin.", metavar="INPUT..."
+        ),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="ONNX model file or shipped model name [default: the default model].",
+        ),
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path("styled"),
+    fmt: Annotated[str, typer.Option("--format", help="keep, png, jpg or webp.")] = "keep",
+    quality: Annotated[int, typer.Option(help="JPEG/WebP quality.")] = 95,
+    suffix: Annotated[str, typer.Option(help="Added to each output's stem.")] = "",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing outputs.")
+    ] = False,
+    recursive: Annotated[
+        bool, typer.Option("--recursive/--no-recursive", help="Walk subfolders.")
+    ] = True,
+    nul: Annotated[
+        bool, typer.Option("-0", "--null", help="Paths on stdin are NUL-separated.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be done; write nothing.")
+    ] = False,
+    max_size: Annotated[
+        int | None, typer.Option(help="Downscale images whose longest side exceeds this.")
+    ] = None,
+    tile: Annotated[
+        int | None, typer.Option(help="Tile edge in pixels [default: automatic].")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="CPU threads for inference.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images of one size run together.")] = 4,
+    workers: Annotated[int, typer.Option(help="Decode and encode threads.")] = 2,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per input on stdout.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")] = False,
+) -> None:
+    """Style every image in INPUT (files, folders, or '-' for paths on stdin).
+
+    Outputs go under --output, mirroring each folder's tree, at the input's
+    exact size; existing outputs are skipped. stdout gets one output path per
+    styled image (or JSON with --json); progress and errors go to stderr.
+    Exit code 0: all styled or skipped; 1: some inputs failed; 2: usage or model error.
+    """
+    import time
+
+    from styler.apply import ApplyOptions, Stylizer
+    from styler.errors import EXIT_SOME_FAILED
+    from styler.paths import Job, collect_jobs, read_path_list
+
+    if inputs.count("-") > 1:
+        raise StylerError("'-' (paths from stdin) can be given only once")
+    options = ApplyOptions(
+        output_dir=output,
+        format=fmt,
+        quality=quality,
+        suffix=suffix,
+        overwrite=overwrite,
+        max_size=max_size,
+        dry_run=dry_run,
+        batch_size=batch_size,
+        workers=workers,
+    )
+    stylizer = Stylizer(model, device=device, threads=threads, tile=tile)
+    if not quiet:
+        meta = stylizer.meta
+        typer.echo(
+            f"styler: {meta.name} ({meta.architecture}) on {stylizer.model.device}", err=True
+        )
+
+    def expand() -> Iterator[str]:
+        for item in inputs:
+            if item == "-":
+                yield from read_path_list(sys.stdin.buffer, nul=nul)
+            else:
+                yield item
+
+    jobs: Iterable[Job] = collect_jobs(expand(), recursive=recursive, output_dir=output)
+    total = None
+    if "-" not in inputs:  # paths from stdin stream; anything else is listed first
+        jobs = list(jobs)
+        total = len(jobs)
+    counts = {"ok": 0, "skipped": 0, "failed": 0, "planned": 0}
+    started = time.perf_counter()
+    interrupted = False
+    with contextlib.ExitStack() as stack:
+        advance = stack.enter_context(
+            _progress(enabled=not quiet and sys.stderr.isatty(), total=total)
+        )
+        results = stylizer.apply_files(jobs, options)
+        stack.callback(results.close)  # waits for encodes in flight
+        try:
+            for result in results:
+                counts[result.status] += 1
+                _print_result(result, as_json)
+                advance(result)
+        except KeyboardInterrupt:
+            interrupted = True
+    if not quiet:
+        seconds = time.perf_counter() - started
+        rate = counts["ok"] / seconds if seconds > 0 else 0.0
+        parts = [f"{counts['ok']} styled"]
+        if counts["planned"]:
+            parts.append(f"{counts['planned']} planned")
+        parts += [f"{counts['skipped']} skipped (existing)", f"{counts['failed']} failed"]
+        typer.echo(f"styler: {', '.join(parts)} in {seconds:.1f} s ({rate:.2f} images/s)", err=True)
+    if interrupted:
+        typer.echo(
+            "styler: interrupted; finished outputs are complete, run again to do the rest",
+            err=True,
+        )
+        raise typer.Exit(130)
+    if counts["failed"]:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _print_result(result: Any, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    elif result.status == "ok":
+        typer.echo(result.output)
+    elif result.status == "planned":
+        typer.echo(f"{result.input} -> {result.output}")
+    if result.status == "failed":
+        typer.echo(f"styler: {result.input}: {result.error}", err=True)
+    for note in result.warnings:
+        typer.echo(f"styler: {result.input}: warning: {note}", err=True)
+    sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int | None = None) -> Iterator[Callable[[object], None]]:
+    """A rich progress line on stderr when it is a terminal; else nothing."""
+    if not enabled:
+        yield lambda _result: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("styling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[last]}", style="dim"),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("styling", total=total, last="")
+
+        def advance(result: object) -> None:
+            name = Path(getattr(result, "input", "")).name
+            progress.update(task, advance=1, last=name)
+
+        yield advance

@@ -1,0 +1,128 @@
+"""`styler import` and `styler export`: checkpoints in, ONNX models out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from styler.cli.app import Description, Fp16, OutputFile, Overwrite, app, need_train_extra
+from styler.errors import StylerError
+
+
+@app.command("import")
+def import_(
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="A .pth generator saved by pytorch-CycleGAN-and-pix2pix.", metavar="CHECKPOINT"
+        ),
+    ],
+    output: OutputFile = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(help="Override the detected architecture (resnet_9blocks, unet_256, ...)."),
+    ] = None,
+    ngf: Annotated[int | None, typer.Option(help="Override the detected width.")] = None,
+    norm: Annotated[
+        str | None, typer.Option(help="Override the detected norm: instance, batch, none.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Model name [default: file stem].")] = None,
+    description: Description = None,
+    license: Annotated[str, typer.Option(help="Licence of the weights.")] = "unknown",
+    train_size: Annotated[
+        int | None, typer.Option(help="Crop size the model was trained at.")
+    ] = None,
+    direction: Annotated[
+        str | None, typer.Option(help="AtoB or BtoA [default: from the file name].")
+    ] = None,
+    fp16: Fp16 = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Import a pytorch-CycleGAN-and-pix2pix generator checkpoint as a styler ONNX model."""
+    need_train_extra()
+    from styler.importer import import_to_onnx
+    from styler.netconfig import generator_preset
+
+    overrides: dict[str, object] = {"ngf": ngf, "norm": norm}
+    if arch is not None:
+        try:
+            preset = generator_preset(arch)
+        except ValueError as exc:
+            raise StylerError(str(exc)) from None
+        overrides.update(
+            {"n_blocks": preset.n_blocks}
+            if preset.kind == "resnet"
+            else {"num_downs": preset.num_downs}
+        )
+    result = import_to_onnx(
+        checkpoint,
+        output or checkpoint.with_suffix(".onnx"),
+        name=name,
+        description=description,
+        license=license,
+        train_size=train_size,
+        direction=direction,
+        fp16=fp16,
+        overwrite=overwrite,
+        **overrides,
+    )
+    _report_export(result)
+
+
+@app.command("export")
+def export(
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="A styler generator checkpoint (.safetensors), or a training run folder.",
+            metavar="CHECKPOINT|RUN_DIR",
+        ),
+    ],
+    output: OutputFile = None,
+    fp16: Fp16 = False,
+    name: Annotated[str | None, typer.Option(help="Model name.")] = None,
+    description: Description = None,
+    license: Annotated[str | None, typer.Option(help="Licence of the weights.")] = None,
+    overwrite: Overwrite = False,
+) -> None:
+    """Export a styler checkpoint to a self-describing ONNX model.
+
+    Given a training run folder, exports its generators from the latest
+    checkpoint into the folder, named by direction (A_to_B.onnx, B_to_A.onnx).
+    """
+    need_train_extra()
+    from styler.export import export_checkpoint
+
+    if checkpoint.is_dir():
+        from styler.training.loop import export_run
+
+        if output is not None or name is not None:
+            raise StylerError("--output and --name do not apply to a run folder")
+        for result in export_run(checkpoint, fp16=fp16):
+            _report_export(result)
+        return
+
+    result = export_checkpoint(
+        checkpoint,
+        output or checkpoint.with_suffix(".fp16.onnx" if fp16 else ".onnx"),
+        fp16=fp16,
+        overwrite=overwrite,
+        name=name,
+        description=description,
+        license=license,
+    )
+    _report_export(result)
+
+
+def _report_export(result: object) -> None:
+    from styler.export import ExportResult
+
+    assert isinstance(result, ExportResult)
+    typer.echo(str(result.path))
+    typer.echo(
+        f"styler: wrote {result.path}: {result.meta.architecture}, {result.meta.precision}, "
+        f"parity error {result.parity_error:.2e} vs torch ({result.seconds:.1f} s)",
+        err=True,
+    )

@@ -1,0 +1,94 @@
+"""`styler info` and `styler models`: what a model file is, what ships."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from styler.cli.app import app
+
+
+@app.command("info")
+def info(
+    model: Annotated[Path, typer.Argument(help="A styler ONNX model.", metavar="MODEL")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metadata as JSON.")] = False,
+) -> None:
+    """Show what a styler model is: architecture, channels, range, provenance."""
+    from styler.runtime import Model
+
+    opened = Model.open(model, device="cpu")
+    meta = opened.meta
+    data = meta.to_dict()
+    data["file"] = str(model)
+    data["file_size"] = model.stat().st_size
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    net = meta.network
+    rows = [
+        ("name", meta.name),
+        ("description", meta.description),
+        (
+            "architecture",
+            f"{meta.architecture} ({net.kind}, ngf {net.ngf}, norm {net.norm}, "
+            f"upsample {net.upsample})",
+        ),
+        ("channels", f"{meta.in_channels} in, {meta.out_channels} out"),
+        ("value range", f"[{meta.value_range[0]:g}, {meta.value_range[1]:g}]"),
+        ("size multiple", str(meta.size_multiple)),
+        ("train size", str(meta.train_size) if meta.train_size else "unknown"),
+        (
+            "direction",
+            meta.direction + (f" ({meta.domains[0]} -> {meta.domains[1]})" if meta.domains else ""),
+        ),
+        ("precision", meta.precision),
+        (
+            "parity error",
+            f"{meta.parity_error:.2e}" if meta.parity_error is not None else "not measured",
+        ),
+        ("licence", meta.license),
+        ("source", meta.source),
+        ("created", f"{meta.created} with styler {meta.styler_version}"),
+        ("file", f"{model} ({data['file_size'] / 1e6:.1f} MB)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        typer.echo(f"{key:<{width}}  {value}")
+
+
+@app.command("models")
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,
+) -> None:
+    """List the models that ship with styler, with their cards."""
+    from styler.models import shipped_models
+
+    found = shipped_models()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "name": m.name,
+                        "path": str(m.path),
+                        "default": m.is_default,
+                        "card": m.card.read_text() if m.card else None,
+                    }
+                    for m in found
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not found:
+        typer.echo("styler: no models ship with this install yet", err=True)
+        return
+    for m in found:
+        typer.echo(f"{m.name}{' (default)' if m.is_default else ''}  {m.path}")
+        if m.card:
+            typer.echo("")
+            typer.echo(m.card.read_text().rstrip())
+            typer.echo("")

@@ -1,0 +1,122 @@
+"""CycleGAN (Zhu et al. 2017): two generators, two PatchGAN discriminators,
+adversarial + cycle-consistency + identity losses, and image pools.
+
+One step: update both generators (discriminators frozen), then both
+discriminators on real images and pooled fakes. Same-network calls are
+batched: G_A runs once on [real A, real B] (giving fake B and identity A),
+G_B once on [real B, real A], which is exact for instance-norm networks.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from styler.training.config import TrainConfig
+from styler.training.data import seeded
+from styler.training.distributed import DistInfo
+from styler.training.losses import gradient_penalty
+from styler.training.pool import ImagePool
+from styler.training.task import ExportSpec, Task, l1, pair, set_requires_grad
+
+
+class CycleGan(Task):
+    loss_names = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
+
+    def __init__(self, config: TrainConfig, device: str, dist: DistInfo) -> None:
+        super().__init__(config, device, dist)
+        self.G_A = self.build("G_A", config.generator)  # A -> B
+        self.G_B = self.build("G_B", config.generator)  # B -> A
+        self.D_A = self.build("D_A", config.discriminator)  # judges B images
+        self.D_B = self.build("D_B", config.discriminator)  # judges A images
+        self.optimise("G", ["G_A", "G_B"])
+        self.optimise("D", ["D_A", "D_B"])
+        self.pool_A = ImagePool(config.pool_size)  # fake A images, for D_B
+        self.pool_B = ImagePool(config.pool_size)  # fake B images, for D_A
+        # Batching two images through one call changes nothing only when the
+        # networks normalise each image by itself.
+        self.batch_calls = config.generator.norm != "batch"
+        self.batch_disc = getattr(config.discriminator, "norm", "none") != "batch"
+
+    def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+        c = self.config
+        real_A = batch["A"].to(self.device, non_blocking=True)
+        real_B = batch["B"].to(self.device, non_blocking=True)
+        identity = c.lambda_identity > 0
+        discs = (self.D_A, self.D_B)
+
+        # Generators, discriminators frozen.
+        set_requires_grad(discs, False)
+        with self.autocast():  # type: ignore[attr-defined]
+            if identity:
+                fake_B, idt_A = pair(self.G_A, real_A, real_B, self.batch_calls)
+                fake_A, idt_B = pair(self.G_B, real_B, real_A, self.batch_calls)
+            else:
+                fake_B, fake_A = self.G_A(real_A), self.G_B(real_B)
+            rec_A = self.G_B(fake_B)
+            rec_B = self.G_A(fake_A)
+            pred_A, pred_B = self.D_A(fake_B), self.D_B(fake_A)
+        loss = {
+            "G_A": self.gan.g_loss(pred_A),
+            "G_B": self.gan.g_loss(pred_B),
+            "cycle_A": l1(rec_A, real_A) * c.lambda_cycle,
+            "cycle_B": l1(rec_B, real_B) * c.lambda_cycle,
+        }
+        if identity:
+            loss["idt_A"] = l1(idt_A, real_B) * c.lambda_cycle * c.lambda_identity
+            loss["idt_B"] = l1(idt_B, real_A) * c.lambda_cycle * c.lambda_identity
+        self.update("G", sum(loss.values()))  # type: ignore[arg-type]
+
+        # Discriminators, on real images and pooled fakes.
+        set_requires_grad(discs, True)
+        gen = seeded(c.seed, "pool", step, self.dist.rank)
+        pooled_B = self.pool_B.query(fake_B.detach().float(), gen)
+        pooled_A = self.pool_A.query(fake_A.detach().float(), gen)
+        with self.autocast():  # type: ignore[attr-defined]
+            loss["D_A"] = self.gan.d_loss(*pair(self.D_A, real_B, pooled_B, self.batch_disc))
+            loss["D_B"] = self.gan.d_loss(*pair(self.D_B, real_A, pooled_A, self.batch_disc))
+        d_total = loss["D_A"] + loss["D_B"]
+        if self.gan.needs_penalty:
+            d_total = d_total + c.lambda_gp * (
+                gradient_penalty(self.D_A, real_B, pooled_B, gen)
+                + gradient_penalty(self.D_B, real_A, pooled_A, gen)
+            )
+        self.update("D", d_total)
+        names = [n for n in self.loss_names if n in loss]
+        values = torch.stack([loss[n].detach().float() for n in names]).tolist()
+        return dict(zip(names, values, strict=True))
+
+    # -- samples and export -------------------------------------------------------
+
+    def column_names(self) -> tuple[str, ...]:
+        return ("input", "translated", "reconstructed")
+
+    def sample_rows(self, inputs: dict[str, torch.Tensor]) -> list[tuple[str, list[torch.Tensor]]]:
+        a, b = self.config.domains
+        fake_B = self.run_generator("G_A", inputs["A"])
+        rec_A = self.run_generator("G_B", fake_B)
+        fake_A = self.run_generator("G_B", inputs["B"])
+        rec_B = self.run_generator("G_A", fake_A)
+        return [
+            (f"{a} -> {b}", [inputs["A"], fake_B.cpu(), rec_A.cpu()]),
+            (f"{b} -> {a}", [inputs["B"], fake_A.cpu(), rec_B.cpu()]),
+        ]
+
+    def exports(self) -> list[ExportSpec]:
+        a, b = self.config.domains
+        g = self.config.generator
+        return [
+            ExportSpec(f"{a}_to_{b}", self.G_A, g, "AtoB", (a, b)),
+            ExportSpec(f"{b}_to_{a}", self.G_B, g, "BtoA", (a, b)),
+        ]
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, pool in (("pool_A", self.pool_A), ("pool_B", self.pool_B)):
+            images = pool.state()
+            if images is not None:
+                out[name] = images
+        return out
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.pool_A.load(tensors.get("pool_A"), self.device)
+        self.pool_B.load(tensors.get("pool_B"), self.device)

@@ -1,0 +1,59 @@
+"""GAN objectives: LSGAN, vanilla (logistic), hinge and WGAN-GP.
+
+``d_loss(real, fake)`` and ``g_loss(fake)`` take discriminator outputs
+(raw scores, any shape) and return scalars, computed in float32 whatever
+precision the networks ran in.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from styler.training.config import GAN_LOSSES
+
+
+class GanLoss:
+    def __init__(self, kind: str) -> None:
+        if kind not in GAN_LOSSES:
+            raise ValueError(f"unknown GAN loss {kind!r}: expected one of {', '.join(GAN_LOSSES)}")
+        self.kind = kind
+
+    def d_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """What the discriminator minimises (real scored high, fake low)."""
+        real, fake = real.float(), fake.float()
+        if self.kind == "lsgan":
+            return 0.5 * ((real - 1).square().mean() + fake.square().mean())
+        if self.kind == "vanilla":
+            return 0.5 * (
+                F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+            )
+        if self.kind == "hinge":
+            return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+        return 0.5 * (fake.mean() - real.mean())  # wgangp (the caller adds the penalty)
+
+    def g_loss(self, fake: torch.Tensor) -> torch.Tensor:
+        """What the generator minimises (its fakes scored as real)."""
+        fake = fake.float()
+        if self.kind == "lsgan":
+            return (fake - 1).square().mean()
+        if self.kind == "vanilla":
+            return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+        return -fake.mean()  # hinge and wgangp
+
+    @property
+    def needs_penalty(self) -> bool:
+        return self.kind == "wgangp"
+
+
+def gradient_penalty(
+    disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None
+) -> torch.Tensor:
+    """WGAN-GP: (|grad D(x)| - 1)^2 at random points between real and fake."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator).to(real)
+    mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+    score = disc(mixed)
+    (grad,) = torch.autograd.grad(score.float().sum(), mixed, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1).square().mean()

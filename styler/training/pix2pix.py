@@ -1,0 +1,69 @@
+"""pix2pix (Isola et al. 2017): a U-Net generator and a conditional PatchGAN
+that judges (input, output) pairs; GAN + L1 losses.
+
+One step, in the reference order: update the discriminator on (A, real B)
+and (A, fake B), then the generator against the updated discriminator.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from styler.training.config import TrainConfig
+from styler.training.data import seeded
+from styler.training.distributed import DistInfo
+from styler.training.losses import gradient_penalty
+from styler.training.task import ExportSpec, Task, l1, pair, set_requires_grad
+
+
+class Pix2Pix(Task):
+    loss_names = ("D", "G_GAN", "G_L1")
+
+    def __init__(self, config: TrainConfig, device: str, dist: DistInfo) -> None:
+        super().__init__(config, device, dist)
+        self.G = self.build("G", config.generator)
+        self.D = self.build("D", config.discriminator)  # sees A and B stacked
+        self.optimise("G", ["G"])
+        self.optimise("D", ["D"])
+        self.batch_disc = getattr(config.discriminator, "norm", "none") != "batch"
+
+    def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+        c = self.config
+        real_A = batch["A"].to(self.device, non_blocking=True)
+        real_B = batch["B"].to(self.device, non_blocking=True)
+        with self.autocast():  # type: ignore[attr-defined]
+            fake_B = self.G(real_A)
+
+        # Discriminator on real and fake pairs.
+        set_requires_grad([self.D], True)
+        real_AB = torch.cat([real_A, real_B], 1)
+        fake_AB = torch.cat([real_A, fake_B.detach().to(real_A.dtype)], 1)
+        with self.autocast():  # type: ignore[attr-defined]
+            loss_D = self.gan.d_loss(*pair(self.D, real_AB, fake_AB, self.batch_disc))
+        d_total = loss_D
+        if self.gan.needs_penalty:
+            gen = seeded(c.seed, "gp", step, self.dist.rank)
+            d_total = d_total + c.lambda_gp * gradient_penalty(self.D, real_AB, fake_AB, gen)
+        self.update("D", d_total)
+
+        # Generator against the updated discriminator.
+        set_requires_grad([self.D], False)
+        with self.autocast():  # type: ignore[attr-defined]
+            pred = self.D(torch.cat([real_A, fake_B.to(real_A.dtype)], 1))
+        loss_gan = self.gan.g_loss(pred)
+        loss_l1 = l1(fake_B, real_B) * c.lambda_l1
+        self.update("G", loss_gan + loss_l1)
+        values = torch.stack([x.detach().float() for x in (loss_D, loss_gan, loss_l1)]).tolist()
+        return dict(zip(self.loss_names, values, strict=True))
+
+    def column_names(self) -> tuple[str, ...]:
+        return ("input", "output", "target")
+
+    def sample_rows(self, inputs: dict[str, torch.Tensor]) -> list[tuple[str, list[torch.Tensor]]]:
+        a, b = self.config.domains
+        fake = self.run_generator("G", inputs["A"]).cpu()
+        return [(f"{a} -> {b}", [inputs["A"], fake, inputs["B"]])]
+
+    def exports(self) -> list[ExportSpec]:
+        a, b = self.config.domains
+        return [ExportSpec(f"{a}_to_{b}", self.G, self.config.generator, "AtoB", (a, b))]

@@ -1,0 +1,165 @@
+"""What every training mode shares: networks, Adam optimisers, precision,
+gradient averaging, and the state a checkpoint must hold.
+
+A mode (``cyclegan.py``, ``pix2pix.py``) builds its networks and defines
+``train_step``; the loop (``loop.py``) drives it and knows nothing of GANs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from styler import zoo
+from styler.netconfig import GeneratorConfig
+from styler.training.config import TrainConfig
+from styler.training.device import autocast
+from styler.training.distributed import DistInfo, average_gradients, broadcast_module
+from styler.training.losses import GanLoss
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """A generator to export at the end of a run."""
+
+    name: str
+    net: nn.Module
+    config: GeneratorConfig
+    direction: str
+    domains: tuple[str, str]
+
+
+def make_adam(params: Iterable[nn.Parameter], config: TrainConfig, device: str) -> torch.optim.Adam:
+    """Adam with fused kernels where PyTorch has them, else the foreach ones."""
+    params = list(params)
+    betas = (config.beta1, config.beta2)
+    try:
+        return torch.optim.Adam(params, lr=config.lr, betas=betas, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=config.lr, betas=betas, foreach=device != "mps")
+
+
+def set_requires_grad(nets: Iterable[nn.Module], flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+def pair(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, together: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(net(x), net(y)), as one batched call when ``together`` (exact only for
+    networks that normalise each image by itself, not with batch norm)."""
+    if not together:
+        return net(x), net(y)
+    out = net(torch.cat([x, y]))
+    return out[: len(x)], out[len(x) :]
+
+
+def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.float() - b.float()).abs().mean()
+
+
+class Task:
+    """Networks ``nets`` (names -> modules), optimisers ``optimizers`` (names
+    -> Adam), and one training step."""
+
+    #: Names of the losses ``train_step`` returns, in display order.
+    loss_names: tuple[str, ...] = ()
+
+    def __init__(self, config: TrainConfig, device: str, dist: DistInfo) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.precision = config.precision
+        self.dist = dist
+        self.gan = GanLoss(config.gan_loss)
+        self.nets: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.groups: dict[str, list[str]] = {}
+        self.scalers: dict[str, torch.amp.GradScaler] = {}
+
+    # -- building ---------------------------------------------------------------
+
+    def build(self, name: str, net_config: object) -> nn.Module:
+        torch.manual_seed(self.config.seed + len(self.nets))
+        net = zoo.build(net_config, init=self.config.init, gain=self.config.init_gain)  # type: ignore[arg-type]
+        net = net.to(self.device)
+        broadcast_module(net, self.dist)
+        self.nets[name] = net
+        return net
+
+    def optimise(self, name: str, nets: list[str]) -> None:
+        params = itertools.chain.from_iterable(self.nets[n].parameters() for n in nets)
+        self.optimizers[name] = make_adam(params, self.config, self.device.type)
+        self.groups[name] = nets
+        if self.precision == "fp16":
+            self.scalers[name] = torch.amp.GradScaler(self.device.type)
+
+    def autocast(self) -> object:
+        return autocast(self.device.type, self.precision)
+
+    # -- stepping ---------------------------------------------------------------
+
+    def update(self, name: str, loss: torch.Tensor) -> None:
+        """Backward ``loss`` into optimiser ``name``'s networks and step it."""
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        scaler = self.scalers.get(name)
+        (scaler.scale(loss) if scaler else loss).backward()
+        params = [p for n in self.groups[name] for p in self.nets[n].parameters()]
+        average_gradients(params, self.dist)
+        if scaler:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+
+    def set_lr(self, factor: float) -> None:
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = self.config.lr * factor
+
+    def train(self, mode: bool = True) -> None:
+        for net in self.nets.values():
+            net.train(mode)
+
+    def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    # -- samples and export -----------------------------------------------------
+
+    def sample_rows(self, inputs: dict[str, torch.Tensor]) -> list[tuple[str, list[torch.Tensor]]]:
+        """Rows of a sample grid: (label, images (N, C, H, W) per column)."""
+        raise NotImplementedError
+
+    def column_names(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def exports(self) -> list[ExportSpec]:
+        raise NotImplementedError
+
+    # -- extra state for checkpoints ---------------------------------------------
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Tensors besides networks and optimisers a resume needs (image pools)."""
+        return {}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        del tensors
+
+    def scaler_state(self) -> dict[str, dict[str, float]]:
+        return {k: dict(s.state_dict()) for k, s in self.scalers.items()}
+
+    def load_scaler_state(self, state: dict[str, dict[str, float]]) -> None:
+        for k, s in self.scalers.items():
+            if k in state:
+                s.load_state_dict(state[k])
+
+    @torch.no_grad()
+    def run_generator(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        with self.autocast():  # type: ignore[attr-defined]
+            return self.nets[name](x.to(self.device)).float()

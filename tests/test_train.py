@@ -1,0 +1,494 @@
+"""Training on tiny real data: every mode steps, resumes exactly, stops on
+Ctrl-C, writes its run folder, and exports models that styler apply runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+from styler.errors import BadCheckpointError, DeviceError, UsageError  # noqa: E402
+from styler.training import data as D  # noqa: E402
+from styler.training import state  # noqa: E402
+from styler.training.device import Hardware, choose_device, choose_precision  # noqa: E402
+from styler.training.loop import WatchOptions, build_task, resume, train  # noqa: E402
+from styler.training.schedule import lr_factor  # noqa: E402
+from styler.training.setup import make_config  # noqa: E402
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+TINY = {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "size": 32}
+QUIET = WatchOptions(display="quiet", export=False, workers=1)
+
+
+def make_folder(
+    folder: Path, names: list[str], tint: tuple[float, float, float], seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        base = rng.random((40 + i % 5, 44 + i % 3, 3)) * np.array(tint)
+        Image.fromarray((base * 255).astype(np.uint8)).save(folder / name)
+
+
+@pytest.fixture
+def unpaired(tmp_path: Path) -> tuple[Path, Path]:
+    a, b = tmp_path / "photos", tmp_path / "paintings"
+    make_folder(a, [f"p{i:02d}.png" for i in range(12)], (1.0, 0.6, 0.4), 0)
+    make_folder(b, [f"q{i:02d}.jpg" for i in range(11)], (0.3, 0.5, 1.0), 1)
+    return a, b
+
+
+@pytest.fixture
+def paired(tmp_path: Path) -> tuple[Path, Path]:
+    a, b = tmp_path / "edges", tmp_path / "shoes"
+    names = [f"x{i:02d}.png" for i in range(10)]
+    make_folder(a, names, (1.0, 1.0, 1.0), 2)
+    make_folder(b, names, (0.2, 0.8, 0.2), 3)
+    return a, b
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    ckpt = state.latest(run / "checkpoints")
+    assert ckpt is not None
+    return ckpt.tensors
+
+
+# -- decisions ----------------------------------------------------------------------------
+
+
+def test_paired_folders_train_pix2pix_and_unpaired_cyclegan(
+    unpaired: tuple[Path, Path], paired: tuple[Path, Path]
+) -> None:
+    config, _ = make_config(*paired, steps=2, **TINY)
+    assert config.mode == "pix2pix"
+    assert config.gan_loss == "vanilla" and config.discriminator.in_channels == 6
+    config, _ = make_config(*unpaired, steps=2, **TINY)
+    assert config.mode == "cyclegan" and config.gan_loss == "lsgan"
+    assert config.domains == ("photos", "paintings")
+    # The override wins over what the names say.
+    config, _ = make_config(*paired, mode="cyclegan", steps=2, **TINY)
+    assert config.mode == "cyclegan"
+    with pytest.raises(UsageError, match="pix2pix needs pairs"):
+        make_config(*unpaired, mode="pix2pix", steps=2, **TINY)
+
+
+def test_pairing_needs_most_stems(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    make_folder(a, [f"{i}.png" for i in range(10)], (1, 1, 1), 0)
+    make_folder(b, [f"{i}.jpg" for i in range(4)] + ["z.png"], (1, 1, 1), 1)
+    files_a, files_b = D.list_images(a), D.list_images(b)
+    pairs = D.find_pairs(files_a, a, files_b, b)
+    assert [p[0].stem for p in pairs] == ["0", "1", "2", "3"]  # extensions may differ
+    assert not D.is_paired(len(files_a), len(pairs))
+    assert D.is_paired(10, 5) and not D.is_paired(0, 0)
+
+
+def test_holdout_is_a_few_images_and_never_trained_on(unpaired: tuple[Path, Path]) -> None:
+    config, found = make_config(*unpaired, steps=2, **TINY)
+    assert len(config.holdout_a) == 1 and len(config.holdout_b) == 1
+    train_a, held_a = D.split(found.sources_a, Path(config.data_a), config.holdout_a)
+    assert [s.a.name for s in held_a] == list(config.holdout_a)
+    assert all(s.a.name not in config.holdout_a for s in train_a) and len(train_a) == 11
+    # Too small a folder spares none: samples come from training images.
+    assert D.choose_holdout([f"{i}" for i in range(9)], seed=0) == []
+
+
+def test_steps_from_epochs_and_the_lr_schedule(unpaired: tuple[Path, Path]) -> None:
+    config, _ = make_config(*unpaired, epochs=3, **TINY)
+    assert config.steps == 3 * 11 and config.decay_steps == round(33 * 0.5)
+    factors = [lr_factor(s, 10, 4) for s in range(10)]
+    assert factors[:6] == [1.0] * 6
+    assert factors[6:] == pytest.approx([0.8, 0.6, 0.4, 0.2])
+    assert lr_factor(0, 5, 0) == 1.0 and lr_factor(4, 5, 5) == pytest.approx(1 / 6)
+
+
+def test_device_and_precision_choices_without_a_gpu() -> None:
+    none = Hardware(cuda=False, cuda_bf16=False, mps=False, cpu_bf16=False)
+    ampere = Hardware(cuda=True, cuda_bf16=True, mps=False, cpu_bf16=False)
+    turing = Hardware(cuda=True, cuda_bf16=False, mps=False, cpu_bf16=True)
+    assert choose_device("auto", none) == "cpu" and choose_device("auto", ampere) == "cuda"
+    with pytest.raises(DeviceError, match="no CUDA"):
+        choose_device("cuda", none)
+    with pytest.raises(DeviceError, match="no Apple GPU"):
+        choose_device("mps", ampere)
+    assert choose_precision("auto", "cuda", ampere) == "bf16"
+    assert choose_precision("auto", "cuda", turing) == "fp16"  # AMP with a gradient scaler
+    assert choose_precision("auto", "cpu", turing) == "bf16"
+    assert choose_precision("auto", "cpu", none) == "fp32"
+    with pytest.raises(DeviceError, match="fp16 autocast is for GPUs"):
+        choose_precision("fp16", "cpu", none)
+
+
+def test_batches_are_a_pure_function_of_the_step(unpaired: tuple[Path, Path]) -> None:
+    config, found = make_config(*unpaired, steps=4, **TINY)
+    one = build_data(config, found)
+    two = build_data(config, found)
+    try:
+        for step in (3, 0, 2):  # any order, any instance
+            x, y = one.batch(step), two.batch(step)
+            assert torch.equal(x["A"], y["A"]) and torch.equal(x["B"], y["B"])
+            assert x["A"].shape == (1, 3, 32, 32) and x["A"].min() >= -1 and x["A"].max() <= 1
+        assert not torch.equal(one.batch(0)["A"], one.batch(1)["A"])
+    finally:
+        one.close()
+        two.close()
+
+
+def build_data(config: object, found: D.Scan) -> D.TrainingData:
+    from styler.training.distributed import DistInfo
+    from styler.training.loop import load_data
+
+    return load_data(config, QUIET, DistInfo(), found)  # type: ignore[arg-type]
+
+
+def test_aligned_images_are_split_into_a_and_b(tmp_path: Path) -> None:
+    folder = tmp_path / "aligned"
+    folder.mkdir()
+    for i in range(3):
+        left = np.full((36, 40, 3), 30, np.uint8)
+        right = np.full((36, 40, 3), 220, np.uint8)
+        Image.fromarray(np.concatenate([left, right], axis=1)).save(folder / f"{i}.png")
+    config, found = make_config(folder, None, steps=2, **TINY)
+    assert config.mode == "pix2pix" and config.aligned
+    data = build_data(config, found)
+    try:
+        batch = data.batch(0)
+        assert batch["A"].max() < -0.7 and batch["B"].min() > 0.7  # dark left, light right
+    finally:
+        data.close()
+
+
+def test_bad_files_are_reported_once_and_skipped(
+    unpaired: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    a, _ = unpaired
+    (a / "empty.png").write_bytes(b"")
+    (a / "text.jpg").write_text("not an image")
+    good = (a / "p00.png").read_bytes()
+    (a / "cut.png").write_bytes(good[: len(good) // 2])
+    config, found = make_config(*unpaired, steps=2, **TINY)
+    with caplog.at_level("WARNING", logger="styler"):
+        data = build_data(config, found)
+    data.close()
+    assert isinstance(data, D.UnpairedData)
+    messages = [r.getMessage() for r in caplog.records]
+    for name, reason in (
+        ("empty.png", "empty file"),
+        ("text.jpg", "not an image"),
+        ("cut.png", "truncated"),
+    ):
+        lines = [m for m in messages if f"photos/{name}" in m]
+        assert len(lines) == 1 and reason in lines[0], messages
+    assert len(data.store_a) + len(data.store_a.bad) == 15 - len(config.holdout_a)
+
+
+# -- training steps -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gan_loss", ["lsgan", "vanilla", "hinge", "wgangp"])
+def test_every_gan_loss_trains_both_modes(
+    tmp_path: Path, unpaired: tuple[Path, Path], paired: tuple[Path, Path], gan_loss: str
+) -> None:
+    for name, folders in (("cyclegan", unpaired), ("pix2pix", paired)):
+        config, found = make_config(*folders, steps=2, gan_loss=gan_loss, **TINY)
+        assert config.mode == name
+        before = {
+            k: v.clone()
+            for k, v in build_task(config, "cpu")
+            .nets["D_A" if name == "cyclegan" else "D"]
+            .state_dict()
+            .items()
+        }
+        result = train(
+            config, tmp_path / f"{name}-{gan_loss}", device="cpu", watch=QUIET, found=found
+        )
+        assert result.finished and result.step == 2
+        records = [
+            json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert [r["step"] for r in records] == [1, 2]
+        assert all(np.isfinite(v) for r in records for v in r.values())
+        after = weights(result.run_dir)
+        key = "D_A" if name == "cyclegan" else "D"
+        changed = [k for k, v in before.items() if not torch.equal(after[f"net.{key}.{k}"], v)]
+        assert changed, "the discriminator did not learn"
+
+
+def test_bf16_autocast_step_and_batch_norm_cyclegan(
+    tmp_path: Path, unpaired: tuple[Path, Path]
+) -> None:
+    config, found = make_config(*unpaired, steps=2, precision="bf16", norm="batch", **TINY)
+    result = train(config, tmp_path / "run", device="cpu", watch=QUIET, found=found)
+    assert result.finished
+    record = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(record["cycle_A"]) and record["cycle_A"] > 0
+
+
+def test_resume_gives_exactly_the_uninterrupted_weights(
+    tmp_path: Path, unpaired: tuple[Path, Path]
+) -> None:
+    config, found = make_config(*unpaired, steps=6, pool_size=2, **TINY)
+    full = train(config, tmp_path / "full", device="cpu", watch=QUIET, found=found)
+    part = train(
+        config,
+        tmp_path / "part",
+        device="cpu",
+        found=found,
+        watch=WatchOptions(display="quiet", export=False, workers=1, stop_at=3),
+    )
+    assert part.interrupted and part.step == 3 and not part.finished
+    assert state.latest(tmp_path / "part" / "checkpoints").step == 3  # type: ignore[union-attr]
+    again = resume(tmp_path / "part", device="cpu", watch=QUIET)
+    assert again.finished and again.step == 6
+    a, b = weights(full.run_dir), weights(again.run_dir)
+    assert a.keys() == b.keys() and any(k.startswith("extra.pool") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ"
+    steps = [
+        json.loads(x)["step"] for x in (tmp_path / "part/metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_checkpoints_hold_no_pickle_and_bad_ones_are_refused(
+    tmp_path: Path, unpaired: tuple[Path, Path]
+) -> None:
+    config, found = make_config(*unpaired, steps=1, **TINY)
+    result = train(config, tmp_path / "run", device="cpu", watch=QUIET, found=found)
+    path = result.checkpoint
+    assert path is not None and path.read_bytes()[8:9] == b"{"  # safetensors JSON header
+    bad = tmp_path / "run" / "checkpoints" / state.checkpoint_name(5)
+    bad.write_bytes(path.read_bytes()[:1000])  # a newer, damaged one
+    with pytest.raises(BadCheckpointError, match="not a readable checkpoint"):
+        state.load(bad)
+    latest = state.latest(tmp_path / "run" / "checkpoints")
+    assert latest is not None and latest.step == 1  # the damaged one is passed over
+
+
+def test_a_run_folder_is_never_reused(tmp_path: Path, unpaired: tuple[Path, Path]) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "mine.txt").write_text("keep me")
+    config, found = make_config(*unpaired, steps=1, **TINY)
+    with pytest.raises(UsageError, match="--resume"):
+        train(config, run, device="cpu", watch=QUIET, found=found)
+    assert (run / "mine.txt").read_text() == "keep me"
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_run_folder_and_models_work_with_apply(
+    tmp_path: Path, unpaired: tuple[Path, Path], cli: Cli
+) -> None:
+    a, b = unpaired
+    run = tmp_path / "run"
+    result = cli(
+        "train",
+        str(a),
+        str(b),
+        "-o",
+        str(run),
+        "--gen",
+        "resnet_2blocks",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--size",
+        "32",
+        "--steps",
+        "4",
+        "--sample-every",
+        "2",
+        "--precision",
+        "fp32",
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    models = result.stdout.split()
+    assert [Path(m).name for m in models] == [
+        "photos_to_paintings.onnx",
+        "paintings_to_photos.onnx",
+    ]
+    config = json.loads((run / "config.json").read_text())
+    assert config["mode"] == "cyclegan" and config["steps"] == 4
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step_0000000.png",
+        "step_0000002.png",
+        "step_0000004.png",
+    ]
+    grid = Image.open(run / "samples" / "step_0000004.png")
+    assert grid.width > 3 * 32  # three columns of images
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"step", "lr", "sec_per_step", "G_A", "D_A", "cycle_A", "idt_A"} <= records[-1].keys()
+    assert records[-1]["lr"] < records[0]["lr"]  # the decay ran
+    html = (run / "report.html").read_text()
+    assert "samples/step_0000004.png" in html and "<svg" in html and "cycle_A" in html
+    assert (run / "curves.svg").read_text().startswith("<svg")
+    assert state.list_checkpoints(run / "checkpoints")[-1][0] == 4
+    # The exported model styles an odd-sized image at its own size.
+    photo = tmp_path / "in" / "odd.png"
+    photo.parent.mkdir()
+    Image.fromarray(np.zeros((37, 51, 3), np.uint8)).save(photo)
+    applied = cli("apply", str(photo), "-m", models[0], "-o", str(tmp_path / "out"), "-q")
+    assert applied.returncode == 0, applied.stderr
+    assert Image.open(applied.stdout.strip()).size == (51, 37)
+    # styler export RUN_DIR re-exports from the latest checkpoint.
+    again = cli("export", str(run))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split() == models
+
+
+def test_cli_ctrl_c_saves_and_resume_finishes(tmp_path: Path, unpaired: tuple[Path, Path]) -> None:
+    a, b = unpaired
+    run = tmp_path / "run"
+    args = [
+        "train",
+        str(a),
+        str(b),
+        "-o",
+        str(run),
+        "--gen",
+        "resnet_2blocks",
+        "--ngf",
+        "8",
+        "--ndf",
+        "8",
+        "--size",
+        "32",
+        "--steps",
+        "100000",
+        "--display",
+        "plain",
+        "--no-export",
+    ]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "styler", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+        not metrics.exists() or len(metrics.read_text().splitlines()) < 3
+    ):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Continue with: styler train --resume" in err
+    ckpt = state.latest(run / "checkpoints")
+    assert ckpt is not None and ckpt.step >= 3
+    done = len(metrics.read_text().splitlines())
+    assert done == ckpt.step  # every recorded step is in the checkpoint
+    # Resume to a shorter total, just past where it stopped.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "styler",
+            "train",
+            "--resume",
+            str(run),
+            "--steps",
+            str(ckpt.step + 2),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split()) == 2  # the exported models
+    assert state.latest(run / "checkpoints").step == ckpt.step + 2  # type: ignore[union-attr]
+
+
+def test_cli_usage_errors(cli: Cli, tmp_path: Path, unpaired: tuple[Path, Path]) -> None:
+    a, b = unpaired
+    result = cli("train", str(a))
+    assert result.returncode == 2 and "two folders" in result.stderr
+    result = cli("train", str(a), str(tmp_path / "missing"))
+    assert result.returncode == 2 and "not a folder of images" in result.stderr
+    result = cli("train", str(a), str(b), "--size", "30", "--gen", "resnet_2blocks")
+    assert result.returncode == 2 and "multiple of 4" in result.stderr
+    result = cli("train", str(a), str(b), "--device", "cuda")
+    assert result.returncode == 2 and "CUDA" in result.stderr
+    result = cli("train", "--resume", str(tmp_path))
+    assert result.returncode == 2 and "not a styler run folder" in result.stderr
+
+
+# -- several processes --------------------------------------------------------------------------
+
+
+def test_two_processes_with_gloo_train_in_step(tmp_path: Path, unpaired: tuple[Path, Path]) -> None:
+    """torchrun with 2 CPU processes: gradients are averaged, replicas agree,
+    rank 0 alone writes the run folder."""
+    a, b = unpaired
+    run = tmp_path / "run"
+    code = (
+        "import sys, torch, torch.distributed as dist\n"
+        "from pathlib import Path\n"
+        "from styler.training.setup import make_config\n"
+        "from styler.training import loop\n"
+        "cfg, found = make_config(sys.argv[1], sys.argv[2], generator='resnet_2blocks', ngf=8,"
+        " ndf=8, size=32, steps=3)\n"
+        "tasks = []\n"
+        "real_build, real_shutdown = loop.build_task, loop.shutdown\n"
+        "def build(*a, **k):\n"
+        "    tasks.append(real_build(*a, **k)); return tasks[-1]\n"
+        "def shutdown(info):\n"
+        "    nets = tasks[0].nets\n"
+        "    flat = torch.cat([p.detach().reshape(-1) for n in sorted(nets)"
+        " for p in nets[n].parameters()])\n"
+        "    other = flat.clone(); dist.broadcast(other, src=0)\n"
+        "    same = bool(torch.equal(flat, other))\n"
+        "    dist.barrier()\n"
+        "    real_shutdown(info)\n"
+        "    Path(sys.argv[3] + f'.rank{info.rank}').write_text(f'SAME {same}')\n"
+        "loop.build_task, loop.shutdown = build, shutdown\n"
+        "r = loop.train(cfg, Path(sys.argv[3]), device='cpu', found=found,"
+        " watch=loop.WatchOptions(display='quiet', export=False, workers=1))\n"
+        "Path(sys.argv[3] + f'.rank{tasks[0].dist.rank}').open('a').write(f' STEP {r.step}')\n"
+    )
+    script = tmp_path / "ddp.py"
+    script.write_text(code)
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(29500 + os.getpid() % 1000),
+            str(script),
+            str(a),
+            str(b),
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        assert Path(f"{run}.rank{rank}").read_text() == "SAME True STEP 3"
+    records = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(records) == 3  # written once, by rank 0
