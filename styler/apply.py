@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from styler import imageio, tiling
-from styler.errors import BadImageError, StylerError
+from styler.errors import BadImageError, BadModelError, StylerError
 from styler.fsutil import remove_stale_parts
 from styler.log import logger
 from styler.paths import Job, output_path
@@ -114,6 +114,11 @@ class Stylizer:
             from styler.models import resolve_model
 
             self.model = Model.open(resolve_model(model), device=device, threads=threads)
+        if self.model.meta.task != "translate":
+            raise BadModelError(
+                "a generation model (noise in, images out): use `styler generate`",
+                self.model.path,
+            )
         if self.model.meta.precision == "fp16" and self.model.device == "cpu":
             logger.warning(
                 "%s is an fp16 model: it is meant for GPUs; on the CPU an fp32 export "

@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,7 +91,6 @@ def to_onnx_bytes(net: nn.Module, meta: ModelMetadata, example: torch.Tensor) ->
     and the statistics inputs get defaults (zeros, weight 1: the plain
     network), so that callers who know nothing of them feed the image alone.
     """
-    import onnx
     from onnx import numpy_helper
 
     dyn = torch.export.Dim.DYNAMIC
@@ -106,6 +106,36 @@ def to_onnx_bytes(net: nn.Module, meta: ModelMetadata, example: torch.Tensor) ->
         output_names.append(STATS_OUTPUT)
         dynamic += (None, None)
         defaults = [(STATS_INPUT, stats), (STATS_WEIGHT_INPUT, weight)]
+    model = _dynamo_export(net, args, input_names, output_names, dynamic)
+    model.graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in defaults)
+    return _finish(model, meta)
+
+
+def _finish(model: object, meta: ModelMetadata) -> bytes:
+    """Write the metadata into an exported graph, check it, serialise it."""
+    import onnx
+
+    assert isinstance(model, onnx.ModelProto)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
+    model.producer_name = "styler"
+    model.producer_version = __version__
+    model.doc_string = meta.description or meta.name
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported graph is not valid ONNX: {exc}") from None
+    return model.SerializeToString()
+
+
+def _dynamo_export(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    input_names: list[str],
+    output_names: list[str],
+    dynamic: tuple[dict[int, object] | None, ...],
+) -> Any:
+    """torch.onnx.export (dynamo) with its chatter captured; the ONNX ModelProto."""
     sink = io.StringIO()
     with (
         warnings.catch_warnings(),
@@ -116,7 +146,7 @@ def to_onnx_bytes(net: nn.Module, meta: ModelMetadata, example: torch.Tensor) ->
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(
-                net,
+                module,
                 args,
                 dynamo=True,
                 opset_version=OPSET,
@@ -130,18 +160,7 @@ def to_onnx_bytes(net: nn.Module, meta: ModelMetadata, example: torch.Tensor) ->
         except Exception as exc:
             logger.debug("exporter output:\n%s", sink.getvalue())
             raise ExportError(f"torch.onnx.export failed: {str(exc).splitlines()[0]}") from exc
-    model = program.model_proto
-    model.graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in defaults)
-    del model.metadata_props[:]
-    onnx.helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
-    model.producer_name = "styler"
-    model.producer_version = __version__
-    model.doc_string = meta.description or meta.name
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ExportError(f"the exported graph is not valid ONNX: {exc}") from None
-    return model.SerializeToString()
+    return program.model_proto
 
 
 def parity_error(
@@ -270,3 +289,75 @@ def export_checkpoint(
         meta = dataclasses.replace(meta, source=f"styler checkpoint {checkpoint.name}")
     net = build_generator(meta, state, checkpoint)
     return export_onnx(net, meta, output, fp16=fp16)
+
+
+class _NoiseGenerator(nn.Module):
+    """``forward(noise[, label])`` with the label an input only when the
+    generator is class-conditional, so the graph has exactly its inputs."""
+
+    def __init__(self, net: nn.Module, conditional: bool) -> None:
+        super().__init__()
+        self.net = net
+        self.conditional = conditional
+
+    def forward(self, noise: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(noise, label if self.conditional else None)
+
+
+def export_generator(
+    net: nn.Module, meta: ModelMetadata, path: str | Path, *, seed: int = 0
+) -> ExportResult:
+    """Export a generator from noise (``meta.task == "generate"``) to ``path``:
+    inputs ``noise`` (N x latent) and, when conditional, ``label`` (N, int64);
+    output ``image`` (N, C, H, W) in ``meta.value_range``. Parity-checked
+    against torch at two batch sizes, written atomically."""
+    from styler.metadata import LABEL_INPUT, NOISE_INPUT
+    from styler.runtime import Model
+
+    start = time.perf_counter()
+    path = Path(path)
+    reference = copy.deepcopy(net).float().cpu().eval()
+    conditional = meta.num_classes > 0
+    meta = dataclasses.replace(
+        meta,
+        task="generate",
+        input_name=NOISE_INPUT,
+        output_name="image",
+        precision="fp32",
+        styler_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        parity_error=None,
+    )
+    gen = torch.Generator().manual_seed(seed)
+
+    def inputs(n: int) -> tuple[torch.Tensor, ...]:
+        noise = torch.randn(n, meta.latent_dim, generator=gen)
+        if not conditional:
+            return (noise,)
+        return noise, torch.randint(0, meta.num_classes, (n,), generator=gen)
+
+    dyn = torch.export.Dim.DYNAMIC
+    names = [NOISE_INPUT, LABEL_INPUT] if conditional else [NOISE_INPUT]
+    module = _NoiseGenerator(copy.deepcopy(reference), conditional).eval()
+    model = _dynamo_export(module, inputs(3), names, ["image"], tuple({0: dyn} for _ in names))
+    data = _finish(model, meta)
+    session = Model.open(data, device="cpu")
+    worst = 0.0
+    with torch.no_grad():
+        for n in (2, 5):
+            args = inputs(n)
+            expected = module(*args).numpy()
+            got = session.generate(args[0].numpy(), args[1].numpy() if conditional else None)
+            if got.shape != expected.shape:
+                raise ExportError(f"onnxruntime gave {got.shape} where torch gave {expected.shape}")
+            worst = max(worst, float(np.max(np.abs(got - expected))))
+    if not worst <= FP32_TOLERANCE:
+        raise ExportError(
+            f"refusing to write {path}: onnxruntime and torch differ by {worst:.3g} "
+            f"(limit {FP32_TOLERANCE:g})"
+        )
+    meta = dataclasses.replace(meta, parity_error=worst)
+    atomic_write_bytes(path, _replace_metadata(data, meta))
+    seconds = time.perf_counter() - start
+    logger.info("exported %s (parity error %.2e, %.1f s)", path, worst, seconds)
+    return ExportResult(path, meta, worst, seconds)

@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from styler.errors import BadModelError
-from styler.netconfig import GeneratorConfig, config_from_dict, config_to_dict
+from styler.netconfig import (
+    GeneratorConfig,
+    NoiseGeneratorConfig,
+    config_from_dict,
+    config_to_dict,
+)
 
 #: The ONNX metadata key that holds the JSON document.
 METADATA_KEY = "styler"
@@ -26,7 +31,16 @@ STATS_INPUT = "norm_stats"
 STATS_WEIGHT_INPUT = "norm_stats_weight"
 STATS_OUTPUT = "norm_stats_out"
 
-Task = Literal["translate"]
+#: translate: image in, image out (pix2pix, CycleGAN); generate: noise (and a
+#: class) in, image out (GAN, DCGAN, ACGAN).
+Task = Literal["translate", "generate"]
+TASK_KINDS: dict[str, tuple[str, ...]] = {
+    "translate": ("resnet", "unet"),
+    "generate": ("mlp", "dcgan"),
+}
+#: Input names of generation models: noise (N x latent) and class labels (N,).
+NOISE_INPUT = "noise"
+LABEL_INPUT = "label"
 Precision = Literal["fp32", "fp16"]
 
 
@@ -34,7 +48,7 @@ Precision = Literal["fp32", "fp16"]
 class ModelMetadata:
     """Everything a runtime needs to use a model, and a person to trust it."""
 
-    network: GeneratorConfig
+    network: GeneratorConfig | NoiseGeneratorConfig
     name: str
     description: str = ""
     license: str = "unknown"
@@ -60,6 +74,8 @@ class ModelMetadata:
     #: Largest difference from the torch model, measured when the file was written.
     parity_error: float | None = None
     created: str = ""
+    #: Class names of a class-conditional generation model, in label order.
+    classes: tuple[str, ...] | None = None
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -69,7 +85,7 @@ class ModelMetadata:
 
     @property
     def in_channels(self) -> int:
-        return self.network.in_channels
+        return getattr(self.network, "in_channels", 0)
 
     @property
     def out_channels(self) -> int:
@@ -77,7 +93,15 @@ class ModelMetadata:
 
     @property
     def size_multiple(self) -> int:
-        return self.network.size_multiple
+        return getattr(self.network, "size_multiple", 1)
+
+    @property
+    def latent_dim(self) -> int:
+        return getattr(self.network, "latent_dim", 0)
+
+    @property
+    def num_classes(self) -> int:
+        return getattr(self.network, "num_classes", 0)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -118,18 +142,26 @@ class ModelMetadata:
         if "network" not in data:
             raise BadModelError("styler metadata has no network config")
         network = config_from_dict(data.pop("network"))
-        if network.kind not in ("resnet", "unet"):
-            raise BadModelError(f"network kind {network.kind!r} is not a generator")
+        task = data.get("task", "translate")
+        if task not in TASK_KINDS:
+            raise BadModelError(f"unknown model task {task!r}")
+        if network.kind not in TASK_KINDS[task]:
+            raise BadModelError(f"network kind {network.kind!r} is not a generator for {task}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         # Unknown keys from a newer minor writer are kept, not rejected.
         extra = dict(data.pop("extra", None) or {})
         extra.update({k: data.pop(k) for k in unknown})
         _check_types(data)
-        for key in ("value_range", "domains"):
+        for key in ("value_range", "domains", "classes"):
             if data.get(key) is not None:
                 data[key] = tuple(data[key])
-        return cls(network=network, extra=extra, **data)
+        meta = cls(network=network, extra=extra, **data)
+        if meta.classes is not None and len(meta.classes) != meta.num_classes:
+            raise BadModelError(
+                f"{len(meta.classes)} class names for a generator of {meta.num_classes} classes"
+            )
+        return meta
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -149,6 +181,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "parity_error": (float, int, type(None)),
     "norm_stats": (int,),
     "created": (str,),
+    "classes": (list, tuple, type(None)),
     "format_version": (int,),
 }
 
@@ -159,8 +192,6 @@ def _check_types(data: dict[str, Any]) -> None:
             raise BadModelError(f"styler metadata field {key!r} has the wrong type")
     if "name" not in data:
         raise BadModelError("styler metadata has no name")
-    if data.get("task", "translate") != "translate":
-        raise BadModelError(f"unknown model task {data['task']!r}")
     if data.get("precision", "fp32") not in ("fp32", "fp16"):
         raise BadModelError(f"unknown precision {data['precision']!r}")
     lo_hi = data.get("value_range", (-1.0, 1.0))
@@ -173,3 +204,6 @@ def _check_types(data: dict[str, Any]) -> None:
     domains = data.get("domains")
     if domains is not None and (len(domains) != 2 or not all(isinstance(d, str) for d in domains)):
         raise BadModelError("domains must be two names")
+    classes = data.get("classes")
+    if classes is not None and not all(isinstance(c, str) for c in classes):
+        raise BadModelError("classes must be names")

@@ -96,9 +96,85 @@ class PixelDiscriminatorConfig:
         return "pixel"
 
 
+@dataclass(frozen=True)
+class MlpGeneratorConfig:
+    """Fully connected generator from noise (the classic GAN on digits): latent
+    -> 256 -> 512 -> 1024, each LeakyReLU 0.2 and batch norm (Keras momentum
+    0.8), -> C x size x size, tanh. ``num_classes`` > 0 makes it
+    class-conditional (a class embedding multiplies the noise, as in ACGAN)."""
+
+    kind: Literal["mlp"] = "mlp"
+    latent_dim: int = 100
+    out_channels: int = 1
+    size: int = 28
+    hidden: tuple[int, ...] = (256, 512, 1024)
+    num_classes: int = 0
+
+    @property
+    def preset(self) -> str:
+        return "mlp"
+
+
+@dataclass(frozen=True)
+class DcganGeneratorConfig:
+    """DCGAN generator (Radford et al. 2016): noise -> 4x4 -> transposed
+    convolutions with batch norm and ReLU doubling the size up to ``size`` (a
+    power of two, at least 8), tanh. ``num_classes`` > 0: class-conditional."""
+
+    kind: Literal["dcgan"] = "dcgan"
+    latent_dim: int = 100
+    out_channels: int = 3
+    size: int = 64
+    ngf: int = 64
+    num_classes: int = 0
+
+    @property
+    def preset(self) -> str:
+        return "dcgan"
+
+
+@dataclass(frozen=True)
+class MlpDiscriminatorConfig:
+    """Fully connected discriminator: C x size x size -> 512 -> 256 (LeakyReLU
+    0.2) -> real/fake score, plus a class head when ``num_classes`` > 0."""
+
+    kind: Literal["mlp_d"] = "mlp_d"
+    in_channels: int = 1
+    size: int = 28
+    hidden: tuple[int, ...] = (512, 256)
+    num_classes: int = 0
+
+    @property
+    def preset(self) -> str:
+        return "mlp"
+
+
+@dataclass(frozen=True)
+class DcganDiscriminatorConfig:
+    """DCGAN discriminator: strided convolutions with LeakyReLU 0.2 (batch norm
+    after the first) halving the size down to 4x4 -> real/fake score, plus a
+    class head when ``num_classes`` > 0 (ACGAN)."""
+
+    kind: Literal["dcgan_d"] = "dcgan_d"
+    in_channels: int = 3
+    size: int = 64
+    ndf: int = 64
+    num_classes: int = 0
+
+    @property
+    def preset(self) -> str:
+        return "dcgan"
+
+
 GeneratorConfig = ResnetGeneratorConfig | UnetGeneratorConfig
-DiscriminatorConfig = PatchDiscriminatorConfig | PixelDiscriminatorConfig
-NetConfig = GeneratorConfig | DiscriminatorConfig
+NoiseGeneratorConfig = MlpGeneratorConfig | DcganGeneratorConfig
+DiscriminatorConfig = (
+    PatchDiscriminatorConfig
+    | PixelDiscriminatorConfig
+    | MlpDiscriminatorConfig
+    | DcganDiscriminatorConfig
+)
+NetConfig = GeneratorConfig | NoiseGeneratorConfig | DiscriminatorConfig
 
 #: kind -> config class: the only place a class is found from a string.
 CONFIG_TYPES: dict[str, type] = {
@@ -106,6 +182,10 @@ CONFIG_TYPES: dict[str, type] = {
     "unet": UnetGeneratorConfig,
     "patch": PatchDiscriminatorConfig,
     "pixel": PixelDiscriminatorConfig,
+    "mlp": MlpGeneratorConfig,
+    "dcgan": DcganGeneratorConfig,
+    "mlp_d": MlpDiscriminatorConfig,
+    "dcgan_d": DcganDiscriminatorConfig,
 }
 
 
@@ -162,6 +242,12 @@ def config_from_dict(data: dict[str, Any]) -> NetConfig:
             raise BadModelError(f"{kind} config field {name!r} must be true/false, got {value!r}")
         if expected is str and not isinstance(value, str):
             raise BadModelError(f"{kind} config field {name!r} must be a string, got {value!r}")
+        if expected is tuple:
+            if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+            ):
+                raise BadModelError(f"{kind} config field {name!r} must be a list of sizes")
+            data = {**data, name: tuple(value)}
     config = cls(**data)
     _check_values(config)
     return config
@@ -183,13 +269,26 @@ def _check_values(config: NetConfig) -> None:
             raise BadModelError(f"unknown padding {config.padding!r}")
     if getattr(config, "upsample", "transpose") not in ("transpose", "resize"):
         raise BadModelError(f"unknown upsample {config.upsample!r}")
+    for name in ("latent_dim", "size"):
+        if getattr(config, name, 1) < 1:
+            raise BadModelError(f"config field {name!r} must be positive")
+    if getattr(config, "num_classes", 0) < 0:
+        raise BadModelError("num_classes must be >= 0")
+    dcgan = isinstance(config, (DcganGeneratorConfig, DcganDiscriminatorConfig))
+    if dcgan and (config.size < 8 or config.size & (config.size - 1)):
+        raise BadModelError(f"a DCGAN size must be a power of two >= 8, got {config.size}")
 
 
 __all__ = [
     "CONFIG_TYPES",
+    "DcganDiscriminatorConfig",
+    "DcganGeneratorConfig",
     "DiscriminatorConfig",
     "GeneratorConfig",
+    "MlpDiscriminatorConfig",
+    "MlpGeneratorConfig",
     "NetConfig",
+    "NoiseGeneratorConfig",
     "PatchDiscriminatorConfig",
     "PixelDiscriminatorConfig",
     "ResnetGeneratorConfig",

@@ -19,7 +19,9 @@ import numpy as np
 from styler.errors import BadModelError, DeviceError
 from styler.log import logger
 from styler.metadata import (
+    LABEL_INPUT,
     METADATA_KEY,
+    NOISE_INPUT,
     STATS_INPUT,
     STATS_OUTPUT,
     STATS_WEIGHT_INPUT,
@@ -93,7 +95,11 @@ def read_metadata(session: Any, source: str | Path) -> ModelMetadata:
 
 
 def check_signature(session: Any, meta: ModelMetadata, source: str | Path) -> None:
-    """The graph must take and give one NCHW float image of the declared channels."""
+    """The graph must take and give what the metadata says: for translation one
+    NCHW float image in and out; for generation noise (and labels) in."""
+    if meta.task == "generate":
+        check_generator_signature(session, meta, source)
+        return
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     for role, table, name, channels in (
@@ -137,6 +143,34 @@ def check_signature(session: Any, meta: ModelMetadata, source: str | Path) -> No
             + ", ".join(i.name for i in required),
             source,
         )
+
+
+def check_generator_signature(session: Any, meta: ModelMetadata, source: str | Path) -> None:
+    """noise (N x latent, float) and, when conditional, labels (N, int64) in;
+    one NCHW float image out; nothing else required."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    expected = {NOISE_INPUT: ("tensor(float)", 2)}
+    if meta.num_classes:
+        expected[LABEL_INPUT] = ("tensor(int64)", 1)
+    if set(inputs) != set(expected):
+        raise BadModelError(
+            f"a generation model must take {', '.join(expected)}; the graph takes "
+            f"{', '.join(inputs) or 'nothing'}",
+            source,
+        )
+    for name, (kind, rank) in expected.items():
+        arg = inputs[name]
+        if arg.type != kind or len(arg.shape) != rank:
+            raise BadModelError(f"input {name!r} is {arg.type} of rank {len(arg.shape)}", source)
+    noise_dim = inputs[NOISE_INPUT].shape[1]
+    if isinstance(noise_dim, int) and noise_dim != meta.latent_dim:
+        raise BadModelError(
+            f"noise has {noise_dim} dimensions, the metadata says {meta.latent_dim}", source
+        )
+    out = outputs.get(meta.output_name)
+    if out is None or len(out.shape) != 4 or out.type not in ("tensor(float)", "tensor(float16)"):
+        raise BadModelError(f"the graph has no NCHW float output {meta.output_name!r}", source)
 
 
 @dataclass
@@ -188,7 +222,7 @@ class Model:
         return np.float16 if arg.type == "tensor(float16)" else np.float32
 
     def run(self, batch: np.ndarray, stats: np.ndarray | None = None) -> np.ndarray:
-        """Run a batch (N, C, H, W) in the model's value range; H and W must be
+        """Translate a batch (N, C, H, W) in the model's value range; H and W must be
         multiples of the model's size multiple. With ``stats`` (from
         :meth:`norm_stats` of a whole image), every instance norm uses those
         statistics instead of the batch items' own: the way to run tiles."""
@@ -198,6 +232,19 @@ class Model:
                 raise BadModelError("this model takes no norm statistics", self.path)
             feed[STATS_INPUT] = np.ascontiguousarray(stats, dtype=np.float32).reshape(1, -1)
             feed[STATS_WEIGHT_INPUT] = np.array(0.0, np.float32)
+        (out,) = self.session.run([self.meta.output_name], feed)
+        return np.asarray(out, dtype=np.float32)
+
+    def generate(self, noise: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Images (N, C, H, W) in the model's value range from ``noise``
+        (N x latent) and, for a class-conditional model, ``labels`` (N,)."""
+        if self.meta.task != "generate":
+            raise BadModelError("this model translates images; use styler apply", self.path)
+        feed = {NOISE_INPUT: np.ascontiguousarray(noise, dtype=np.float32)}
+        if self.meta.num_classes:
+            if labels is None:
+                raise BadModelError("this model is class-conditional: give labels", self.path)
+            feed[LABEL_INPUT] = np.ascontiguousarray(labels, dtype=np.int64)
         (out,) = self.session.run([self.meta.output_name], feed)
         return np.asarray(out, dtype=np.float32)
 

@@ -159,7 +159,7 @@ def test_aligned_images_are_split_into_a_and_b(tmp_path: Path) -> None:
         left = np.full((36, 40, 3), 30, np.uint8)
         right = np.full((36, 40, 3), 220, np.uint8)
         Image.fromarray(np.concatenate([left, right], axis=1)).save(folder / f"{i}.png")
-    config, found = make_config(folder, None, steps=2, **TINY)
+    config, found = make_config(folder, None, aligned=True, steps=2, **TINY)
     assert config.mode == "pix2pix" and config.aligned
     data = build_data(config, found)
     try:
@@ -420,8 +420,10 @@ def test_cli_ctrl_c_saves_and_resume_finishes(tmp_path: Path, unpaired: tuple[Pa
 
 def test_cli_usage_errors(cli: Cli, tmp_path: Path, unpaired: tuple[Path, Path]) -> None:
     a, b = unpaired
-    result = cli("train", str(a))
+    result = cli("train")
     assert result.returncode == 2 and "two folders" in result.stderr
+    result = cli("train", str(a), str(b), "--arch", "dcgan")
+    assert result.returncode == 2 and "--arch" in result.stderr
     result = cli("train", str(a), str(tmp_path / "missing"))
     assert result.returncode == 2 and "not a folder of images" in result.stderr
     result = cli("train", str(a), str(b), "--size", "30", "--gen", "resnet_2blocks")
@@ -492,3 +494,28 @@ def test_two_processes_with_gloo_train_in_step(tmp_path: Path, unpaired: tuple[P
         assert Path(f"{run}.rank{rank}").read_text() == "SAME True STEP 3"
     records = (run / "metrics.jsonl").read_text().splitlines()
     assert len(records) == 3  # written once, by rank 0
+
+
+def test_eval_every_scores_keeps_the_best_and_exports_it(
+    tmp_path: Path, unpaired: tuple[Path, Path]
+) -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    a, b = unpaired
+    photos = tmp_path / "held"
+    make_folder(photos, [f"h{i}.png" for i in range(3)], (0.9, 0.9, 0.9), 7)
+    config, found = make_config(a, b, steps=4, **TINY)
+    watch = WatchOptions(display="quiet", workers=1, eval_every=2, eval_photos=str(photos))
+    result = train(config, tmp_path / "run", device="cpu", watch=watch, found=found)
+    lines = (tmp_path / "run/metrics.jsonl").read_text().splitlines()
+    evals = [json.loads(x) for x in lines if '"eval"' in x]
+    assert [e["step"] for e in evals] == [2, 4]
+    assert all(
+        np.isfinite(e["kid"]) and e["kid_unmodified"] == evals[0]["kid_unmodified"] for e in evals
+    )
+    best = state.load(tmp_path / "run/checkpoints/best.safetensors")
+    assert best.step == min(evals, key=lambda e: e["kid"])["step"]
+    from styler.runtime import Model
+
+    meta = Model.open(result.models[0], device="cpu").meta
+    assert meta.source.endswith(f"step {best.step}")
+    assert "kid" in (tmp_path / "run/report.html").read_text()

@@ -7,7 +7,7 @@ modules (torch, onnxruntime, numpy) are imported inside the commands so that
 
 from __future__ import annotations
 
-from styler.cli import apply, convert, info, train  # noqa: F401  (registers the commands)
+from styler.cli import apply, convert, evaluate, generate, info, train  # noqa: F401  (registers the commands)
 from styler.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -28,22 +28,35 @@ def info(
         typer.echo(json.dumps(data, indent=2, sort_keys=True))
         return
     net = meta.network
-    rows = [
-        ("name", meta.name),
-        ("description", meta.description),
-        (
-            "architecture",
-            f"{meta.architecture} ({net.kind}, ngf {net.ngf}, norm {net.norm}, "
-            f"upsample {net.upsample})",
-        ),
-        ("channels", f"{meta.in_channels} in, {meta.out_channels} out"),
-        ("value range", f"[{meta.value_range[0]:g}, {meta.value_range[1]:g}]"),
-        ("size multiple", str(meta.size_multiple)),
-        ("train size", str(meta.train_size) if meta.train_size else "unknown"),
-        (
-            "direction",
-            meta.direction + (f" ({meta.domains[0]} -> {meta.domains[1]})" if meta.domains else ""),
-        ),
+    if meta.task == "generate":
+        rows = [
+            ("name", meta.name),
+            ("description", meta.description),
+            ("task", "generate (noise in, images out)"),
+            ("architecture", f"{meta.architecture}, latent {meta.latent_dim}"),
+            ("image", f"{net.out_channels} channels, {net.size} x {net.size}"),
+            ("classes", ", ".join(meta.classes or ()) or "none (unconditional)"),
+        ]
+    else:
+        rows = [
+            ("name", meta.name),
+            ("description", meta.description),
+            (
+                "architecture",
+                f"{meta.architecture} ({net.kind}, ngf {net.ngf}, norm {net.norm}, "
+                f"upsample {net.upsample})",
+            ),
+            ("channels", f"{meta.in_channels} in, {meta.out_channels} out"),
+            ("value range", f"[{meta.value_range[0]:g}, {meta.value_range[1]:g}]"),
+            ("size multiple", str(meta.size_multiple)),
+            ("train size", str(meta.train_size) if meta.train_size else "unknown"),
+            (
+                "direction",
+                meta.direction
+                + (f" ({meta.domains[0]} -> {meta.domains[1]})" if meta.domains else ""),
+            ),
+        ]
+    rows += [
         ("precision", meta.precision),
         (
             "parity error",

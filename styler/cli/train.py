@@ -65,14 +65,25 @@ def train(
         ),
     ] = "basic",
     ndf: Annotated[int, typer.Option(help="Discriminator width.")] = 64,
-    size: Annotated[int, typer.Option(help="Square crop size trained on.")] = 256,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Square crop size trained on [default: 256; one folder: the images']."),
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="One folder (generation): mlp or dcgan [default: mlp].")
+    ] = None,
+    latent_dim: Annotated[
+        int | None, typer.Option(help="One folder: length of the noise vector [default: 100].")
+    ] = None,
     load_size: Annotated[
         int | None,
         typer.Option(
             help="Images are scaled to this shorter side, then cropped [default: size*286/256]."
         ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 1,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per step [default: 1; one folder: 64].")
+    ] = None,
     steps: Annotated[
         int | None, typer.Option(help="Optimiser steps [default: 200 epochs].")
     ] = None,
@@ -80,8 +91,11 @@ def train(
         float | None, typer.Option(help="Run length in passes over the data.")
     ] = None,
     decay: Annotated[
-        float, typer.Option(help="Share of the run over which the learning rate decays to 0.")
-    ] = 0.5,
+        float | None,
+        typer.Option(
+            help="Share of the run over which the LR decays to 0 [default: 0.5; one folder: 0]."
+        ),
+    ] = None,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-4,
     beta1: Annotated[float, typer.Option(help="Adam beta1.")] = 0.5,
     gan_loss: Annotated[
@@ -94,7 +108,12 @@ def train(
     ] = 0.5,
     lambda_l1: Annotated[float, typer.Option(help="pix2pix L1 weight.")] = 100.0,
     pool_size: Annotated[int, typer.Option(help="Past fakes per discriminator (0: none).")] = 50,
-    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips.")] = True,
+    flip: Annotated[
+        bool | None,
+        typer.Option(
+            "--flip/--no-flip", help="Random horizontal flips [default: on; one folder: off]."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of everything random.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[
@@ -119,19 +138,34 @@ def train(
         bool, typer.Option("--tensorboard", help="Also log to RUN_DIR/tensorboard.")
     ] = False,
     workers: Annotated[int | None, typer.Option(help="Image loading threads.")] = None,
+    eval_every: Annotated[
+        int | None,
+        typer.Option(help="Score the A->B generator every N steps (KID); keep the best."),
+    ] = None,
+    eval_photos: Annotated[
+        Path | None, typer.Option(help="Photos to score [default: the held-out A images].")
+    ] = None,
+    eval_reference: Annotated[
+        Path | None, typer.Option(help="Reference style to score against [default: B].")
+    ] = None,
     export: Annotated[
         bool, typer.Option("--export/--no-export", help="Export ONNX models at the end.")
     ] = True,
 ) -> None:
-    """Train a model that turns images like A's into images like B's.
+    """Train a model that turns images like A's into images like B's, or, given
+    one folder, one that makes new images like those in it.
 
     Paired folders (the same file names in A and B) train pix2pix; unpaired
-    ones CycleGAN. The run folder gets config.json, checkpoints, samples,
-    metrics.jsonl, curves.svg and report.html, and at the end the ONNX
-    models, whose paths are printed on stdout. The first Ctrl-C saves a
+    ones CycleGAN; one folder a GAN from noise (class-conditional when the
+    folder holds one subfolder per class; see styler generate). The run
+    folder gets config.json, checkpoints, samples, metrics.jsonl, curves.svg
+    and report.html, and at the end the ONNX models, whose paths are printed
+    on stdout. The first Ctrl-C saves a
     checkpoint and stops (exit 130); continue with --resume RUN_DIR.
     """
     need_train_extra()
+    flip_given = flip is not None
+    flip = True if flip is None else flip
     from styler.log import logger
     from styler.training import loop
     from styler.training.data import default_workers
@@ -145,6 +179,9 @@ def train(
         tensorboard=tensorboard,
         workers=workers or default_workers(),
         export=export,
+        eval_every=eval_every,
+        eval_photos=str(eval_photos) if eval_photos else None,
+        eval_reference=str(eval_reference) if eval_reference else None,
     )
     if resume is not None:
         if data_a or data_b or aligned or output:
@@ -156,42 +193,63 @@ def train(
             if folders:
                 raise UsageError("--aligned takes the place of the A and B folders")
             first, second = aligned, None
-        elif len(folders) == 2:
-            first, second = folders[0], folders[1]
+        elif folders:
+            first, second = folders[0], (folders[1] if len(folders) == 2 else None)
         else:
-            raise UsageError("give two folders (A/ B/), --aligned DIR, or --resume RUN_DIR")
+            raise UsageError(
+                "give two folders (A/ B/), one folder (generation), --aligned DIR, "
+                "or --resume RUN_DIR"
+            )
         from styler.training.device import Hardware, choose_device, choose_precision
         from styler.training.setup import default_run_dir, make_config
 
         hw = Hardware.probe()
         chosen_device = choose_device(device, hw)
-        config, found = make_config(
-            first,
-            second,
-            mode=mode,
-            generator=generator,
-            ngf=ngf,
-            norm=norm,
-            upsample=upsample,
-            discriminator=discriminator,
-            ndf=ndf,
-            size=size,
-            load_size=load_size,
-            steps=steps,
-            epochs=epochs,
-            decay=decay,
-            precision=choose_precision(precision, chosen_device, hw),
-            batch_size=batch_size,
-            lr=lr,
-            beta1=beta1,
-            gan_loss=gan_loss,
-            lambda_cycle=lambda_cycle,
-            lambda_identity=lambda_identity,
-            lambda_l1=lambda_l1,
-            pool_size=pool_size,
-            flip=flip,
-            seed=seed,
-        )
+        common = {
+            "steps": steps,
+            "epochs": epochs,
+            "size": size,
+            "precision": choose_precision(precision, chosen_device, hw),
+            "lr": lr,
+            "beta1": beta1,
+            "gan_loss": gan_loss,
+            "seed": seed,
+        }
+        for key, value in (("batch_size", batch_size), ("decay", decay)):
+            if value is not None:
+                common[key] = value
+        if second is None and aligned is None:  # one folder: generation
+            config, found = make_config(
+                first,
+                arch=arch or "mlp",
+                latent_dim=latent_dim or 100,
+                ngf=ngf,
+                ndf=ndf,
+                flip=flip if flip_given else False,
+                **common,
+            )
+        else:
+            if arch is not None or latent_dim is not None:
+                raise UsageError("--arch and --latent-dim are for one folder (generation)")
+            config, found = make_config(
+                first,
+                second,
+                aligned=aligned is not None,
+                mode=mode,
+                generator=generator,
+                ngf=ngf,
+                norm=norm,
+                upsample=upsample,
+                discriminator=discriminator,
+                ndf=ndf,
+                load_size=load_size,
+                lambda_cycle=lambda_cycle,
+                lambda_identity=lambda_identity,
+                lambda_l1=lambda_l1,
+                pool_size=pool_size,
+                flip=flip,
+                **common,
+            )
         run_dir = output or default_run_dir(config)
         if watch.display != "quiet":
             typer.echo(f"styler: {describe(config, chosen_device)} -> {run_dir}", err=True)
@@ -223,7 +281,14 @@ def describe(config: object, device: str) -> str:
         raise StylerError("not a training config")
     g = config.generator
     a, b = config.domains
+    if config.mode == "gan":
+        kind = f"{len(config.classes)} classes" if config.classes else "unconditional"
+        return (
+            f"gan {a} ({kind}): {g.preset} from {g.latent_dim}-d noise, "  # type: ignore[union-attr]
+            f"{config.size} px, {config.steps} steps of {config.batch_size}, "
+            f"{config.gan_loss}, {config.precision} on {device}"
+        )
     return (
-        f"{config.mode} {a} -> {b}: {g.preset} (ngf {g.ngf}), {config.size} px crops, "
+        f"{config.mode} {a} -> {b}: {g.preset} (ngf {g.ngf}), {config.size} px crops, "  # type: ignore[union-attr]
         f"{config.steps} steps, {config.gan_loss}, {config.precision} on {device}"
     )

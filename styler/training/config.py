@@ -18,12 +18,13 @@ from styler.errors import BadCheckpointError, UsageError
 from styler.netconfig import (
     DiscriminatorConfig,
     GeneratorConfig,
+    NoiseGeneratorConfig,
     config_from_dict,
     config_to_dict,
 )
 
-Mode = Literal["cyclegan", "pix2pix"]
-MODES: tuple[str, ...] = ("cyclegan", "pix2pix")
+Mode = Literal["cyclegan", "pix2pix", "gan"]
+MODES: tuple[str, ...] = ("cyclegan", "pix2pix", "gan")
 GanLoss = Literal["lsgan", "vanilla", "hinge", "wgangp"]
 GAN_LOSSES: tuple[str, ...] = ("lsgan", "vanilla", "hinge", "wgangp")
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -38,11 +39,13 @@ class TrainConfig:
     """Everything that decides what a run computes (not how it is watched)."""
 
     mode: Mode
-    #: Domain A: a folder of images (for ``aligned``, of side-by-side A|B images).
+    #: Domain A: a folder of images (for ``aligned``, of side-by-side A|B
+    #: images; for ``gan``, the images to imitate, in class subfolders when
+    #: class-conditional).
     data_a: str
-    #: Domain B: a folder of images (None when ``aligned``).
+    #: Domain B: a folder of images (None when ``aligned`` and for ``gan``).
     data_b: str | None
-    generator: GeneratorConfig
+    generator: GeneratorConfig | NoiseGeneratorConfig
     discriminator: DiscriminatorConfig
     #: Short names of the two domains, for model names and metadata.
     domains: tuple[str, str] = ("A", "B")
@@ -77,6 +80,9 @@ class TrainConfig:
     #: Held-out file names (relative to their folder), never trained on.
     holdout_a: tuple[str, ...] = ()
     holdout_b: tuple[str, ...] = ()
+    #: ``gan`` mode: class names (subfolders of ``data_a``) in label order;
+    #: empty for an unconditional generator.
+    classes: tuple[str, ...] = ()
     version: int = CONFIG_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -108,7 +114,7 @@ class TrainConfig:
                 )
             data["generator"] = config_from_dict(data["generator"])
             data["discriminator"] = config_from_dict(data["discriminator"])
-            for key in ("domains", "holdout_a", "holdout_b"):
+            for key in ("domains", "holdout_a", "holdout_b", "classes"):
                 if key in data:
                     data[key] = tuple(data[key])
             known = {f.name for f in dataclasses.fields(cls)}
@@ -140,7 +146,10 @@ def check(config: TrainConfig) -> None:
         )
     if config.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {config.precision!r}")
-    multiple = config.generator.size_multiple
+    if config.mode == "gan":
+        _check_gan(config)
+        return
+    multiple = getattr(config.generator, "size_multiple", 1)
     if config.size < 16 or config.size % multiple:
         raise UsageError(
             f"--size {config.size} must be at least 16 and a multiple of {multiple} "
@@ -161,3 +170,19 @@ def check(config: TrainConfig) -> None:
         raise UsageError("--pool-size must be >= 0")
     if config.aligned != (config.data_b is None):
         raise UsageError("give either two folders (A/ B/) or one --aligned folder")
+
+
+def _check_gan(config: TrainConfig) -> None:
+    g, d = config.generator, config.discriminator
+    if g.kind not in ("mlp", "dcgan") or d.kind not in ("mlp_d", "dcgan_d"):
+        raise UsageError("gan mode needs a generator from noise (mlp or dcgan)")
+    if not (config.size == g.size == d.size):  # type: ignore[union-attr]
+        raise UsageError(f"generator, discriminator and --size disagree ({config.size})")
+    if g.num_classes != len(config.classes) or d.num_classes != len(config.classes):  # type: ignore[union-attr]
+        raise UsageError("the networks' class counts do not match the class folders")
+    if config.data_b is not None or config.aligned:
+        raise UsageError("gan mode trains on one folder")
+    if config.batch_size < 2:
+        raise UsageError("gan mode needs --batch-size of at least 2 (batch norm)")
+    if config.steps < 1 or not 0 <= config.decay_steps <= config.steps:
+        raise UsageError("--steps must be positive and the decay no longer than the run")

@@ -138,17 +138,37 @@ def load_pair(a: Path, b: Path | None, load_size: int) -> np.ndarray:
     return np.concatenate([np.asarray(img_a), np.asarray(img_b)], axis=2)
 
 
+def load_square(path: Path, size: int, grey: bool) -> np.ndarray:
+    """size x size x C uint8 (C 1 when ``grey``): the centred square, scaled."""
+    img = decode_rgb8(path)
+    w, h = img.size
+    side = min(w, h)
+    img = img.crop(
+        ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    )
+    if side != size:
+        img = img.resize((size, size), Image.LANCZOS if side > size else Image.BICUBIC)
+    if grey:
+        return np.asarray(img.convert("L"))[:, :, None]
+    return np.asarray(img)
+
+
 @dataclass(frozen=True)
 class Source:
-    """One training example on disk: a file, or a pair of files."""
+    """One training example on disk: a file (``single``: scaled to the load
+    size; ``square``: the centred square at the load size, for generation),
+    or a pair of files (``pair``; ``b`` None for one side-by-side image)."""
 
     a: Path
     b: Path | None = None
-    pair: bool = False
+    layout: str = "single"
+    grey: bool = False
 
     def load(self, load_size: int) -> np.ndarray:
-        if self.pair:
+        if self.layout == "pair":
             return load_pair(self.a, self.b, load_size)
+        if self.layout == "square":
+            return load_square(self.a, load_size, self.grey)
         return load_single(self.a, load_size)
 
     @property
@@ -409,6 +429,100 @@ class PairedData(TrainingData):
         return {"A": x[:, :3], "B": x[:, 3:]}
 
 
+class ImageData(TrainingData):
+    """One folder of whole images (generation), with class labels when the
+    folder holds one subfolder per class."""
+
+    def __init__(self, store: ImageStore, labels: list[int], **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.store = store
+        self.labels = torch.tensor(labels, dtype=torch.long)
+
+    @property
+    def epoch_steps(self) -> int:
+        return max(1, math.ceil(len(self.store) / (self.batch_size * self.world)))
+
+    def build(self, step: int) -> dict[str, torch.Tensor]:
+        picks = plan(
+            len(self.store),
+            seed=self.seed,
+            step=step,
+            batch=self.batch_size,
+            stream="images",
+            flip=self.flip,
+            rank=self.rank,
+            world=self.world,
+        )
+        arrays = [self.store.get(p.index) for p in picks]
+        arrays = [a[:, ::-1] if p.flip else a for a, p in zip(arrays, picks, strict=True)]
+        return {"image": to_tensor(arrays), "label": self.labels[[p.index for p in picks]]}
+
+    def samples(self) -> dict[str, torch.Tensor]:
+        return {}
+
+
+@dataclass(frozen=True)
+class ClassScan:
+    """A folder of images for generation: files, their labels, class names."""
+
+    files: list[Path]
+    labels: list[int]
+    classes: tuple[str, ...]
+
+
+def scan_classes(folder: str | Path) -> ClassScan:
+    """All images below ``folder``; class-conditional when every image sits in
+    a first-level subfolder and there are at least two of them (the subfolder
+    names, sorted, are the classes)."""
+    root = Path(folder)
+    files = list_images(root)
+    parts = [f.relative_to(root).parts for f in files]
+    if all(len(p) >= 2 for p in parts):
+        classes = sorted({p[0] for p in parts})
+        if len(classes) >= 2:
+            index = {c: i for i, c in enumerate(classes)}
+            return ClassScan(files, [index[p[0]] for p in parts], tuple(classes))
+    return ClassScan(files, [0] * len(files), ())
+
+
+def looks_grey(files: Sequence[Path], sample: int = 32) -> bool:
+    """Whether the first images are all greyscale (decoded R = G = B)."""
+    seen = 0
+    for path in files[:sample]:
+        try:
+            arr = np.asarray(decode_rgb8(path))
+        except BadImageError:
+            continue
+        seen += 1
+        if not (
+            np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2])
+        ):
+            return False
+    return seen > 0
+
+
+def typical_side(files: Sequence[Path], sample: int = 32) -> int:
+    """The median shorter side of the first images (their headers only)."""
+    sides = []
+    for path in files[:sample]:
+        try:
+            with Image.open(path) as img:
+                sides.append(min(img.size))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return int(np.median(sides)) if sides else 64
+
+
+def image_store_for_classes(
+    found: ClassScan, size: int, grey: bool, *, workers: int, cache_bytes: int
+) -> tuple[ImageStore, list[int]]:
+    """Decoded images and the labels of those that decoded."""
+    sources = [Source(f, layout="square", grey=grey) for f in found.files]
+    label_of = {s.a: label for s, label in zip(sources, found.labels, strict=True)}
+    store = ImageStore(sources, size, workers=workers, cache_bytes=cache_bytes)
+    return store, [label_of[s.a] for s in store.sources]
+
+
 # -- putting it together -----------------------------------------------------------
 
 
@@ -442,7 +556,7 @@ def scan(
         if mode == "cyclegan":
             raise UsageError("--aligned data is paired: it trains pix2pix, not cyclegan")
         hold = list(holdout_a) if holdout_a is not None else choose_holdout(names_a, seed)
-        sources = [Source(f, None, pair=True) for f in files_a]
+        sources = [Source(f, None, layout="pair") for f in files_a]
         return Scan("pix2pix", sources, [], hold, [])
     root_b = Path(data_b)
     files_b = list_images(root_b)
@@ -456,7 +570,7 @@ def scan(
             )
         names = [a.relative_to(root_a).as_posix() for a, _ in pairs]
         hold = list(holdout_a) if holdout_a is not None else choose_holdout(names, seed)
-        sources = [Source(a, b, pair=True) for a, b in pairs]
+        sources = [Source(a, b, layout="pair") for a, b in pairs]
         return Scan("pix2pix", sources, [], hold, [], unpaired_left=len(files_a) - len(pairs))
     names_b = [f.relative_to(root_b).as_posix() for f in files_b]
     hold_a = list(holdout_a) if holdout_a is not None else choose_holdout(names_a, seed)

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, TextIO
+
+#: Steps over which speed and ETA are measured.
+RATE_WINDOW = 50
 
 
 def format_duration(seconds: float) -> str:
@@ -46,17 +50,21 @@ class Display:
         self.smoother = Smoother()
         self.started = time.perf_counter()
         self.step = start
+        self.recent: deque[tuple[float, int]] = deque([(self.started, start)], maxlen=RATE_WINDOW)
 
     def rate(self) -> float:
-        """Seconds per step over this session."""
-        done = self.step - self.start_step
-        return (time.perf_counter() - self.started) / done if done else float("nan")
+        """Seconds per step over the last steps (the machine's load changes)."""
+        if len(self.recent) < 2:
+            return float("nan")
+        (t0, s0), (t1, s1) = self.recent[0], self.recent[-1]
+        return (t1 - t0) / (s1 - s0) if s1 > s0 else float("nan")
 
     def eta(self) -> float:
         return self.rate() * (self.total - self.step)
 
     def update(self, step: int, losses: dict[str, float], lr: float) -> None:
         self.step = step
+        self.recent.append((time.perf_counter(), step))
         self.smoother.update(losses)
 
     def note(self, message: str) -> None:

@@ -46,6 +46,13 @@ if TYPE_CHECKING:
     from styler.export import ExportResult
 
 
+#: The best-scoring checkpoint of a run with --eval-every.
+BEST = "best.safetensors"
+#: Unless asked for by step count, checkpoints are at least this far apart
+#: (fast runs would otherwise spend their time writing them).
+MIN_CHECKPOINT_SECONDS = 60.0
+
+
 class TrainingError(StylerError):
     """Training cannot go on (for example the losses became NaN)."""
 
@@ -67,6 +74,13 @@ class WatchOptions:
     workers: int = field(default_factory=D.default_workers)
     cache_bytes: int = D.DEFAULT_CACHE_BYTES
     export: bool = True
+    #: Steps between scores of the A -> B generator (KID of held-out photos
+    #: against the B images); the best-scoring checkpoint is kept and exported.
+    eval_every: int | None = None
+    #: Photos to score (default: the held-out A images) and the reference
+    #: style (default: the B folder).
+    eval_photos: str | None = None
+    eval_reference: str | None = None
     #: Stop (as a Ctrl-C would: checkpoint, no export) once this many steps
     #: are done; for running a long job in slices.
     stop_at: int | None = None
@@ -87,16 +101,43 @@ class TrainResult:
 def build_task(config: TrainConfig, device: str, dist: DistInfo | None = None) -> Task:
     """The mode's networks and optimisers (an explicit table, no lookup by name)."""
     from styler.training.cyclegan import CycleGan
+    from styler.training.gan import Gan
     from styler.training.pix2pix import Pix2Pix
 
-    modes: dict[str, type[Task]] = {"cyclegan": CycleGan, "pix2pix": Pix2Pix}
+    modes: dict[str, type[Task]] = {"cyclegan": CycleGan, "pix2pix": Pix2Pix, "gan": Gan}
     return modes[config.mode](config, device, dist or DistInfo())
 
 
 def load_data(
-    config: TrainConfig, watch: WatchOptions, dist: DistInfo, found: D.Scan | None = None
+    config: TrainConfig,
+    watch: WatchOptions,
+    dist: DistInfo,
+    found: D.Scan | D.ClassScan | None = None,
 ) -> D.TrainingData:
     """Decode the run's images once and set up its batches."""
+    common = {
+        "size": config.size,
+        "batch_size": config.batch_size,
+        "seed": config.seed,
+        "flip": config.flip,
+        "rank": dist.rank,
+        "world": dist.world,
+        "workers": watch.workers,
+    }
+    if config.mode == "gan":
+        classes = found if isinstance(found, D.ClassScan) else D.scan_classes(config.data_a)
+        if classes.classes != config.classes:
+            raise UsageError(
+                f"the class folders of {config.data_a} changed since the run began "
+                f"({', '.join(config.classes) or 'none'} -> {', '.join(classes.classes) or 'none'})"
+            )
+        grey = config.generator.out_channels == 1
+        store, labels = D.image_store_for_classes(
+            classes, config.size, grey, workers=watch.workers, cache_bytes=watch.cache_bytes
+        )
+        _report_store(store, config.domains[0])
+        return D.ImageData(store, labels, **common)
+    assert not isinstance(found, D.ClassScan)
     found = found or D.scan(
         config.data_a,
         config.data_b,
@@ -232,14 +273,22 @@ class Run:
 
 
 def _summary(config: TrainConfig, step: int, device: str, seconds: float) -> dict[str, Any]:
-    g = config.generator
+    g, d = config.generator, config.discriminator
+    if config.mode == "gan":
+        data = config.data_a + (f" ({len(config.classes)} classes)" if config.classes else "")
+        net = f"{g.preset}, latent {g.latent_dim}"  # type: ignore[union-attr]
+        size = f"{config.size} px, {g.out_channels} channels"
+    else:
+        data = config.data_a + (f"  →  {config.data_b}" if config.data_b else " (aligned)")
+        net = f"{g.preset}, ngf {g.ngf}, norm {g.norm}"  # type: ignore[union-attr]
+        size = f"{config.size} px crops of images scaled to {config.load_size} px"
     return {
         "mode": config.mode,
-        "data": f"{config.data_a}" + (f"  →  {config.data_b}" if config.data_b else " (aligned)"),
-        "generator": f"{g.preset}, ngf {g.ngf}, norm {g.norm}",
-        "discriminator": f"{config.discriminator.preset}, ndf {config.discriminator.ndf}",
-        "size": f"{config.size} px crops of images scaled to {config.load_size} px",
-        "loss": f"{config.gan_loss}",
+        "data": data,
+        "generator": net,
+        "discriminator": d.preset,
+        "size": size,
+        "loss": config.gan_loss,
         "steps": f"{step} of {config.steps}",
         "batch size": config.batch_size,
         "precision": f"{config.precision} on {device}",
@@ -253,7 +302,7 @@ def train(
     *,
     device: str = "auto",
     watch: WatchOptions = WatchOptions(),
-    found: D.Scan | None = None,
+    found: D.Scan | D.ClassScan | None = None,
     resume: bool = False,
 ) -> TrainResult:
     """Train ``config`` into ``run_dir`` (new, or with ``resume`` continued
@@ -296,7 +345,7 @@ def _train(
     run: Run,
     device: str,
     watch: WatchOptions,
-    found: D.Scan | None,
+    found: D.Scan | D.ClassScan | None,
     resuming: bool,
     dist: DistInfo,
 ) -> TrainResult:
@@ -319,6 +368,9 @@ def _train(
             run.truncate_metrics(start)
             if config != run.read_config():
                 atomic_write_bytes(run.config, config.to_json().encode())
+    scorer = _scorer(config, watch) if watch.eval_every and main else None
+    best_path = run.checkpoints / BEST
+    best = _best_score(best_path) if resuming else math.inf
     every = watch.sample_every or max(1, min(1000, config.steps // 40 or 1))
     ckpt_every = watch.checkpoint_every or every
     sample_inputs = data.samples()
@@ -346,6 +398,36 @@ def _train(
             summary=_summary(config, step, device, elapsed),
             models=run.models(),
         )
+
+    def evaluate(step: int, log: Any) -> None:
+        nonlocal best
+        assert scorer is not None
+        from styler.training.scoring import translate_with
+
+        spec = task.exports()[0]
+        multiple = getattr(spec.config, "size_multiple", 1)
+        task.train(False)
+        kid, kid_std = scorer.score(
+            lambda rgb: translate_with(spec.net, rgb, multiple, task.device, task.autocast)
+        )
+        task.train(True)
+        record = {
+            "step": step,
+            "eval": True,
+            "kid": kid,
+            "kid_std": kid_std,
+            "kid_unmodified": scorer.baseline[0],
+        }
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        if kid < best:
+            best = kid
+            state.save(best_path, task, step, {"seconds": elapsed, "kid": kid, "kid_std": kid_std})
+            display.note(
+                f"step {step}: KID {kid:.4f} (best so far; unmodified {scorer.baseline[0]:.4f})"
+            )
+        else:
+            display.note(f"step {step}: KID {kid:.4f} (best {best:.4f})")
 
     stop = StopRequest()
     done = saved = start
@@ -398,11 +480,16 @@ def _train(
                     break
                 if not main or done == config.steps:
                     continue
+                if scorer is not None and done % watch.eval_every == 0:  # type: ignore[operator]
+                    evaluate(done, log)
                 if done % every == 0:
                     samples(done)
                     write_report(done)
-                overdue = time.monotonic() - last_ckpt > 60 * watch.checkpoint_minutes
-                if done % ckpt_every == 0 or overdue:
+                since = time.monotonic() - last_ckpt
+                due = done % ckpt_every == 0 and (
+                    watch.checkpoint_every is not None or since >= MIN_CHECKPOINT_SECONDS
+                )
+                if due or since > 60 * watch.checkpoint_minutes:
                     ckpt_path, saved = save(done), done
                     last_ckpt = time.monotonic()
                     display.note(f"saved {ckpt_path.name}")
@@ -410,9 +497,21 @@ def _train(
                 if saved != done or ckpt_path is None:
                     ckpt_path, saved = save(done), done
                 samples(done)
+                if done >= config.steps and scorer is not None:
+                    evaluate(done, log)
                 if done >= config.steps and watch.export:
-                    display.note("exporting the generators to ONNX")
-                    models = [r.path for r in export_task(task, config, run.root, done)]
+                    export_step = done
+                    if best_path.exists():
+                        chosen = state.load(best_path)
+                        state.restore(task, chosen)
+                        export_step = chosen.step
+                        display.note(
+                            f"exporting the best checkpoint: step {export_step}, "
+                            f"KID {chosen.header['info'].get('kid', float('nan')):.4f}"
+                        )
+                    else:
+                        display.note("exporting the generators to ONNX")
+                    models = [r.path for r in export_task(task, config, run.root, export_step)]
                 write_report(done)
     finally:
         data.close()
@@ -429,6 +528,36 @@ def _train(
         ckpt_path,
         models,
     )
+
+
+def _scorer(config: TrainConfig, watch: WatchOptions) -> Any:
+    from styler.training.scoring import Scorer
+
+    if config.mode == "gan":
+        raise UsageError("--eval-every scores translation models, not generation from noise")
+    if watch.eval_photos:
+        photos = D.list_images(watch.eval_photos)
+    else:
+        photos = [Path(config.data_a) / name for name in config.holdout_a]
+        if not photos:
+            raise UsageError(
+                "--eval-every: no photos were held out (the folder is small); "
+                "give some with --eval-photos DIR"
+            )
+    reference = watch.eval_reference or config.data_b
+    if reference is None:
+        raise UsageError("--eval-every with --aligned data needs --eval-reference DIR")
+    return Scorer(photos, reference)
+
+
+def _best_score(path: Path) -> float:
+    if not path.exists():
+        return math.inf
+    try:
+        return float(state.load(path).header.get("info", {}).get("kid", math.inf))
+    except StylerError as exc:
+        logger.warning("ignoring %s", exc)
+        return math.inf
 
 
 def _fmt(losses: dict[str, float]) -> str:
@@ -461,11 +590,25 @@ def export_task(
     task: Task, config: TrainConfig, run_dir: Path, step: int, fp16: bool = False
 ) -> list[ExportResult]:
     """Export the task's generators to ``run_dir/<a>_to_<b>.onnx``."""
-    from styler.export import export_onnx
+    from styler.export import export_generator, export_onnx
     from styler.metadata import ModelMetadata
 
     results = []
     for spec in task.exports():
+        if spec.task == "generate":
+            kind = "class-conditional " if spec.classes else ""
+            meta = ModelMetadata(
+                network=spec.config,
+                name=spec.name,
+                description=f"{kind}{spec.config.preset} generator of {config.domains[0]} "
+                f"images, trained by styler for {step} steps",
+                task="generate",
+                classes=spec.classes or None,
+                train_size=config.size,
+                source=f"styler train run {run_dir.name}, step {step}",
+            )
+            results.append(export_generator(spec.net, meta, run_dir / f"{spec.name}.onnx"))
+            continue
         src, dst = spec.name.split("_to_", 1)
         meta = ModelMetadata(
             network=spec.config,
@@ -483,12 +626,15 @@ def export_task(
 
 
 def export_run(run_dir: str | Path, fp16: bool = False) -> list[ExportResult]:
-    """Export the generators of a run's latest checkpoint (``styler export RUN_DIR``)."""
+    """Export the generators of a run's best checkpoint (with --eval-every),
+    else of its latest (``styler export RUN_DIR``)."""
     run = Run(Path(run_dir))
     run.read_config()
-    ckpt = state.latest(run.checkpoints)
+    best = run.checkpoints / BEST
+    ckpt = state.load(best) if best.exists() else state.latest(run.checkpoints)
     if ckpt is None:
         raise UsageError(f"{run.root} has no checkpoint yet")
+    logger.info("exporting %s (step %d)", ckpt.path, ckpt.step)
     task = build_task(ckpt.config, "cpu")
     state.restore(task, ckpt)
     task.train(False)

@@ -213,7 +213,7 @@ def curves_svg(records: Sequence[dict[str, Any]], keys: Sequence[str], columns: 
 
 def metric_keys(records: Sequence[dict[str, Any]], losses: Sequence[str]) -> list[str]:
     present = {k for r in records for k in r}
-    return [k for k in (*losses, "lr", "sec_per_step") if k in present]
+    return [k for k in (*losses, "kid", "lr", "sec_per_step") if k in present]
 
 
 # -- report.html ------------------------------------------------------------------------

@@ -17,7 +17,15 @@ from styler.netconfig import (
     generator_preset,
 )
 from styler.training.config import TrainConfig
-from styler.training.data import Scan, domain_name, scan
+from styler.training.data import (
+    ClassScan,
+    Scan,
+    domain_name,
+    looks_grey,
+    scan,
+    scan_classes,
+    typical_side,
+)
 
 #: Epochs of the reference schedule: constant for half, linear decay for half.
 DEFAULT_EPOCHS = 200
@@ -71,6 +79,7 @@ def make_config(
     data_a: str | Path,
     data_b: str | Path | None = None,
     *,
+    aligned: bool = False,
     mode: str = "auto",
     generator: str | None = None,
     ngf: int = 64,
@@ -78,22 +87,32 @@ def make_config(
     upsample: str = "transpose",
     discriminator: str = "basic",
     ndf: int = 64,
-    size: int = 256,
+    size: int | None = None,
     load_size: int | None = None,
     steps: int | None = None,
     epochs: float | None = None,
-    decay: float = 0.5,
+    decay: float | None = None,
     precision: str = "fp32",
     **options: Any,
-) -> tuple[TrainConfig, Scan]:
-    """Look at the folders and build the run's config. ``options`` are any
-    other :class:`TrainConfig` fields (lr, batch_size, gan_loss, seed, ...)."""
+) -> tuple[TrainConfig, Scan | ClassScan]:
+    """Look at the folders and build the run's config: two folders train
+    CycleGAN or pix2pix, one ``aligned`` folder pix2pix, one plain folder a
+    GAN (see :func:`make_gan_config`). ``options`` are any other
+    :class:`TrainConfig` fields (lr, batch_size, gan_loss, seed, ...)."""
+    if data_b is None and not aligned:
+        if mode not in ("auto", "gan"):
+            raise UsageError(f"--mode {mode} needs two folders (or --aligned for pix2pix)")
+        return make_gan_config(
+            data_a, size=size, steps=steps, epochs=epochs, precision=precision, **options
+        )
     if mode not in ("auto", "cyclegan", "pix2pix"):
         raise UsageError(f"unknown mode {mode!r}: expected auto, cyclegan or pix2pix")
     if steps is not None and epochs is not None:
         raise UsageError("give --steps or --epochs, not both")
+    decay = 0.5 if decay is None else decay
     if not 0 <= decay <= 1:
         raise UsageError("--decay is the share of the run with a decaying learning rate, 0..1")
+    size = size or 256
     seed = int(options.get("seed", 0))
     data_a = Path(data_a).resolve()
     data_b = None if data_b is None else Path(data_b).resolve()
@@ -152,3 +171,81 @@ def default_run_dir(config: TrainConfig, root: Path = Path("runs")) -> Path:
         candidate = root / f"{base}-{n}"
         n += 1
     return candidate
+
+
+def make_gan_config(
+    folder: str | Path,
+    *,
+    arch: str = "mlp",
+    latent_dim: int = 100,
+    ngf: int = 64,
+    ndf: int = 64,
+    size: int | None = None,
+    channels: int | None = None,
+    steps: int | None = None,
+    epochs: float | None = None,
+    decay: float = 0.0,
+    precision: str = "fp32",
+    **options: Any,
+) -> tuple[TrainConfig, ClassScan]:
+    """A generator from noise for the images in ``folder`` (class-conditional
+    when it holds one subfolder per class). ``size`` and ``channels`` default
+    to the data's: the typical shorter side (a power of two for dcgan, at most
+    64) and greyscale when every image is."""
+    from styler.netconfig import (
+        DcganDiscriminatorConfig,
+        DcganGeneratorConfig,
+        MlpDiscriminatorConfig,
+        MlpGeneratorConfig,
+    )
+
+    if arch not in ("mlp", "dcgan"):
+        raise UsageError(f"unknown --arch {arch!r}: expected mlp or dcgan")
+    if steps is not None and epochs is not None:
+        raise UsageError("give --steps or --epochs, not both")
+    root = Path(folder).resolve()
+    found = scan_classes(root)
+    if size is None:
+        side = min(64, typical_side(found.files))
+        size = 2 ** max(3, int(math.log2(side))) if arch == "dcgan" else max(4, side)
+    if arch == "dcgan" and (size < 8 or size & (size - 1)):
+        raise UsageError(f"--size {size}: a dcgan needs a power of two, at least 8")
+    if channels is None:
+        channels = 1 if looks_grey(found.files) else 3
+    k = len(found.classes)
+    gen: Any
+    if arch == "mlp":
+        gen = MlpGeneratorConfig(
+            latent_dim=latent_dim, out_channels=channels, size=size, num_classes=k
+        )
+        disc: Any = MlpDiscriminatorConfig(in_channels=channels, size=size, num_classes=k)
+    else:
+        gen = DcganGeneratorConfig(
+            latent_dim=latent_dim, out_channels=channels, size=size, ngf=ngf, num_classes=k
+        )
+        disc = DcganDiscriminatorConfig(in_channels=channels, size=size, ndf=ndf, num_classes=k)
+    options.setdefault("batch_size", 64)
+    options.setdefault("flip", False)  # a mirrored digit or letter is not one
+    if options.get("gan_loss", "auto") == "auto":
+        options["gan_loss"] = "vanilla"
+    for unused in ("pool_size", "lambda_cycle", "lambda_identity", "lambda_l1"):
+        options.pop(unused, None)
+    epoch_steps = max(1, math.ceil(len(found.files) / int(options["batch_size"])))
+    if steps is None:
+        steps = max(1, round((epochs if epochs is not None else 100) * epoch_steps))
+    config = TrainConfig(
+        mode="gan",
+        data_a=str(root),
+        data_b=None,
+        generator=gen,
+        discriminator=disc,
+        domains=(domain_name(root), "generated"),
+        size=size,
+        load_size=size,
+        steps=steps,
+        decay_steps=round(steps * decay),
+        precision=precision,  # type: ignore[arg-type]
+        classes=found.classes,
+        **options,
+    )
+    return config, found

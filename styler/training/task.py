@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from styler import zoo
-from styler.netconfig import GeneratorConfig
+from styler.netconfig import GeneratorConfig, NoiseGeneratorConfig
 from styler.training.config import TrainConfig
 from styler.training.device import autocast
 from styler.training.distributed import DistInfo, average_gradients, broadcast_module
@@ -28,9 +28,11 @@ class ExportSpec:
 
     name: str
     net: nn.Module
-    config: GeneratorConfig
+    config: GeneratorConfig | NoiseGeneratorConfig
     direction: str
     domains: tuple[str, str]
+    task: str = "translate"
+    classes: tuple[str, ...] = ()
 
 
 def make_adam(params: Iterable[nn.Parameter], config: TrainConfig, device: str) -> torch.optim.Adam:

@@ -11,6 +11,10 @@ from collections.abc import Callable
 from torch import nn
 
 from styler.netconfig import (
+    DcganDiscriminatorConfig,
+    DcganGeneratorConfig,
+    MlpDiscriminatorConfig,
+    MlpGeneratorConfig,
     NetConfig,
     PatchDiscriminatorConfig,
     PixelDiscriminatorConfig,
@@ -21,6 +25,7 @@ from styler.netconfig import (
 )
 from styler.zoo.discriminators import PatchDiscriminator, PixelDiscriminator
 from styler.zoo.init import INIT_TYPES, InitType, init_weights
+from styler.zoo.noise import DcganDiscriminator, DcganGenerator, MlpDiscriminator, MlpGenerator
 from styler.zoo.resnet import ResnetGenerator
 from styler.zoo.unet import UnetGenerator
 
@@ -29,6 +34,10 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     UnetGeneratorConfig: UnetGenerator,
     PatchDiscriminatorConfig: PatchDiscriminator,
     PixelDiscriminatorConfig: PixelDiscriminator,
+    MlpGeneratorConfig: MlpGenerator,
+    DcganGeneratorConfig: DcganGenerator,
+    MlpDiscriminatorConfig: MlpDiscriminator,
+    DcganDiscriminatorConfig: DcganDiscriminator,
 }
 
 

@@ -1,0 +1,59 @@
+"""`styler generate`: new images from a generation model's noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from styler.cli.app import app
+
+
+@app.command("generate")
+def generate(
+    model: Annotated[
+        Path,
+        typer.Argument(help="A generation model (styler train on one folder).", metavar="MODEL"),
+    ],
+    count: Annotated[int, typer.Option("-n", "--count", help="How many images.")] = 16,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder.")] = Path(
+        "generated"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the noise: same seed, same images.")] = 0,
+    label: Annotated[
+        str | None,
+        typer.Option("--class", help="Class name or index [default: every class in turn]."),
+    ] = None,
+    grid_path: Annotated[
+        Path | None, typer.Option("--grid", help="Also write all images in one grid PNG.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Generate COUNT images into --output (PNG, written atomically; existing
+    files are kept unless --overwrite). stdout gets one path per written image
+    (and the grid's path last). A class-conditional model makes every class in
+    turn, or only --class."""
+    from styler.generate import ImageGenerator, file_name, grid, save_png, to_pil
+
+    gen = ImageGenerator(model, device=device)
+    items = []
+    skipped = 0
+    for item in gen.iter_sample(count, seed, label):
+        items.append(item)
+        path = output / file_name(item, gen.classes)
+        if path.exists() and not overwrite:
+            skipped += 1
+            continue
+        save_png(to_pil(item.image), path)
+        typer.echo(str(path))
+    if grid_path is not None:
+        if grid_path.exists() and not overwrite:
+            typer.echo(f"styler: {grid_path} exists; pass --overwrite to replace it", err=True)
+        else:
+            columns = gen.meta.num_classes if gen.meta.num_classes and label is None else None
+            save_png(grid(items, columns), grid_path)
+            typer.echo(str(grid_path))
+    if skipped:
+        typer.echo(f"styler: kept {skipped} existing files (--overwrite replaces them)", err=True)
