@@ -191,3 +191,14 @@ def test_models_lists_what_ships(cli: Cli) -> None:
     assert plain.returncode == 0
     if not listed:
         assert "no models ship" in plain.stderr
+
+
+def test_cli_reference_matches_the_code() -> None:
+    """docs/CLI.md is rendered from the app; regenerate it when this fails:
+    python -m styler.cli.reference > docs/CLI.md"""
+    from styler.cli.reference import command_names, render
+
+    doc = (Path(__file__).parent.parent / "docs" / "CLI.md").read_text()
+    assert doc == render()
+    for name in ("apply", "train", "generate", "eval", "export", "import", "info", "models"):
+        assert name in command_names() and f"## styler {name}\n" in doc

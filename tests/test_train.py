@@ -228,11 +228,26 @@ def test_every_gan_loss_trains_both_modes(
 def test_bf16_autocast_step_and_batch_norm_cyclegan(
     tmp_path: Path, unpaired: tuple[Path, Path]
 ) -> None:
-    config, found = make_config(*unpaired, steps=2, precision="bf16", norm="batch", **TINY)
+    config, found = make_config(
+        *unpaired, steps=2, precision="bf16", norm="batch", lambda_color=2.0, **TINY
+    )
     result = train(config, tmp_path / "run", device="cpu", watch=QUIET, found=found)
     assert result.finished
     record = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert np.isfinite(record["cycle_A"]) and record["cycle_A"] > 0
+    assert record["color_A"] > 0 and record["color_B"] > 0  # the colour loss is on
+
+
+def test_color_loss_sees_coarse_colour_not_texture() -> None:
+    from styler.training.task import color_loss
+
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    shuffled = x[:, :, torch.randperm(32)][:, :, :, torch.randperm(32)]  # same colours, moved
+    assert color_loss(x, x) == 0
+    noise = torch.randn(1, 3, 32, 32) * 0.05
+    assert color_loss(x + noise, x) < 0.02  # fine texture barely counts
+    assert color_loss(x + 0.5, x) == pytest.approx(0.5)  # a colour cast counts in full
+    assert color_loss(shuffled, x) > color_loss(x + noise, x)
 
 
 def test_resume_gives_exactly_the_uninterrupted_weights(

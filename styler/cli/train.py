@@ -107,6 +107,10 @@ def train(
         float, typer.Option(help="Identity weight, relative to the cycle weight.")
     ] = 0.5,
     lambda_l1: Annotated[float, typer.Option(help="pix2pix L1 weight.")] = 100.0,
+    lambda_color: Annotated[
+        float,
+        typer.Option(help="CycleGAN colour loss (coarse colours kept; 0: off, as the reference)."),
+    ] = 0.0,
     pool_size: Annotated[int, typer.Option(help="Past fakes per discriminator (0: none).")] = 50,
     flip: Annotated[
         bool | None,
@@ -246,6 +250,7 @@ def train(
                 lambda_cycle=lambda_cycle,
                 lambda_identity=lambda_identity,
                 lambda_l1=lambda_l1,
+                lambda_color=lambda_color,
                 pool_size=pool_size,
                 flip=flip,
                 **common,

@@ -16,11 +16,22 @@ from styler.training.data import seeded
 from styler.training.distributed import DistInfo
 from styler.training.losses import gradient_penalty
 from styler.training.pool import ImagePool
-from styler.training.task import ExportSpec, Task, l1, pair, set_requires_grad
+from styler.training.task import ExportSpec, Task, color_loss, l1, pair, set_requires_grad
 
 
 class CycleGan(Task):
-    loss_names = ("D_A", "G_A", "cycle_A", "idt_A", "D_B", "G_B", "cycle_B", "idt_B")
+    loss_names = (
+        "D_A",
+        "G_A",
+        "cycle_A",
+        "idt_A",
+        "color_A",
+        "D_B",
+        "G_B",
+        "cycle_B",
+        "idt_B",
+        "color_B",
+    )
 
     def __init__(self, config: TrainConfig, device: str, dist: DistInfo) -> None:
         super().__init__(config, device, dist)
@@ -64,6 +75,9 @@ class CycleGan(Task):
         if identity:
             loss["idt_A"] = l1(idt_A, real_B) * c.lambda_cycle * c.lambda_identity
             loss["idt_B"] = l1(idt_B, real_A) * c.lambda_cycle * c.lambda_identity
+        if c.lambda_color > 0:
+            loss["color_A"] = color_loss(fake_B, real_A) * c.lambda_color
+            loss["color_B"] = color_loss(fake_A, real_B) * c.lambda_color
         self.update("G", sum(loss.values()))  # type: ignore[arg-type]
 
         # Discriminators, on real images and pooled fakes.

@@ -228,7 +228,7 @@ def make_gan_config(
     options.setdefault("flip", False)  # a mirrored digit or letter is not one
     if options.get("gan_loss", "auto") == "auto":
         options["gan_loss"] = "vanilla"
-    for unused in ("pool_size", "lambda_cycle", "lambda_identity", "lambda_l1"):
+    for unused in ("pool_size", "lambda_cycle", "lambda_identity", "lambda_l1", "lambda_color"):
         options.pop(unused, None)
     epoch_steps = max(1, math.ceil(len(found.files) / int(options["batch_size"])))
     if steps is None:

@@ -66,6 +66,14 @@ def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float() - b.float()).abs().mean()
 
 
+def color_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torch.Tensor:
+    """L1 between the mean colours of ``output`` and ``source`` over a grid of
+    ``cells`` x ``cells`` regions: keeps where the colours are, not texture."""
+    size = max(1, source.shape[-1] // cells)
+    pool = torch.nn.functional.avg_pool2d
+    return l1(pool(output.float(), size), pool(source.float(), size))
+
+
 class Task:
     """Networks ``nets`` (names -> modules), optimisers ``optimizers`` (names
     -> Adam), and one training step."""
