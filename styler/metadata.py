@@ -41,7 +41,7 @@ TASK_KINDS: dict[str, tuple[str, ...]] = {
 #: Input names of generation models: noise (N x latent) and class labels (N,).
 NOISE_INPUT = "noise"
 LABEL_INPUT = "label"
-Precision = Literal["fp32", "fp16"]
+Precision = Literal["fp32", "fp16", "int8"]
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ def _check_types(data: dict[str, Any]) -> None:
             raise BadModelError(f"styler metadata field {key!r} has the wrong type")
     if "name" not in data:
         raise BadModelError("styler metadata has no name")
-    if data.get("precision", "fp32") not in ("fp32", "fp16"):
+    if data.get("precision", "fp32") not in ("fp32", "fp16", "int8"):
         raise BadModelError(f"unknown precision {data['precision']!r}")
     lo_hi = data.get("value_range", (-1.0, 1.0))
     if (

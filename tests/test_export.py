@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -198,3 +199,58 @@ def test_runtime_rejects_models_that_are_not_styler_models(tmp_path: Path) -> No
     onnx.save(bad, str(path))
     with pytest.raises(BadModelError, match="rank 3"):
         Model.open(path, device="cpu")
+
+
+def test_int8_quantisation_is_checked_and_runs_at_full_size(
+    tmp_path: Path, tiny_resnet_onnx: Path, cli: Any
+) -> None:
+    """styler quantize: calibrated int8 copy, PSNR against fp32 measured, the
+    model styles any size (and tiles) with onnxruntime alone."""
+    import numpy as np
+    from PIL import Image
+
+    from styler.apply import Stylizer
+    from styler.runtime import Model
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        base = rng.random((6, 8, 3))
+        img = Image.fromarray((base * 255).astype(np.uint8)).resize((64, 48), Image.BICUBIC)
+        img.save(photos / f"{i}.png")
+    out = tmp_path / "tiny.int8.onnx"
+    result = cli(
+        "quantize",
+        str(tiny_resnet_onnx),
+        "--calibration",
+        str(photos),
+        "-o",
+        str(out),
+        "--min-psnr",
+        "20",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out) and "dB PSNR against fp32" in result.stderr
+    meta = Model.open(out, device="cpu").meta
+    assert meta.precision == "int8" and meta.extra["int8_psnr_db"] >= 20
+    rgb = rng.random((37, 51, 3)).astype(np.float32)
+    styled = Stylizer(out, device="cpu").apply_array(rgb)
+    reference = Stylizer(tiny_resnet_onnx, device="cpu").apply_array(rgb)
+    assert styled.shape == (37, 51, 3)
+    assert np.abs(styled - reference).mean() < 0.05
+    tiled = Stylizer(out, device="cpu", tile=16).apply_array(rgb)
+    assert tiled.shape == (37, 51, 3) and np.isfinite(tiled).all()
+    # An impossible bar is refused and nothing is written.
+    again = cli(
+        "quantize",
+        str(tiny_resnet_onnx),
+        "--calibration",
+        str(photos),
+        "-o",
+        str(tmp_path / "no.onnx"),
+        "--min-psnr",
+        "200",
+    )
+    assert again.returncode == 2 and "refusing" in again.stderr
+    assert not (tmp_path / "no.onnx").exists()

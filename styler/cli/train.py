@@ -255,6 +255,14 @@ def train(
                 flip=flip,
                 **common,
             )
+        heavy = getattr(config.generator, "ngf", 0) >= 64 and config.size >= 256
+        if chosen_device == "cpu" and config.mode != "gan" and heavy and watch.display != "quiet":
+            typer.echo(
+                "styler: note: the published defaults (ngf 64, 256-pixel crops) take several "
+                "seconds per step on a CPU; the shipped model was trained with --gen "
+                "resnet_6blocks --ngf 32 --size 128 (see weights/photo2painting.md)",
+                err=True,
+            )
         run_dir = output or default_run_dir(config)
         if watch.display != "quiet":
             typer.echo(f"styler: {describe(config, chosen_device)} -> {run_dir}", err=True)
