@@ -534,3 +534,17 @@ def test_eval_every_scores_keeps_the_best_and_exports_it(
     meta = Model.open(result.models[0], device="cpu").meta
     assert meta.source.endswith(f"step {best.step}")
     assert "kid" in (tmp_path / "run/report.html").read_text()
+
+
+def test_tensorboard_logging_when_asked(tmp_path: Path, unpaired: tuple[Path, Path]) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config, found = make_config(*unpaired, steps=2, **TINY)
+    watch = WatchOptions(display="quiet", export=False, workers=1, tensorboard=True)
+    train(config, tmp_path / "run", device="cpu", watch=watch, found=found)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"G_A", "D_A", "cycle_A", "lr"} <= set(scalars)
+    assert [e.step for e in events.Scalars("G_A")] == [1, 2]
