@@ -133,6 +133,25 @@ def run_styler(model: Path, src: Path, out: Path, threads: int) -> dict[str, flo
     return {"seconds": float(seconds), "images": count, "peak_rss_mb": int(rss) / 2**20}
 
 
+def export_checkpoint(checkpoint: Path, path: Path) -> Path:
+    """A given styler generator checkpoint, exported beside a copy of it."""
+    import shutil
+
+    from styler.export import export_checkpoint as export
+
+    shutil.copy(checkpoint, path.with_suffix(".safetensors"))
+    export(path.with_suffix(".safetensors"), path)
+    return path
+
+
+def quantized(model: Path, photos: Path, path: Path) -> Path:
+    """An int8 copy of ``model`` calibrated on the benchmark photos."""
+    from styler.quantize import load_calibration, quantize_int8
+
+    quantize_int8(model, path, load_calibration(sorted(photos.glob("*.jpg"))))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=12)
@@ -141,13 +160,23 @@ def main() -> None:
     parser.add_argument("--ngf", type=int, default=64)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--repeat", type=int, default=1, help="alternate the two runs this often")
+    parser.add_argument(
+        "--int8", action="store_true", help="also run an int8 copy (styler quantize) of the model"
+    )
+    parser.add_argument("--model", type=Path, help="use this styler checkpoint (.safetensors)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_photos(root / "photos", args.images, width, height)
-        model = build_model(root / "model.onnx", args.arch, args.ngf)
+        if args.model:
+            model = export_checkpoint(args.model, root / "model.onnx")
+        else:
+            model = build_model(root / "model.onnx", args.arch, args.ngf)
         runs: dict[str, list[dict[str, float]]] = {"baseline": [], "styler": []}
+        if args.int8:
+            int8 = quantized(model, root / "photos", root / "model.int8.onnx")
+            runs["styler-int8"] = []
         for i in range(args.repeat):
             runs["baseline"].append(
                 run_baseline(
@@ -155,6 +184,10 @@ def main() -> None:
                 )
             )
             runs["styler"].append(run_styler(model, root / "photos", root / f"s{i}", args.threads))
+            if args.int8:
+                runs["styler-int8"].append(
+                    run_styler(int8, root / "photos", root / f"q{i}", args.threads)
+                )
     best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
     ips = {k: r["images"] / r["seconds"] for k, r in best.items()}
     report = {
@@ -166,6 +199,15 @@ def main() -> None:
         "baseline_images_per_s": round(ips["baseline"], 3),
         "styler_images_per_s": round(ips["styler"], 3),
         "ratio": round(ips["styler"] / ips["baseline"], 2),
+        **(
+            {
+                "styler_int8_images_per_s": round(ips["styler-int8"], 3),
+                "ratio_int8": round(ips["styler-int8"] / ips["baseline"], 2),
+                "styler_int8_peak_rss_mb": round(best["styler-int8"]["peak_rss_mb"]),
+            }
+            if args.int8
+            else {}
+        ),
         "baseline_peak_rss_mb": round(best["baseline"]["peak_rss_mb"]),
         "styler_peak_rss_mb": round(best["styler"]["peak_rss_mb"]),
     }

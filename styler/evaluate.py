@@ -152,6 +152,18 @@ def _load(path: Path, skipped: list[str], max_side: int | None = None) -> np.nda
     return image.rgb
 
 
+def load_downscaled(files: Sequence[Path], max_side: int, what: str) -> list[np.ndarray]:
+    """The RGB arrays of the readable ``files``, downscaled to ``max_side``;
+    the others are skipped with a warning (``what`` says what they were for)."""
+    images = []
+    for path in files:
+        try:
+            images.append(imageio.limit_size(imageio.load_image(path), max_side).rgb)
+        except BadImageError as exc:
+            logger.warning("%s: skipping %s", what, exc)
+    return images
+
+
 def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from styler import imageio, metrics, tiling
-from styler.errors import BadImageError, ExportError, UsageError
+from styler import metrics, tiling
+from styler.errors import ExportError, UsageError
 from styler.fsutil import atomic_write_bytes
 from styler.log import logger
 from styler.metadata import METADATA_KEY, ModelMetadata
@@ -57,12 +57,9 @@ def _model_inputs(images: Sequence[np.ndarray], meta: ModelMetadata) -> list[np.
 
 
 def load_calibration(files: Sequence[Path], side: int = CALIBRATION_SIDE) -> list[np.ndarray]:
-    images = []
-    for path in files:
-        try:
-            images.append(imageio.limit_size(imageio.load_image(path), side).rgb)
-        except BadImageError as exc:
-            logger.warning("calibration: skipping %s", exc)
+    from styler.evaluate import load_downscaled
+
+    images = load_downscaled(files, side, "calibration")
     if len(images) < 2:
         raise UsageError("int8 calibration needs at least 2 readable images")
     return images

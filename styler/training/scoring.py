@@ -10,36 +10,18 @@ generator in eval mode and scores them with :func:`styler.metrics.kid`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from styler import imageio, metrics
-from styler.errors import BadImageError, UsageError
+from styler import metrics
+from styler.errors import UsageError
 from styler.log import logger
 
 #: Photos are downscaled to this longer side for evaluation during training.
 EVAL_MAX_SIDE = 512
-
-
-@dataclass(frozen=True)
-class Score:
-    step: int
-    kid: float
-    kid_std: float
-
-
-def load_photos(files: Sequence[Path], max_side: int) -> list[np.ndarray]:
-    photos = []
-    for path in files:
-        try:
-            photos.append(imageio.limit_size(imageio.load_image(path), max_side).rgb)
-        except BadImageError as exc:
-            logger.warning("evaluation: skipping %s", exc)
-    return photos
 
 
 class Scorer:
@@ -48,11 +30,11 @@ class Scorer:
     def __init__(
         self, photos: Sequence[Path], reference: str | Path, *, max_side: int = EVAL_MAX_SIDE
     ) -> None:
-        from styler.evaluate import folder_features, get_extractor
+        from styler.evaluate import folder_features, get_extractor, load_downscaled
 
         self.extractor = get_extractor("cpu")
         self.reference, count = folder_features(reference, self.extractor)
-        self.photos = load_photos(photos, max_side)
+        self.photos = load_downscaled(photos, max_side, "evaluation")
         if len(self.photos) < 2:
             raise UsageError("--eval-every needs at least 2 readable photos to score")
         self.baseline = metrics.kid(self.extractor.features(self.photos), self.reference)
