@@ -238,15 +238,18 @@ def test_bf16_autocast_step_and_batch_norm_cyclegan(
     assert record["color_A"] > 0 and record["color_B"] > 0  # the colour loss is on
 
 
-def test_color_loss_sees_coarse_colour_not_texture() -> None:
+def test_color_loss_sees_regional_hue_not_texture_or_brightness() -> None:
     from styler.training.task import color_loss
 
-    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    x = torch.rand(1, 3, 32, 32) * 1.6 - 0.8
     shuffled = x[:, :, torch.randperm(32)][:, :, :, torch.randperm(32)]  # same colours, moved
     assert color_loss(x, x) == 0
     noise = torch.randn(1, 3, 32, 32) * 0.05
     assert color_loss(x + noise, x) < 0.02  # fine texture barely counts
-    assert color_loss(x + 0.5, x) == pytest.approx(0.5)  # a colour cast counts in full
+    assert color_loss(x + 0.2, x) < 1e-6  # nor does brightness (grey has no chroma)
+    red = torch.tensor([0.4, 0.0, 0.0])[None, :, None, None]
+    cast = color_loss(x + red, x)  # a colour cast counts in full: |Cb| + |Cr| of red / 2
+    assert cast == pytest.approx((0.168736 * 0.4 + 0.5 * 0.4) / 2, rel=1e-4)
     assert color_loss(shuffled, x) > color_loss(x + noise, x)
 
 

@@ -109,7 +109,7 @@ def train(
     lambda_l1: Annotated[float, typer.Option(help="pix2pix L1 weight.")] = 100.0,
     lambda_color: Annotated[
         float,
-        typer.Option(help="CycleGAN colour loss (coarse colours kept; 0: off, as the reference)."),
+        typer.Option(help="CycleGAN colour loss (regional hues kept; 0: off, as the reference)."),
     ] = 0.0,
     pool_size: Annotated[int, typer.Option(help="Past fakes per discriminator (0: none).")] = 50,
     flip: Annotated[

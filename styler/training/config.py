@@ -67,9 +67,9 @@ class TrainConfig:
     #: Identity loss weight, relative to ``lambda_cycle`` (as in CycleGAN).
     lambda_identity: float = 0.5
     lambda_l1: float = 100.0
-    #: CycleGAN colour loss: L1 between input and output averaged over
-    #: (size/8)-pixel cells, which keeps each region's colour while leaving
-    #: texture free (0, the reference's choice, disables it).
+    #: CycleGAN colour loss: L1 between the chroma (Cb, Cr) of input and
+    #: output averaged over (size/8)-pixel cells, which keeps each region's hue
+    #: while leaving brightness and texture free (0, as the reference, is off).
     lambda_color: float = 0.0
     #: Weight of the WGAN-GP gradient penalty.
     lambda_gp: float = 10.0

@@ -66,12 +66,22 @@ def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float() - b.float()).abs().mean()
 
 
+#: RGB -> (Cb, Cr) rows of the JPEG/BT.601 transform (offsets cancel in a difference).
+_CHROMA = torch.tensor([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+
+
 def color_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torch.Tensor:
-    """L1 between the mean colours of ``output`` and ``source`` over a grid of
-    ``cells`` x ``cells`` regions: keeps where the colours are, not texture."""
+    """L1 between the mean chroma (Cb, Cr) of ``output`` and ``source`` over a
+    grid of ``cells`` x ``cells`` regions: hues stay where they were, while
+    brightness, contrast and texture are free to change."""
     size = max(1, source.shape[-1] // cells)
+    weights = _CHROMA.to(source.device)[:, :, None, None]
     pool = torch.nn.functional.avg_pool2d
-    return l1(pool(output.float(), size), pool(source.float(), size))
+
+    def chroma(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(pool(x.float(), size), weights)
+
+    return l1(chroma(output), chroma(source))
 
 
 class Task:
