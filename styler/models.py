@@ -31,8 +31,9 @@ def weights_dir() -> Path:
     return Path(str(resources.files("styler.weights")))
 
 
-def shipped_models() -> list[ShippedModel]:
-    folder = weights_dir()
+def shipped_models(folder: Path | None = None) -> list[ShippedModel]:
+    """The models in ``folder`` (default: the installed weights/)."""
+    folder = folder or weights_dir()
     models = []
     for path in sorted(folder.glob("*.onnx")):
         card = path.with_suffix(".md")
@@ -40,10 +41,10 @@ def shipped_models() -> list[ShippedModel]:
     return models
 
 
-def resolve_model(model: str | Path | None) -> Path:
+def resolve_model(model: str | Path | None, folder: Path | None = None) -> Path:
     """A model file from ``-m``: an existing path, or a shipped model's name;
-    ``None`` is the default model."""
-    shipped = {m.name: m for m in shipped_models()}
+    ``None`` is the default model (looked up in ``folder``, default weights/)."""
+    shipped = {m.name: m for m in shipped_models(folder)}
     if model is None:
         if DEFAULT_MODEL in shipped:
             return shipped[DEFAULT_MODEL].path

@@ -314,12 +314,14 @@ def test_cuda_request_without_cuda_is_an_error(
     assert "CUDA" in result.stderr and result.stdout == ""
 
 
-def test_missing_default_model_is_a_clear_error(cli: Cli, photos: Path, tmp_path: Path) -> None:
-    result = cli("apply", str(photos), "-o", str(tmp_path / "o"))
-    if result.returncode == 0:
-        pytest.skip("a default model ships")
-    assert result.returncode == 2
-    assert "no default model" in result.stderr
+def test_missing_default_model_is_a_clear_error(tmp_path: Path) -> None:
+    from styler.errors import BadModelError
+    from styler.models import resolve_model
+
+    with pytest.raises(BadModelError, match="no default model"):
+        resolve_model(None, folder=tmp_path)  # an install without weights
+    with pytest.raises(BadModelError, match=r"shipped: none"):
+        resolve_model("photo2painting", folder=tmp_path)
 
 
 def test_apply_path_never_imports_torch(
