@@ -162,6 +162,14 @@ class Stylizer:
             out = np.repeat(out, 3, axis=2)
         return out
 
+    @property
+    def min_side(self) -> int:
+        """The shortest side a run takes: a ResNet's reflection pads need at
+        least 2 pixels after its two downsamplings, so images thinner than
+        twice its size multiple (1 x N, 3 x 3, ...) are padded further."""
+        multiple = self.meta.size_multiple
+        return 2 * multiple if getattr(self.meta.network, "kind", "") == "resnet" else multiple
+
     def uses_tiles(self, height: int, width: int) -> bool:
         return self.tile is not None or height * width > self.whole_pixels
 
@@ -180,6 +188,7 @@ class Stylizer:
             return [self._tiled(images[0])]
         x = np.concatenate([self._to_model(im) for im in images])
         padded, size = tiling.pad_to_multiple(x, self.meta.size_multiple)
+        padded = _pad_to_at_least(padded, self.min_side)
         y = tiling.crop(self.model.run(padded), size)
         return [self._from_model(y[i]) for i in range(len(images))]
 
@@ -192,7 +201,9 @@ class Stylizer:
         stats = self._global_stats(x) if self.meta.norm_stats else None
 
         def run(batch: np.ndarray) -> np.ndarray:
-            return self.model.run(batch, stats=stats)
+            h, w = batch.shape[-2:]
+            padded = _pad_to_at_least(batch, self.min_side)
+            return self.model.run(padded, stats=stats)[..., :h, :w]
 
         y = tiling.run_tiled(
             run,
@@ -215,7 +226,7 @@ class Stylizer:
             hh, ww = h // factor, w // factor
             x = x[:, : hh * factor, : ww * factor].reshape(c, hh, factor, ww, factor).mean((2, 4))
         padded, _ = tiling.pad_to_multiple(x[None], self.meta.size_multiple)
-        return self.model.norm_stats(padded)
+        return self.model.norm_stats(_pad_to_at_least(padded, self.min_side))
 
     # -- PIL images -----------------------------------------------------------
 
@@ -398,6 +409,16 @@ class _Pipeline:
         except Exception as exc:
             return Result(str(item.job.input), str(out), "failed", _reason(exc), _ms(item))
         return Result(str(item.job.input), str(out), "ok", None, _ms(item), notes)
+
+
+def _pad_to_at_least(x: np.ndarray, side: int) -> np.ndarray:
+    """Pad (N, C, H, W) at the bottom and right, by mirroring, so that H and
+    W are at least ``side`` (what is added is cropped off after the run)."""
+    h, w = x.shape[-2:]
+    if h >= side and w >= side:
+        return x
+    width = [(0, 0)] * (x.ndim - 2) + [(0, max(0, side - h)), (0, max(0, side - w))]
+    return np.pad(x, width, mode="symmetric")
 
 
 def pixel_budget(ngf: int, memory: int = RUN_MEMORY_BYTES) -> int:

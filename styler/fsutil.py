@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from styler.errors import OutputError
+
 
 def _read_umask() -> int:
     """The process umask, read without changing it (Linux), else the usual 022."""
@@ -32,12 +34,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
     (after fsync), on any error it is removed. The temporary name starts with
     a dot, holds the writer's process id and ends in ``.part``, so that it is
     never mistaken for a result and a later run can remove what a killed
-    writer left (:func:`remove_stale_parts`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent
-    )
-    os.close(fd)
+    writer left (:func:`remove_stale_parts`). A failed write (disk full,
+    read-only folder, ...) raises :class:`OutputError` naming ``path``."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{_shortened(path.name)}.{os.getpid()}.", suffix=".part", dir=path.parent
+        )
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write: {exc.strerror or exc}", path) from None
     tmp = Path(tmp_name)
     try:
         os.chmod(tmp, FILE_MODE)
@@ -45,9 +51,28 @@ def atomic_path(path: Path) -> Iterator[Path]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write: {exc.strerror or exc}", path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+#: Longest file name most file systems take (bytes), and what the temporary
+#: name adds to the target's: a dot, the pid, mkstemp's 8 characters, dots, ".part".
+NAME_MAX = 255
+_TEMP_EXTRA = 1 + 1 + 10 + 1 + 8 + len(".part")
+
+
+def _shortened(name: str) -> str:
+    """``name`` cut so that the temporary name built from it stays within
+    NAME_MAX bytes (a target of 250 bytes is valid; its temporary name must
+    be too)."""
+    limit = NAME_MAX - _TEMP_EXTRA
+    while len(os.fsencode(name)) > limit:
+        name = name[:-1]
+    return name
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

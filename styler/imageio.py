@@ -10,15 +10,25 @@ temporary file that replaces the target only when complete.
 from __future__ import annotations
 
 import io
+import logging
+import os
+import stat
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from styler.errors import BadImageError, OutputError
 from styler.fsutil import atomic_path
+
+# Pillow logs what it finds wrong in a damaged file (e.g. a TIFF tag) to the
+# "PIL" logger; unless the application set up logging, Python would print it
+# on stderr as a stray second line about the file. styler reports the file in
+# one line of its own. (An application's own logging still receives these.)
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 #: Refuse images with more pixels than this (Pillow's own decompression-bomb
 #: error threshold, read here, never changed).
@@ -81,24 +91,59 @@ def extension_for(fmt: str) -> str:
 
 
 def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode ``path`` completely, or raise :class:`BadImageError` saying why."""
+    """Decode ``path`` completely, or raise :class:`BadImageError` saying why.
+
+    Only regular files are read (a named pipe would block forever, a device
+    such as /dev/zero never ends), and the file is streamed to the decoder:
+    its header is checked against ``max_pixels`` before any pixel is read."""
     path = Path(path)
     if path.is_dir():
         raise BadImageError("is a directory, not an image", path)
     try:
-        data = path.read_bytes()
+        # O_NONBLOCK: opening a named pipe must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise BadImageError("no such file", path) from None
     except PermissionError:
         raise BadImageError("permission denied", path) from None
     except OSError as exc:
         raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
-    if not data:
-        raise BadImageError("empty file", path)
+    except ValueError:  # a NUL byte in the name (from a list of paths)
+        raise BadImageError("not a valid file name (it holds a NUL byte)", path) from None
+    with open(fd, "rb") as f:
+        kind = _not_regular(os.fstat(fd).st_mode)
+        if kind:
+            raise BadImageError(f"not a regular file ({kind})", path)
+        try:
+            head = f.read(16)
+            f.seek(0)
+        except OSError as exc:
+            raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
+        if not head:
+            raise BadImageError("empty file", path)
+        return _decode(f, head, max_pixels, path)
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"
+
+
+def _decode(f: BinaryIO, head: bytes, max_pixels: int, path: Path) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            # Pillow warns about damaged files it can still read (a corrupt
+            # EXIF tag, ...); the file's one line of news is styler's.
+            warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
+            img = Image.open(f)
             _check_size(img, max_pixels, path)
             frames = getattr(img, "n_frames", 1)
             if frames > 1 and img.format not in ("TIFF", "MPO"):
@@ -112,7 +157,7 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
     except UnidentifiedImageError:
         raise BadImageError("not an image file (or a format Pillow cannot read)", path) from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, TypeError) as exc:
-        raise BadImageError(_decode_reason(exc, data), path) from None
+        raise BadImageError(_decode_reason(exc, head), path) from None
 
 
 def _check_size(img: Image.Image, max_pixels: int, path: Path) -> None:
@@ -138,7 +183,12 @@ def _decode_reason(exc: BaseException, data: bytes) -> str:
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP"
         else "image"
     )
-    if "truncated" in text or "broken data stream" in text or isinstance(exc, EOFError):
+    if (
+        "truncated" in text
+        or "broken data stream" in text
+        or "could not create decoder" in text  # libwebp's only word on a cut file
+        or isinstance(exc, EOFError)
+    ):
         return f"truncated or corrupt {kind} data"
     if "crc" in text or "corrupt" in text:
         return f"corrupt {kind} data"

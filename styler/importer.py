@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,11 @@ class ImportedGenerator:
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a .pth file safely (``weights_only=True``: no code in it can run)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle it refuses (a legacy protocol, ...)
+            # beside the error it raises; styler says it in one line.
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise BadCheckpointError("no such file", path) from None
     except IsADirectoryError:

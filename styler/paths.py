@@ -8,6 +8,7 @@ relative path keeps that path; anything else keeps its name only.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -74,21 +75,31 @@ def _walk(root: Path, recursive: bool, exclude: Path | None) -> Iterator[tuple[P
         subdirs = []
         for entry in entries:
             path = Path(entry.path)
+            problem = None
             try:
                 if entry.is_dir(follow_symlinks=False):
                     if recursive and not entry.name.startswith(".") and not _same(path, exclude):
                         subdirs.append(path)
                     continue
                 is_file = entry.is_file()  # follows file symlinks
-            except OSError:
+            except OSError as exc:
                 is_file = False
+                problem = (
+                    "symbolic link loop"
+                    if exc.errno == errno.ELOOP
+                    else f"cannot read: {exc.strerror or exc}"
+                )
             if entry.name.startswith("."):
                 continue
             if path.suffix.lower() in IMAGE_EXTENSIONS:
                 if is_file:
                     yield path, None
-                elif entry.is_symlink():
+                elif problem:
+                    yield path, problem
+                elif entry.is_symlink() and not path.exists():
                     yield path, "broken symbolic link"
+                elif not path.is_dir():  # a named pipe, a device, a socket
+                    yield path, "not a regular file (named pipe, device or socket)"
         stack.extend(reversed(subdirs))
 
 

@@ -53,3 +53,12 @@ def tiny_resnet_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny_resnet.onnx"
     export_onnx(net, meta, path)
     return path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The tallies of the reliability tests (test_hostile, test_fuzz), if they ran."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import hostile
+
+    for line in hostile.SUMMARY:
+        terminalreporter.write_line(line)

@@ -47,9 +47,23 @@ def _root(
     _setup_logging(level)
 
 
+#: Control characters (a newline in a file name) shown as escapes on stderr.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
+
+
+def one_line(text: str) -> str:
+    """A message as exactly one line, whatever the file names in it hold."""
+    return text.translate(_CONTROL)
+
+
+class _OneLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return one_line(super().format(record))
+
+
 def _setup_logging(level: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("styler: %(message)s"))
+    handler.setFormatter(_OneLineFormatter("styler: %(message)s"))
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
@@ -78,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="styler")
     except StylerError as exc:
-        typer.echo(f"styler: error: {exc}", err=True)
+        typer.echo(one_line(f"styler: error: {exc}"), err=True)
         return exc.exit_code
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):

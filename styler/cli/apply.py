@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from styler.cli.app import app
+from styler.cli.app import app, one_line
 from styler.errors import StylerError
 
 
@@ -89,6 +90,8 @@ def apply(
         workers=workers,
     )
     stylizer = Stylizer(model, device=device, threads=threads, tile=tile)
+    if not dry_run:
+        _check_output_folder(output)
     if not quiet:
         meta = stylizer.meta
         typer.echo(
@@ -143,16 +146,61 @@ def apply(
 
 def _print_result(result: Any, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        _out(_json_line(result.to_dict()))
     elif result.status == "ok":
-        typer.echo(result.output)
+        _out(result.output)
     elif result.status == "planned":
-        typer.echo(f"{result.input} -> {result.output}")
+        _out(f"{result.input} -> {result.output}")
     if result.status == "failed":
-        typer.echo(f"styler: {result.input}: {result.error}", err=True)
+        typer.echo(one_line(f"styler: {result.input}: {result.error}"), err=True)
     for note in result.warnings:
-        typer.echo(f"styler: {result.input}: warning: {note}", err=True)
+        typer.echo(one_line(f"styler: {result.input}: warning: {note}"), err=True)
     sys.stdout.flush()
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """One JSON object as valid UTF-8 text: a file name that is not UTF-8
+    (decoded with surrogate escapes, as Python does) keeps its bytes as
+    \\udcXX escapes, which ``os.fsencode(json.loads(...))`` turns back."""
+    text = json.dumps(record, ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _out(line: str) -> None:
+    """One line on stdout, written as bytes: file names exactly as the file
+    system has them (as ``find`` prints them), never an encoding error."""
+    data = os.fsencode(line) + b"\n"
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream (some test runners)
+        typer.echo(data.decode("utf-8", "replace"), nl=False)
+        return
+    sys.stdout.flush()
+    buffer.write(data)
+    buffer.flush()
+
+
+def _check_output_folder(folder: Path) -> None:
+    """Refuse at once (exit 2, before any image is decoded) an output folder
+    that cannot be created or written to: every output would fail."""
+    import tempfile
+
+    from styler.errors import UsageError
+
+    if folder.exists() and not folder.is_dir():
+        raise UsageError("the output folder is a file", folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create the output folder: {exc.strerror or exc}", folder
+        ) from None
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write in the output folder: {exc.strerror or exc}", folder
+        ) from None
 
 
 @contextlib.contextmanager

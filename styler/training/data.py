@@ -602,12 +602,20 @@ def sample_arrays(
     the held-out ones or, when a folder is too small to spare any, its first
     training images."""
     arrays = []
-    for s in held or train[:count]:
+    for s in held:
         try:
             arrays.append(s.load(size))
         except BadImageError as exc:
-            if s in held:  # training images were reported when the store was built
-                logger.warning("skipping held-out %s", exc)
+            logger.warning("skipping held-out %s", exc)
+    if arrays:
+        return arrays
+    for s in train:  # none held out, or none readable: the first good training images
+        try:
+            arrays.append(s.load(size))
+        except BadImageError:
+            continue  # reported when the store was built
+        if len(arrays) == count:
+            break
     return arrays
 
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from styler.errors import StylerError, UsageError
-from styler.fsutil import atomic_write_bytes
+from styler.fsutil import atomic_write_bytes, remove_stale_parts
 from styler.log import logger
 from styler.training import data as D
 from styler.training import report, state
@@ -352,6 +352,9 @@ def _train(
     main = dist.is_main
     if not resuming and main:
         run.check_new()
+    if resuming and main:
+        for stale in [*remove_stale_parts(run.checkpoints), *remove_stale_parts(run.root)]:
+            logger.info("removed %s, left by an interrupted run", stale)
     data = load_data(config, watch, dist, found)
     if not resuming and main:
         run.create(config)

@@ -1,0 +1,62 @@
+"""The model that ships in weights/: it loads, carries its card, is the
+default, and keeps image sizes, with onnxruntime alone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from styler.apply import Stylizer
+from styler.models import DEFAULT_MODEL, resolve_model, shipped_models
+from styler.runtime import Model
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def test_the_default_model_ships_with_its_card() -> None:
+    models = {m.name: m for m in shipped_models()}
+    assert DEFAULT_MODEL in models
+    shipped = models[DEFAULT_MODEL]
+    assert shipped.is_default and resolve_model(None) == shipped.path
+    assert shipped.card is not None
+    card = shipped.card.read_text(encoding="utf-8")
+    for must in ("styler train", "KID", "Licence", "Wesnoth", "steps", "megapixel"):
+        assert must in card, must
+    meta = Model.open(shipped.path, device="cpu").meta
+    assert meta.task == "translate" and meta.name == DEFAULT_MODEL
+    assert meta.license and meta.license != "unknown"
+    assert meta.domains == ("photos", "paintings") and meta.direction == "AtoB"
+    assert meta.norm_stats > 0  # seamless tiles
+    assert meta.parity_error is not None and meta.parity_error < 1e-4
+
+
+def test_the_default_model_keeps_sizes_and_alpha() -> None:
+    stylizer = Stylizer(None, device="cpu")
+    rng = np.random.default_rng(0)
+    rgb = rng.random((45, 67, 3)).astype(np.float32)
+    out = stylizer.apply_array(rgb)
+    assert out.shape == rgb.shape and np.isfinite(out).all()
+    assert not np.allclose(out, rgb, atol=0.02)  # it does something
+    rgba = Image.fromarray((rng.random((33, 21, 4)) * 255).astype(np.uint8), "RGBA")
+    styled = stylizer.apply(rgba)
+    assert styled.size == rgba.size and styled.mode == "RGBA"
+    assert np.array_equal(np.asarray(styled)[:, :, 3], np.asarray(rgba)[:, :, 3])
+
+
+def test_apply_without_a_model_uses_it_and_styles_the_examples(tmp_path: Path, cli: Cli) -> None:
+    photos = sorted((EXAMPLES / "photos").glob("*.jpg"))[:2]
+    assert photos
+    result = cli("apply", *map(str, photos), "-o", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    for photo, record in zip(photos, records, strict=True):
+        assert Image.open(record["output"]).size == Image.open(photo).size
+    listed = json.loads(cli("models", "--json").stdout)
+    assert [m["name"] for m in listed if m["default"]] == [DEFAULT_MODEL]
