@@ -126,6 +126,8 @@ def test_device_and_precision_choices_without_a_gpu() -> None:
     assert choose_precision("auto", "cuda", turing) == "fp16"  # AMP with a gradient scaler
     assert choose_precision("auto", "cpu", turing) == "bf16"
     assert choose_precision("auto", "cpu", none) == "fp32"
+    assert choose_precision("auto", "cpu", turing, small=True) == "fp32"  # GANs on digits
+    assert choose_precision("auto", "cuda", ampere, small=True) == "bf16"
     with pytest.raises(DeviceError, match="fp16 autocast is for GPUs"):
         choose_precision("fp16", "cpu", none)
 

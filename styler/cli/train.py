@@ -213,7 +213,9 @@ def train(
             "steps": steps,
             "epochs": epochs,
             "size": size,
-            "precision": choose_precision(precision, chosen_device, hw),
+            "precision": choose_precision(
+                precision, chosen_device, hw, small=second is None and aligned is None
+            ),
             "lr": lr,
             "beta1": beta1,
             "gan_loss": gan_loss,

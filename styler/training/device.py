@@ -55,10 +55,12 @@ def choose_device(requested: str, hw: Hardware) -> str:
     return requested
 
 
-def choose_precision(requested: str, device: str, hw: Hardware) -> str:
+def choose_precision(requested: str, device: str, hw: Hardware, small: bool = False) -> str:
     """``auto``: bf16 autocast where the hardware computes bf16 natively (recent
     CUDA GPUs, CPUs with AVX-512 BF16 or AMX), fp16 autocast with gradient
-    scaling on older CUDA GPUs, else fp32."""
+    scaling on older CUDA GPUs, else fp32. ``small`` networks (the GANs from
+    noise) stay fp32 on the CPU: casting costs more than bf16 saves there
+    (digits: 0.03 s per step in fp32, 0.06 in bf16)."""
     if requested not in ("auto", "fp32", "bf16", "fp16"):
         raise DeviceError(f"unknown precision {requested!r}: expected auto, fp32, bf16 or fp16")
     if requested == "fp16" and device == "cpu":
@@ -67,7 +69,7 @@ def choose_precision(requested: str, device: str, hw: Hardware) -> str:
         return requested
     if device == "cuda":
         return "bf16" if hw.cuda_bf16 else "fp16"
-    if device == "cpu" and hw.cpu_bf16:
+    if device == "cpu" and hw.cpu_bf16 and not small:
         return "bf16"
     return "fp32"
 
