@@ -329,6 +329,8 @@ class TrainingData:
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="styler-batch")
         self.ahead = ahead
         self.pending: dict[int, Future[dict[str, torch.Tensor]]] = {}
+        #: Side of the square sample images (cut from images at the load size).
+        self.sample_side = size
 
     @property
     def epoch_steps(self) -> int:
@@ -393,8 +395,8 @@ class UnpairedData(TrainingData):
 
     def samples(self) -> dict[str, torch.Tensor]:
         return {
-            "A": to_tensor([center_crop(a, self.size) for a in self.samples_a]),
-            "B": to_tensor([center_crop(b, self.size) for b in self.samples_b]),
+            "A": to_tensor([center_crop(a, self.sample_side) for a in self.samples_a]),
+            "B": to_tensor([center_crop(b, self.sample_side) for b in self.samples_b]),
         }
 
 
@@ -425,7 +427,7 @@ class PairedData(TrainingData):
         return {"A": x[:, :3], "B": x[:, 3:]}
 
     def samples(self) -> dict[str, torch.Tensor]:
-        x = to_tensor([center_crop(p, self.size) for p in self.sample_pairs])
+        x = to_tensor([center_crop(p, self.sample_side) for p in self.sample_pairs])
         return {"A": x[:, :3], "B": x[:, 3:]}
 
 

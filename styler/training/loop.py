@@ -157,6 +157,10 @@ def load_data(
     }
     root_a = Path(config.data_a)
     train_a, held_a = D.split(found.sources_a, root_a, config.holdout_a)
+    # Samples show the networks at their training scale: squares of up to
+    # 256 pixels cut from the middle of images scaled as for training.
+    multiple = getattr(config.generator, "size_multiple", 1)
+    sample_side = max(config.size, min(config.load_size, 256) // multiple * multiple)
     if config.mode == "pix2pix":
         store = D.ImageStore(
             train_a,
@@ -166,8 +170,10 @@ def load_data(
             what="pairs",
         )
         _report_store(store, "pairs")
-        samples = D.sample_arrays(held_a, train_a, config.size)
-        return D.PairedData(store, samples, **common)
+        samples = D.sample_arrays(held_a, train_a, config.load_size)
+        data: D.TrainingData = D.PairedData(store, samples, **common)
+        data.sample_side = sample_side
+        return data
     assert config.data_b is not None
     train_b, held_b = D.split(found.sources_b, Path(config.data_b), config.holdout_b)
     store_a = D.ImageStore(
@@ -186,13 +192,15 @@ def load_data(
     )
     _report_store(store_a, config.domains[0])
     _report_store(store_b, config.domains[1])
-    return D.UnpairedData(
+    data = D.UnpairedData(
         store_a,
         store_b,
-        D.sample_arrays(held_a, train_a, config.size),
-        D.sample_arrays(held_b, train_b, config.size),
+        D.sample_arrays(held_a, train_a, config.load_size),
+        D.sample_arrays(held_b, train_b, config.load_size),
         **common,
     )
+    data.sample_side = sample_side
+    return data
 
 
 def _report_store(store: D.ImageStore, what: str) -> None:

@@ -150,8 +150,9 @@ def chart_svg(
     avg = smooth(ys, max(1, len(ys) // 50))
     x0, x1 = min(xs), max(xs)
     lo, hi = min(ys), max(ys)
-    if hi - lo < 1e-12:
-        lo, hi = lo - 0.5, hi + 0.5
+    if hi - lo <= 1e-9 * max(abs(lo), abs(hi), 1e-30):  # constant: a band around it
+        pad = abs(lo) * 0.1 or 0.5
+        lo, hi = lo - pad, hi + pad
 
     def px(x: float) -> float:
         return left + (x - x0) / (x1 - x0 or 1) * pw
