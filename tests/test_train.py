@@ -553,3 +553,22 @@ def test_tensorboard_logging_when_asked(tmp_path: Path, unpaired: tuple[Path, Pa
     scalars = events.Tags()["scalars"]
     assert {"G_A", "D_A", "cycle_A", "lr"} <= set(scalars)
     assert [e.step for e in events.Scalars("G_A")] == [1, 2]
+
+
+def test_luma_discriminators_see_brightness_only(
+    tmp_path: Path, unpaired: tuple[Path, Path], paired: tuple[Path, Path]
+) -> None:
+    from styler.training.cyclegan import to_luma
+
+    config, found = make_config(*unpaired, steps=2, disc_input="luma", lambda_color=5.0, **TINY)
+    assert config.discriminator.in_channels == 1
+    result = train(config, tmp_path / "run", device="cpu", watch=QUIET, found=found)
+    assert result.finished
+    assert weights(result.run_dir)["net.D_A.model.0.weight"].shape[1] == 1
+    # A pure colour change is invisible to them; a brightness change is not.
+    x = torch.rand(1, 3, 8, 8)
+    swapped = x[:, [2, 1, 0]] * torch.tensor([0.114 / 0.299, 1, 0.299 / 0.114])[None, :, None, None]
+    assert torch.allclose(to_luma(swapped), to_luma(x), atol=1e-6)
+    assert not torch.allclose(to_luma(x * 0.5), to_luma(x))
+    with pytest.raises(UsageError, match="for CycleGAN"):
+        make_config(*paired, steps=2, disc_input="luma", **TINY)

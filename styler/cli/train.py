@@ -111,6 +111,12 @@ def train(
         float,
         typer.Option(help="CycleGAN colour loss (regional hues kept; 0: off, as the reference)."),
     ] = 0.0,
+    disc_input: Annotated[
+        str,
+        typer.Option(
+            help="CycleGAN discriminators see rgb (the reference) or luma (colour left alone)."
+        ),
+    ] = "rgb",
     pool_size: Annotated[int, typer.Option(help="Past fakes per discriminator (0: none).")] = 50,
     flip: Annotated[
         bool | None,
@@ -253,6 +259,7 @@ def train(
                 lambda_identity=lambda_identity,
                 lambda_l1=lambda_l1,
                 lambda_color=lambda_color,
+                disc_input=disc_input,
                 pool_size=pool_size,
                 flip=flip,
                 **common,

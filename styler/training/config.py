@@ -28,6 +28,7 @@ MODES: tuple[str, ...] = ("cyclegan", "pix2pix", "gan")
 GanLoss = Literal["lsgan", "vanilla", "hinge", "wgangp"]
 GAN_LOSSES: tuple[str, ...] = ("lsgan", "vanilla", "hinge", "wgangp")
 Precision = Literal["fp32", "bf16", "fp16"]
+DiscInput = Literal["rgb", "luma"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 #: Bump when an older styler could misread a newer run folder.
@@ -71,6 +72,10 @@ class TrainConfig:
     #: output averaged over (size/8)-pixel cells, which keeps each region's hue
     #: while leaving brightness and texture free (0, as the reference, is off).
     lambda_color: float = 0.0
+    #: What CycleGAN's discriminators see: ``rgb`` (the reference), or
+    #: ``luma`` (brightness only), which leaves colour to the generator's
+    #: other losses so that a style's palette does not replace the photo's.
+    disc_input: DiscInput = "rgb"
     #: Weight of the WGAN-GP gradient penalty.
     lambda_gp: float = 10.0
     #: Past fakes each discriminator sees (CycleGAN's image pool); 0 disables it.
@@ -150,6 +155,16 @@ def check(config: TrainConfig) -> None:
         )
     if config.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {config.precision!r}")
+    if config.disc_input not in ("rgb", "luma"):
+        raise UsageError(f"unknown --disc-input {config.disc_input!r}: expected rgb or luma")
+    if config.disc_input == "luma" and config.mode != "cyclegan":
+        raise UsageError("--disc-input luma is for CycleGAN")
+    expected = 1 if config.disc_input == "luma" else 6 if config.mode == "pix2pix" else 3
+    if config.mode != "gan" and config.discriminator.in_channels != expected:
+        raise UsageError(
+            f"the discriminator takes {config.discriminator.in_channels} channels, "
+            f"this mode gives it {expected}"
+        )
     if config.mode == "gan":
         _check_gan(config)
         return

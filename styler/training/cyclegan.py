@@ -19,6 +19,16 @@ from styler.training.pool import ImagePool
 from styler.training.task import ExportSpec, Task, color_loss, l1, pair, set_requires_grad
 
 
+def to_luma(x: torch.Tensor) -> torch.Tensor:
+    """Brightness (BT.601 luma) of RGB images, as one channel."""
+    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)
+    return (x * weights[None, :, None, None]).sum(1, keepdim=True)
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 class CycleGan(Task):
     loss_names = (
         "D_A",
@@ -47,6 +57,7 @@ class CycleGan(Task):
         # networks normalise each image by itself.
         self.batch_calls = config.generator.norm != "batch"
         self.batch_disc = getattr(config.discriminator, "norm", "none") != "batch"
+        self.see = to_luma if config.disc_input == "luma" else _same
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
         c = self.config
@@ -65,7 +76,7 @@ class CycleGan(Task):
                 fake_B, fake_A = self.G_A(real_A), self.G_B(real_B)
             rec_A = self.G_B(fake_B)
             rec_B = self.G_A(fake_A)
-            pred_A, pred_B = self.D_A(fake_B), self.D_B(fake_A)
+            pred_A, pred_B = self.D_A(self.see(fake_B)), self.D_B(self.see(fake_A))
         loss = {
             "G_A": self.gan.g_loss(pred_A),
             "G_B": self.gan.g_loss(pred_B),
@@ -85,6 +96,8 @@ class CycleGan(Task):
         gen = seeded(c.seed, "pool", step, self.dist.rank)
         pooled_B = self.pool_B.query(fake_B.detach().float(), gen)
         pooled_A = self.pool_A.query(fake_A.detach().float(), gen)
+        real_B, real_A = self.see(real_B), self.see(real_A)
+        pooled_B, pooled_A = self.see(pooled_B), self.see(pooled_A)
         with self.autocast():  # type: ignore[attr-defined]
             loss["D_A"] = self.gan.d_loss(*pair(self.D_A, real_B, pooled_B, self.batch_disc))
             loss["D_B"] = self.gan.d_loss(*pair(self.D_B, real_A, pooled_A, self.batch_disc))

@@ -66,8 +66,10 @@ def make_generator(
     return dataclasses.replace(base, **changes)
 
 
-def make_discriminator(mode: str, arch: str, ndf: int, norm: str | None) -> DiscriminatorConfig:
-    in_channels = 6 if mode == "pix2pix" else 3
+def make_discriminator(
+    mode: str, arch: str, ndf: int, norm: str | None, disc_input: str = "rgb"
+) -> DiscriminatorConfig:
+    in_channels = 1 if disc_input == "luma" else 6 if mode == "pix2pix" else 3
     norm = norm or ("batch" if mode == "pix2pix" else "instance")
     try:
         return discriminator_preset(arch, in_channels=in_channels, ndf=ndf, norm=norm)
@@ -128,7 +130,7 @@ def make_config(
     if options.get("gan_loss", "auto") == "auto":
         options["gan_loss"] = "vanilla" if chosen == "pix2pix" else "lsgan"
     gen = make_generator(chosen, size, generator, ngf, norm, upsample)
-    disc = make_discriminator(chosen, discriminator, ndf, None)
+    disc = make_discriminator(chosen, discriminator, ndf, None, options.get("disc_input", "rgb"))
     batch = int(options.get("batch_size", 1))
     n_train = max(
         len(found.sources_a) - len(found.holdout_a), len(found.sources_b) - len(found.holdout_b), 1
@@ -228,7 +230,14 @@ def make_gan_config(
     options.setdefault("flip", False)  # a mirrored digit or letter is not one
     if options.get("gan_loss", "auto") == "auto":
         options["gan_loss"] = "vanilla"
-    for unused in ("pool_size", "lambda_cycle", "lambda_identity", "lambda_l1", "lambda_color"):
+    for unused in (
+        "pool_size",
+        "lambda_cycle",
+        "lambda_identity",
+        "lambda_l1",
+        "lambda_color",
+        "disc_input",
+    ):
         options.pop(unused, None)
     epoch_steps = max(1, math.ceil(len(found.files) / int(options["batch_size"])))
     if steps is None:
