@@ -72,10 +72,15 @@ net = build_generator(meta, state)
 src, out = Path(sys.argv[2]), Path(sys.argv[3])
 out.mkdir(parents=True, exist_ok=True)
 files = sorted(src.glob("*.jpg"))
+crop = int(sys.argv[5])  # 0: full size; else the reference test script's resize to crop x crop
+pixels = 0
 start = time.perf_counter()
 with torch.no_grad():
     for f in files:
         img = Image.open(f).convert("RGB")
+        if crop:
+            img = img.resize((crop, crop), Image.BICUBIC)
+        pixels += img.width * img.height
         x = torch.from_numpy(np.asarray(img, np.float32) / 127.5 - 1).permute(2, 0, 1)[None]
         h, w = x.shape[2:]
         x = torch.nn.functional.pad(x, (0, -w % 4, 0, -h % 4), mode="reflect")
@@ -83,19 +88,26 @@ with torch.no_grad():
         arr = ((y.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).round().astype(np.uint8)
         Image.fromarray(arr).save(out / f.name, quality=95)
 seconds = time.perf_counter() - start
-print(seconds, len(files), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(seconds, len(files), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, pixels)
 """
 
 
-def run_baseline(ckpt: Path, src: Path, out: Path, threads: int) -> dict[str, float]:
+def run_baseline(ckpt: Path, src: Path, out: Path, threads: int, crop: int = 0) -> dict[str, float]:
+    """The eager loop at full size, or (``crop``) at the reference test
+    script's default of resizing every image to crop x crop."""
     res = subprocess.run(
-        [sys.executable, "-c", BASELINE, str(ckpt), str(src), str(out), str(threads)],
+        [sys.executable, "-c", BASELINE, str(ckpt), str(src), str(out), str(threads), str(crop)],
         capture_output=True,
         text=True,
         check=True,
     )
-    seconds, count, rss = res.stdout.split()
-    return {"seconds": float(seconds), "images": int(count), "peak_rss_mb": int(rss) / 2**20}
+    seconds, count, rss, pixels = res.stdout.split()
+    return {
+        "seconds": float(seconds),
+        "images": int(count),
+        "peak_rss_mb": int(rss) / 2**20,
+        "pixels": int(pixels),
+    }
 
 
 def run_styler(model: Path, src: Path, out: Path, threads: int) -> dict[str, float]:
@@ -177,7 +189,17 @@ def main() -> None:
         if args.int8:
             int8 = quantized(model, root / "photos", root / "model.int8.onnx")
             runs["styler-int8"] = []
+        runs["reference-256"] = []
         for i in range(args.repeat):
+            runs["reference-256"].append(
+                run_baseline(
+                    model.with_suffix(".safetensors"),
+                    root / "photos",
+                    root / f"r{i}",
+                    args.threads,
+                    crop=256,
+                )
+            )
             runs["baseline"].append(
                 run_baseline(
                     model.with_suffix(".safetensors"), root / "photos", root / f"b{i}", args.threads
@@ -190,6 +212,8 @@ def main() -> None:
                 )
     best = {k: min(v, key=lambda r: r["seconds"]) for k, v in runs.items()}
     ips = {k: r["images"] / r["seconds"] for k, r in best.items()}
+    full_pixels = best["baseline"]["pixels"]
+    pps = {k: (r.get("pixels") or full_pixels) / r["seconds"] / 1e6 for k, r in best.items()}
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "arch": args.arch,
@@ -209,6 +233,8 @@ def main() -> None:
             else {}
         ),
         "baseline_peak_rss_mb": round(best["baseline"]["peak_rss_mb"]),
+        "megapixels_per_s": {k: round(v, 3) for k, v in pps.items()},
+        "per_pixel_vs_reference_256": round(pps["styler"] / pps["reference-256"], 2),
         "styler_peak_rss_mb": round(best["styler"]["peak_rss_mb"]),
     }
     print(json.dumps(report, indent=2))
