@@ -34,6 +34,12 @@ class ResnetGeneratorConfig:
     dropout: bool = False
     padding: Padding = "reflect"
     upsample: Upsample = "transpose"
+    #: Add the input to the output (clipped to [-1, 1]): the network learns a
+    #: change to the image and starts as the identity. Instance norm removes
+    #: each feature map's mean, so without this a generator cannot pass the
+    #: input's overall colour through and tends to paint every image in one
+    #: cast; the reference network has no such path (False).
+    residual: bool = False
 
     @property
     def size_multiple(self) -> int:
@@ -267,6 +273,8 @@ def _check_values(config: NetConfig) -> None:
             raise BadModelError(f"resnet n_blocks must be >= 0, got {config.n_blocks}")
         if config.padding not in ("reflect", "replicate", "zero"):
             raise BadModelError(f"unknown padding {config.padding!r}")
+        if config.residual and config.in_channels != config.out_channels:
+            raise BadModelError("a residual generator needs as many channels out as in")
     if getattr(config, "upsample", "transpose") not in ("transpose", "resize"):
         raise BadModelError(f"unknown upsample {config.upsample!r}")
     for name in ("latent_dim", "size"):

@@ -54,10 +54,11 @@ CASES = [
     ("resnet_2blocks", {"ngf": 8, "norm": "batch", "padding": "zero", "dropout": True}, (45, 61)),
     ("unet_32", {"ngf": 8, "dropout": True}, (70, 45)),
     ("unet_64", {"ngf": 4, "norm": "instance", "upsample": "resize"}, (130, 66)),
+    ("resnet_2blocks", {"ngf": 8, "residual": True, "upsample": "resize"}, (61, 77)),
 ]
 
 
-@pytest.mark.parametrize(("preset", "overrides", "size"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("preset", "overrides", "size"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_round_trip_matches_torch_at_odd_sizes(
     tmp_path: Path, preset: str, overrides: dict[str, object], size: tuple[int, int]
 ) -> None:

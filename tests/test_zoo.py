@@ -68,6 +68,25 @@ def test_generators_keep_the_spatial_size(config: object) -> None:
     assert y.abs().max() <= 1
 
 
+def test_a_residual_generator_changes_the_input_and_starts_near_it() -> None:
+    torch.manual_seed(0)
+    config = generator_preset("resnet_2blocks", ngf=8, residual=True)
+    net = zoo.build(config).eval()
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    last = net.model[-2]  # the output convolution, before tanh
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        assert torch.equal(net(x), x)  # no change learned yet: the identity
+        last.bias.fill_(0.5)
+        y = net(x)
+    assert torch.allclose(y, (x + torch.tanh(torch.tensor(0.5))).clamp(-1, 1))
+    plain = zoo.build(generator_preset("resnet_2blocks", ngf=8)).eval()
+    plain.load_state_dict(net.state_dict())  # the same parameters as the reference layout
+    with pytest.raises(BadModelError, match="as many channels"):
+        config_from_dict({**config_to_dict(config), "out_channels": 1})
+
+
 @pytest.mark.parametrize(
     ("config", "size", "out"),
     [

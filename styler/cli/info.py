@@ -38,13 +38,14 @@ def info(
             ("classes", ", ".join(meta.classes or ()) or "none (unconditional)"),
         ]
     else:
+        residual = ", residual" if getattr(net, "residual", False) else ""
         rows = [
             ("name", meta.name),
             ("description", meta.description),
             (
                 "architecture",
                 f"{meta.architecture} ({net.kind}, ngf {net.ngf}, norm {net.norm}, "
-                f"upsample {net.upsample})",
+                f"upsample {net.upsample}{residual})",
             ),
             ("channels", f"{meta.in_channels} in, {meta.out_channels} out"),
             ("value range", f"[{meta.value_range[0]:g}, {meta.value_range[1]:g}]"),

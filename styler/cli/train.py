@@ -58,6 +58,13 @@ def train(
     upsample: Annotated[
         str, typer.Option(help="transpose (as the reference) or resize (no checkerboards).")
     ] = "transpose",
+    residual: Annotated[
+        bool,
+        typer.Option(
+            "--residual/--no-residual",
+            help="ResNet generators add the input to their output (keeps its colours).",
+        ),
+    ] = False,
     discriminator: Annotated[
         str,
         typer.Option(
@@ -252,6 +259,7 @@ def train(
                 ngf=ngf,
                 norm=norm,
                 upsample=upsample,
+                residual=residual,
                 discriminator=discriminator,
                 ndf=ndf,
                 load_size=load_size,

@@ -339,6 +339,20 @@ class TrainingData:
     def build(self, step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def picks(self, n: int, step: int, stream: str, sequential: bool = True) -> list[Pick]:
+        """This process's picks of ``step`` from a stream of ``n`` images."""
+        return plan(
+            n,
+            seed=self.seed,
+            step=step,
+            batch=self.batch_size,
+            stream=stream,
+            flip=self.flip,
+            rank=self.rank,
+            world=self.world,
+            sequential=sequential,
+        )
+
     def batch(self, step: int) -> dict[str, torch.Tensor]:
         """The batch of ``step``, built ahead in worker threads."""
         for s in range(step, step + self.ahead + 1):
@@ -379,17 +393,7 @@ class UnpairedData(TrainingData):
     def build(self, step: int) -> dict[str, torch.Tensor]:
         out = {}
         for name, store, sequential in (("A", self.store_a, True), ("B", self.store_b, False)):
-            picks = plan(
-                len(store),
-                seed=self.seed,
-                step=step,
-                batch=self.batch_size,
-                stream=name,
-                flip=self.flip,
-                rank=self.rank,
-                world=self.world,
-                sequential=sequential,
-            )
+            picks = self.picks(len(store), step, name, sequential)
             out[name] = to_tensor([crop(store.get(p.index), self.size, p) for p in picks])
         return out
 
@@ -413,16 +417,7 @@ class PairedData(TrainingData):
         return max(1, math.ceil(len(self.store) / (self.batch_size * self.world)))
 
     def build(self, step: int) -> dict[str, torch.Tensor]:
-        picks = plan(
-            len(self.store),
-            seed=self.seed,
-            step=step,
-            batch=self.batch_size,
-            stream="AB",
-            flip=self.flip,
-            rank=self.rank,
-            world=self.world,
-        )
+        picks = self.picks(len(self.store), step, "AB")
         x = to_tensor([crop(self.store.get(p.index), self.size, p) for p in picks])
         return {"A": x[:, :3], "B": x[:, 3:]}
 
@@ -445,16 +440,7 @@ class ImageData(TrainingData):
         return max(1, math.ceil(len(self.store) / (self.batch_size * self.world)))
 
     def build(self, step: int) -> dict[str, torch.Tensor]:
-        picks = plan(
-            len(self.store),
-            seed=self.seed,
-            step=step,
-            batch=self.batch_size,
-            stream="images",
-            flip=self.flip,
-            rank=self.rank,
-            world=self.world,
-        )
+        picks = self.picks(len(self.store), step, "images")
         arrays = [self.store.get(p.index) for p in picks]
         arrays = [a[:, ::-1] if p.flip else a for a, p in zip(arrays, picks, strict=True)]
         return {"image": to_tensor(arrays), "label": self.labels[[p.index for p in picks]]}

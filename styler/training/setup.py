@@ -48,6 +48,7 @@ def make_generator(
     norm: str | None,
     upsample: str = "transpose",
     dropout: bool | None = None,
+    residual: bool = False,
 ) -> GeneratorConfig:
     arch = arch or default_generator(mode, size)
     try:
@@ -55,6 +56,10 @@ def make_generator(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     changes: dict[str, Any] = {"ngf": ngf, "upsample": upsample}
+    if residual:
+        if not hasattr(base, "residual"):
+            raise UsageError(f"--residual is for ResNet generators, not {arch}")
+        changes["residual"] = True
     if norm is not None:
         changes["norm"] = norm
     elif mode == "cyclegan":
@@ -87,6 +92,7 @@ def make_config(
     ngf: int = 64,
     norm: str | None = None,
     upsample: str = "transpose",
+    residual: bool = False,
     discriminator: str = "basic",
     ndf: int = 64,
     size: int | None = None,
@@ -129,7 +135,7 @@ def make_config(
         )
     if options.get("gan_loss", "auto") == "auto":
         options["gan_loss"] = "vanilla" if chosen == "pix2pix" else "lsgan"
-    gen = make_generator(chosen, size, generator, ngf, norm, upsample)
+    gen = make_generator(chosen, size, generator, ngf, norm, upsample, residual=residual)
     disc = make_discriminator(chosen, discriminator, ndf, None, options.get("disc_input", "rgb"))
     batch = int(options.get("batch_size", 1))
     n_train = max(

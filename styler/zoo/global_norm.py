@@ -80,7 +80,9 @@ class _Walk:
         if isinstance(module, UnetSkipConnectionBlock):
             y = self.run(module.model, x)
             return y if module.outermost else torch.cat([x, y], 1)
-        if isinstance(module, (ResnetGenerator, UnetGenerator)):
+        if isinstance(module, ResnetGenerator):
+            return module.finish(x, self.run(module.model, x))
+        if isinstance(module, UnetGenerator):
             return self.run(module.model, x)
         return module(x)
 

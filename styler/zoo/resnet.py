@@ -84,4 +84,11 @@ class ResnetGenerator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.finish(x, self.model(x))
+
+    def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The output from the input ``x`` and the last layer's ``y``."""
+        if not self.config.residual:
+            return y
+        # At sizes that are not a multiple of 4 the network's output is larger.
+        return (x + y[:, :, : x.shape[2], : x.shape[3]]).clamp(-1.0, 1.0)
