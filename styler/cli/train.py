@@ -277,7 +277,8 @@ def train(
             typer.echo(
                 "styler: note: the published defaults (ngf 64, 256-pixel crops) take several "
                 "seconds per step on a CPU; the shipped model was trained with --gen "
-                "resnet_6blocks --ngf 32 --size 128 (see weights/photo2painting.md)",
+                "resnet_6blocks --ngf 32 --upsample resize --size 128 --load-size 512 "
+                "(see weights/photo2painting.md)",
                 err=True,
             )
         run_dir = output or default_run_dir(config)
