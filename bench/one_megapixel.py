@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -61,7 +60,6 @@ def main() -> None:
                 capture_output=True,
             )
             cli.append(time.perf_counter() - start)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(
         json.dumps(
             {
@@ -73,7 +71,6 @@ def main() -> None:
                     (api_big / (1224 * 816)) / (api_small / (512 * 341)), 3
                 ),
                 "cli_seconds_1224x816": round(statistics.median(cli), 3),
-                "cli_peak_rss_mb": round(children),
             },
             indent=2,
         )

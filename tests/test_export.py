@@ -58,7 +58,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("preset", "overrides", "size"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("preset", "overrides", "size"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+)
 def test_round_trip_matches_torch_at_odd_sizes(
     tmp_path: Path, preset: str, overrides: dict[str, object], size: tuple[int, int]
 ) -> None:

@@ -457,6 +457,15 @@ def test_cli_usage_errors(cli: Cli, tmp_path: Path, unpaired: tuple[Path, Path])
 # -- several processes --------------------------------------------------------------------------
 
 
+def _free_port() -> int:
+    """A TCP port nobody listens on now (for torchrun's rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_two_processes_with_gloo_train_in_step(tmp_path: Path, unpaired: tuple[Path, Path]) -> None:
     """torchrun with 2 CPU processes: gradients are averaged, replicas agree,
     rank 0 alone writes the run folder."""
@@ -498,7 +507,7 @@ def test_two_processes_with_gloo_train_in_step(tmp_path: Path, unpaired: tuple[P
             "--nproc_per_node",
             "2",
             "--master_port",
-            str(29500 + os.getpid() % 1000),
+            str(_free_port()),
             str(script),
             str(a),
             str(b),
