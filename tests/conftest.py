@@ -14,6 +14,16 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = FIXTURES / "reference"
 
 
+def interruptible() -> None:
+    """``preexec_fn`` for a child the test will send SIGINT, as Ctrl-C at a
+    terminal would: a child of a background job (``cmd &`` in a script, as
+    some CI runners start their jobs) inherits SIGINT ignored, and Python
+    then keeps ignoring it, as it should."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(
     *args: str, stdin: bytes | None = None, cwd: Path | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

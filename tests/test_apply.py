@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import interruptible
 from PIL import Image
 
 from styler.apply import Stylizer
@@ -368,7 +369,13 @@ def test_ctrl_c_leaves_only_complete_outputs_and_a_rerun_finishes(
         "--batch-size",
         "1",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
+    )
     assert proc.stdout is not None
     first = proc.stdout.readline()  # the first finished image
     assert first.strip()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import interruptible
 from PIL import Image
 
 torch = pytest.importorskip("torch")
@@ -400,6 +401,7 @@ def test_cli_ctrl_c_saves_and_resume_finishes(tmp_path: Path, unpaired: tuple[Pa
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=interruptible,
     )
     metrics = run / "metrics.jsonl"
     deadline = time.monotonic() + 120
