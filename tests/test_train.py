@@ -459,6 +459,51 @@ def test_cli_usage_errors(cli: Cli, tmp_path: Path, unpaired: tuple[Path, Path])
 # -- several processes --------------------------------------------------------------------------
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_training_keeps_an_inherited_ignored_sigint_and_stops_on_sigterm(
+    tmp_path: Path, unpaired: tuple[Path, Path]
+) -> None:
+    """Started as a background job of a script (SIGINT ignored), a Ctrl-C
+    meant for the script does not stop training; SIGTERM still saves and
+    stops it."""
+    a, b = unpaired
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "styler", "train", str(a), str(b), "-o", str(run)),
+            *("--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "32"),
+            *("--steps", "100000", "--display", "plain", "--no-export"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+        preexec_fn=_ignore_sigint,
+    )
+    metrics = run / "metrics.jsonl"
+
+    def steps() -> int:
+        return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and steps() < 3:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    seen = steps()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and steps() < seen + 3:
+        time.sleep(0.2)
+    assert proc.poll() is None and steps() >= seen + 3  # still training
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    ckpt = state.latest(run / "checkpoints")
+    assert ckpt is not None and ckpt.step == steps()
+
+
 def _free_port() -> int:
     """A TCP port nobody listens on now (for torchrun's rendezvous)."""
     import socket

@@ -231,7 +231,12 @@ class StopRequest:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        old = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        # A signal the process inherited as ignored (SIGINT in a job started
+        # with `&` from a script) stays ignored, as it does for `styler apply`.
+        wanted = [
+            s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN
+        ]
+        old = {s: signal.signal(s, self) for s in wanted}
         try:
             yield self
         finally:
