@@ -27,6 +27,7 @@ from styler.apply import Stylizer
 from styler.models import resolve_model
 
 PHOTO = Path(__file__).parent.parent / "examples" / "photos" / "picos_de_europa.jpg"
+BIG, SMALL = (1224, 816), (512, 341)
 
 
 def timed(stylizer: Stylizer, image: Image.Image, repeat: int) -> float:
@@ -43,8 +44,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    big = Image.open(PHOTO).convert("RGB").resize((1224, 816), Image.LANCZOS)
-    small = big.resize((512, 341), Image.LANCZOS)
+    big = Image.open(PHOTO).convert("RGB").resize(BIG, Image.LANCZOS)
+    small = big.resize(SMALL, Image.LANCZOS)
     stylizer = Stylizer(None, device="cpu")
     api_small = timed(stylizer, small, args.repeat)
     api_big = timed(stylizer, big, args.repeat)
@@ -68,7 +69,7 @@ def main() -> None:
                 "api_seconds_1224x816": round(api_big, 3),
                 "api_seconds_512x341": round(api_small, 3),
                 "ratio_time_per_pixel_big_vs_small": round(
-                    (api_big / (1224 * 816)) / (api_small / (512 * 341)), 3
+                    (api_big / (BIG[0] * BIG[1])) / (api_small / (SMALL[0] * SMALL[1])), 3
                 ),
                 "cli_seconds_1224x816": round(statistics.median(cli), 3),
             },

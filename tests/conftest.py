@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,8 +20,6 @@ def interruptible() -> None:
     terminal would: a child of a background job (``cmd &`` in a script, as
     some CI runners start their jobs) inherits SIGINT ignored, and Python
     then keeps ignoring it, as it should."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 

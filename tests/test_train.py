@@ -597,6 +597,33 @@ def test_eval_every_scores_keeps_the_best_and_exports_it(
     assert "kid" in (tmp_path / "run/report.html").read_text()
 
 
+def test_cli_residual_generators_and_luma_discriminators(
+    cli: Cli, tmp_path: Path, unpaired: tuple[Path, Path]
+) -> None:
+    a, b = unpaired
+    run = tmp_path / "run"
+    tiny = ["--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "32"]
+    result = cli(
+        "train", str(a), str(b), "-o", str(run), *tiny, "--steps", "2",
+        "--residual", "--disc-input", "luma", "--lambda-color", "5", "-q",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    models = result.stdout.split()
+    assert len(models) == 2
+    config = json.loads((run / "config.json").read_text())
+    assert config["generator"]["residual"] is True and config["disc_input"] == "luma"
+    assert config["discriminator"]["in_channels"] == 1
+    info = cli("info", models[0], "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["network"]["residual"] is True
+    assert "residual" in cli("info", models[0]).stdout
+    refused = cli("train", str(a), str(b), "--gen", "unet_32", "--residual", "--steps", "1")
+    assert refused.returncode == 2 and "--residual is for ResNet" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    refused = cli("train", str(a), str(b), *tiny, "--disc-input", "hue", "--steps", "1")
+    assert refused.returncode == 2 and "--disc-input" in refused.stderr
+
+
 def test_tensorboard_logging_when_asked(tmp_path: Path, unpaired: tuple[Path, Path]) -> None:
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

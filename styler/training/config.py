@@ -145,6 +145,12 @@ class TrainConfig:
         return cls.from_dict(data, source)
 
 
+def disc_channels(mode: str, disc_input: str) -> int:
+    """Channels a style-transfer discriminator takes: luma 1, pix2pix's
+    (input, output) pairs 6, CycleGAN's images 3."""
+    return 1 if disc_input == "luma" else 6 if mode == "pix2pix" else 3
+
+
 def check(config: TrainConfig) -> None:
     """Refuse configs that cannot train, with a message that says which flag."""
     if config.mode not in MODES:
@@ -159,7 +165,7 @@ def check(config: TrainConfig) -> None:
         raise UsageError(f"unknown --disc-input {config.disc_input!r}: expected rgb or luma")
     if config.disc_input == "luma" and config.mode != "cyclegan":
         raise UsageError("--disc-input luma is for CycleGAN")
-    expected = 1 if config.disc_input == "luma" else 6 if config.mode == "pix2pix" else 3
+    expected = disc_channels(config.mode, config.disc_input)
     if config.mode != "gan" and config.discriminator.in_channels != expected:
         raise UsageError(
             f"the discriminator takes {config.discriminator.in_channels} channels, "

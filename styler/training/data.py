@@ -14,6 +14,7 @@ planned batches ahead of time.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import math
 import os
@@ -305,8 +306,10 @@ def center_crop(array: np.ndarray, size: int) -> np.ndarray:
 # -- the two kinds of data --------------------------------------------------------
 
 
-class TrainingData:
-    """Batches for one mode: ``batch(step)`` -> {"A": tensor, "B": tensor}."""
+class TrainingData(abc.ABC):
+    """Batches for one mode: ``batch(step)`` -> {"A": tensor, "B": tensor}.
+    A subclass says how many images an epoch walks, how to build one step's
+    batch, and what the fixed sample inputs are."""
 
     def __init__(
         self,
@@ -333,11 +336,17 @@ class TrainingData:
         self.sample_side = size
 
     @property
-    def epoch_steps(self) -> int:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def epoch_images(self) -> int:
+        """Images one epoch walks (over all processes)."""
 
+    @property
+    def epoch_steps(self) -> int:
+        return max(1, math.ceil(self.epoch_images / (self.batch_size * self.world)))
+
+    @abc.abstractmethod
     def build(self, step: int) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The batch of ``step`` (called in worker threads)."""
 
     def picks(self, n: int, step: int, stream: str, sequential: bool = True) -> list[Pick]:
         """This process's picks of ``step`` from a stream of ``n`` images."""
@@ -365,9 +374,9 @@ class TrainingData:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    @abc.abstractmethod
     def samples(self) -> dict[str, torch.Tensor]:
         """Fixed inputs for sample grids (held-out images, centre-cropped)."""
-        raise NotImplementedError
 
 
 class UnpairedData(TrainingData):
@@ -386,9 +395,8 @@ class UnpairedData(TrainingData):
         self.samples_a, self.samples_b = samples_a, samples_b
 
     @property
-    def epoch_steps(self) -> int:
-        n = max(len(self.store_a), len(self.store_b))
-        return max(1, math.ceil(n / (self.batch_size * self.world)))
+    def epoch_images(self) -> int:
+        return max(len(self.store_a), len(self.store_b))
 
     def build(self, step: int) -> dict[str, torch.Tensor]:
         out = {}
@@ -413,8 +421,8 @@ class PairedData(TrainingData):
         self.sample_pairs = samples
 
     @property
-    def epoch_steps(self) -> int:
-        return max(1, math.ceil(len(self.store) / (self.batch_size * self.world)))
+    def epoch_images(self) -> int:
+        return len(self.store)
 
     def build(self, step: int) -> dict[str, torch.Tensor]:
         picks = self.picks(len(self.store), step, "AB")
@@ -436,8 +444,8 @@ class ImageData(TrainingData):
         self.labels = torch.tensor(labels, dtype=torch.long)
 
     @property
-    def epoch_steps(self) -> int:
-        return max(1, math.ceil(len(self.store) / (self.batch_size * self.world)))
+    def epoch_images(self) -> int:
+        return len(self.store)
 
     def build(self, step: int) -> dict[str, torch.Tensor]:
         picks = self.picks(len(self.store), step, "images")

@@ -16,7 +16,7 @@ from styler.netconfig import (
     discriminator_preset,
     generator_preset,
 )
-from styler.training.config import TrainConfig
+from styler.training.config import TrainConfig, disc_channels
 from styler.training.data import (
     ClassScan,
     Scan,
@@ -74,7 +74,7 @@ def make_generator(
 def make_discriminator(
     mode: str, arch: str, ndf: int, norm: str | None, disc_input: str = "rgb"
 ) -> DiscriminatorConfig:
-    in_channels = 1 if disc_input == "luma" else 6 if mode == "pix2pix" else 3
+    in_channels = disc_channels(mode, disc_input)
     norm = norm or ("batch" if mode == "pix2pix" else "instance")
     try:
         return discriminator_preset(arch, in_channels=in_channels, ndf=ndf, norm=norm)

@@ -7,6 +7,7 @@ A mode (``cyclegan.py``, ``pix2pix.py``) builds its networks and defines
 
 from __future__ import annotations
 
+import abc
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ def color_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> to
     return l1(chroma(output), chroma(source))
 
 
-class Task:
+class Task(abc.ABC):
     """Networks ``nets`` (names -> modules), optimisers ``optimizers`` (names
     -> Adam), and one training step."""
 
@@ -147,20 +148,23 @@ class Task:
         for net in self.nets.values():
             net.train(mode)
 
+    @abc.abstractmethod
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-        raise NotImplementedError
+        """One optimisation step of every network; the losses by name."""
 
     # -- samples and export -----------------------------------------------------
 
+    @abc.abstractmethod
     def sample_rows(self, inputs: dict[str, torch.Tensor]) -> list[tuple[str, list[torch.Tensor]]]:
         """Rows of a sample grid: (label, images (N, C, H, W) per column)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def column_names(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        """Titles of the sample grid's columns."""
 
+    @abc.abstractmethod
     def exports(self) -> list[ExportSpec]:
-        raise NotImplementedError
+        """The generators to export at the end, with their directions."""
 
     # -- extra state for checkpoints ---------------------------------------------
 
