@@ -106,7 +106,10 @@ def to_onnx_bytes(net: nn.Module, meta: ModelMetadata, example: torch.Tensor) ->
         output_names.append(STATS_OUTPUT)
         dynamic += (None, None)
         defaults = [(STATS_INPUT, stats), (STATS_WEIGHT_INPUT, weight)]
+    from styler.graph_passes import spatial_means_to_pools
+
     model = _dynamo_export(net, args, input_names, output_names, dynamic)
+    spatial_means_to_pools(model)
     model.graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in defaults)
     return _finish(model, meta)
 
@@ -217,14 +220,20 @@ def export_onnx(
     torch network with :data:`FP16_TOLERANCE`. With ``global_stats`` (the
     default), instance-norm networks get the optional statistics inputs and
     output that make tiled inference seamless (see ``styler.zoo.global_norm``).
+    Transposed convolutions are written as sub-pixel convolutions, which
+    onnxruntime runs faster and can quantise (see ``styler.zoo.subpixel``).
     """
     from styler.zoo.global_norm import GlobalStatsGenerator, stats_size
+    from styler.zoo.subpixel import to_subpixel
 
     start = time.perf_counter()
     path = Path(path)
     reference = copy.deepcopy(net).float().cpu().eval()
     n_stats = stats_size(reference) if global_stats else 0
     module: nn.Module = copy.deepcopy(reference)  # fp16 converts it in place
+    # Transposed convolutions go out as sub-pixel convolutions (the same
+    # function; the parity check below compares against ``reference``).
+    to_subpixel(module)
     if n_stats:
         module = GlobalStatsGenerator(module)
     if fp16:
