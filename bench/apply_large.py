@@ -2,8 +2,9 @@
 
 Makes a WIDTHxHEIGHT photo-like JPEG, exports a generator (random weights; the
 cost does not depend on them) and runs the real CLI on it in a child process,
-reporting the child's peak resident memory (ru_maxrss), the wall time, and the
-tile plan styler chose.
+reporting the child's own peak resident memory (VmHWM, read by the child: the
+parent's ru_maxrss for children also counts what the parent held when it
+forked), the wall time, and the tile plan styler chose.
 
     python bench/apply_large.py --size 6000x4000 --arch resnet_9blocks --ngf 64
 """
@@ -14,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,7 +24,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from apply_throughput import build_model, make_photos
+from apply_throughput import PEAK_CODE, build_model, make_photos
 
 
 def main() -> None:
@@ -42,8 +42,9 @@ def main() -> None:
         res = subprocess.run(
             [
                 sys.executable,
-                "-m",
-                "styler",
+                "-c",
+                PEAK_CODE + "import sys\nfrom styler.cli import main\nrc = main(sys.argv[1:])\n"
+                "print('PEAK', PEAK(), file=sys.stderr)\nsys.exit(rc)\n",
                 "apply",
                 str(root / "photos"),
                 "-m",
@@ -57,7 +58,8 @@ def main() -> None:
             text=True,
         )
         seconds = time.perf_counter() - start
-        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+        peaks = [int(x.split()[1]) for x in res.stderr.splitlines() if x.startswith("PEAK ")]
+        peak = peaks[0] if peaks else 0
         record = json.loads(res.stdout.splitlines()[0]) if res.stdout else {}
         size_ok = (
             Image.open(record["output"]).size == (width, height) if record.get("output") else False

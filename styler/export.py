@@ -106,10 +106,10 @@ def to_onnx_bytes(net: nn.Module, meta: ModelMetadata, example: torch.Tensor) ->
         output_names.append(STATS_OUTPUT)
         dynamic += (None, None)
         defaults = [(STATS_INPUT, stats), (STATS_WEIGHT_INPUT, weight)]
-    from styler.graph_passes import spatial_means_to_pools
+    from styler.graph_passes import fast_graph
 
     model = _dynamo_export(net, args, input_names, output_names, dynamic)
-    spatial_means_to_pools(model)
+    fast_graph(model)
     model.graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in defaults)
     return _finish(model, meta)
 

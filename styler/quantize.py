@@ -27,6 +27,7 @@ import numpy as np
 from styler import metrics, tiling
 from styler.errors import ExportError, UsageError
 from styler.fsutil import atomic_write_bytes
+from styler.graph_passes import fast_graph
 from styler.log import logger
 from styler.metadata import METADATA_KEY, ModelMetadata
 from styler.runtime import Model
@@ -119,14 +120,20 @@ def quantize_int8(
             return None if x is None else {meta.input_name: x}
 
     with tempfile.TemporaryDirectory() as tmp:
+        # The graph rewrites of the exporter first (files written by older
+        # versions lack them); then onnxruntime's static quantisation.
+        fast = onnx.load(str(model_path))
+        fast_graph(fast)
+        prepared = Path(tmp) / "fp32.onnx"
+        onnx.save(fast, str(prepared))
         quantized = Path(tmp) / "int8.onnx"
         quantize_static(
-            str(model_path),
+            str(prepared),
             str(quantized),
             Reader(),
             quant_format=QuantFormat.QOperator,
             op_types_to_quantize=["Conv"],
-            nodes_to_exclude=thin_convolutions(onnx.load(str(model_path))),
+            nodes_to_exclude=thin_convolutions(fast),
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,

@@ -89,10 +89,7 @@ class _Walk:
     def norm(self, layer: nn.InstanceNorm2d, x: torch.Tensor) -> torch.Tensor:
         c = layer.num_features
         mean = x.mean(dim=(2, 3))
-        centred = x - mean[:, :, None, None]
-        # A product, not square(): onnxruntime's Mul is several times faster
-        # than its Pow (68 ms at 64 x 512 x 768 on this CPU).
-        var = (centred * centred).mean(dim=(2, 3))
+        var = (x - mean[:, :, None, None]).square().mean(dim=(2, 3))
         self.collected += [mean, var]
         given_mean = self.stats[:, self.offset : self.offset + c]
         given_var = self.stats[:, self.offset + c : self.offset + 2 * c]
