@@ -244,6 +244,9 @@ def main() -> None:
                 "ratio_int8": round(ips["styler-int8"] / ips["baseline"], 2),
                 "styler_int8_peak_rss_mb": round(best["styler-int8"]["peak_rss_mb"]),
                 "int8_psnr_db_vs_fp32": round(int8_psnr, 1),
+                "per_pixel_int8_vs_reference_256": round(
+                    pps["styler-int8"] / pps["reference-256"], 2
+                ),
             }
             if args.int8
             else {}

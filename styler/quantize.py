@@ -15,10 +15,12 @@ with onnxruntime alone.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,22 @@ MIN_PSNR = 30.0
 #: GEMM this thin is slow in onnxruntime: the 7x7 RGB head of resnet_9blocks
 #: took 0.9-1.8 s in int8 against 0.17 s in fp32 at 768x512.
 MIN_INT8_CHANNELS = 16
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantiser logs advice ("consider pre-processing") to the
+    root logger; users of styler quantize should see styler's lines only."""
+
+    def drop(record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING
+
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def thin_convolutions(model: object) -> list[str]:
@@ -127,17 +145,18 @@ def quantize_int8(
         prepared = Path(tmp) / "fp32.onnx"
         onnx.save(fast, str(prepared))
         quantized = Path(tmp) / "int8.onnx"
-        quantize_static(
-            str(prepared),
-            str(quantized),
-            Reader(),
-            quant_format=QuantFormat.QOperator,
-            op_types_to_quantize=["Conv"],
-            nodes_to_exclude=thin_convolutions(fast),
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
+        with _quiet_root_logger():
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                Reader(),
+                quant_format=QuantFormat.QOperator,
+                op_types_to_quantize=["Conv"],
+                nodes_to_exclude=thin_convolutions(fast),
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
         model = onnx.load(str(quantized))
     new_meta = dataclasses.replace(meta, precision="int8", parity_error=None)
     del model.metadata_props[:]

@@ -60,3 +60,38 @@ def test_apply_without_a_model_uses_it_and_styles_the_examples(tmp_path: Path, c
         assert Image.open(record["output"]).size == Image.open(photo).size
     listed = json.loads(cli("models", "--json").stdout)
     assert [m["name"] for m in listed if m["default"]] == [DEFAULT_MODEL]
+
+
+def test_the_int8_copy_ships_with_its_card_and_stays_close_to_fp32(
+    tmp_path: Path, cli: Cli
+) -> None:
+    """photo2painting.int8: listed, described, int8 inside, and through the
+    real CLI its outputs on example photos its calibration never saw stay
+    within 33 dB PSNR of the fp32 model's."""
+    models = {m.name: m for m in shipped_models()}
+    shipped = models[f"{DEFAULT_MODEL}.int8"]
+    assert not shipped.is_default and shipped.card is not None
+    card = shipped.card.read_text(encoding="utf-8")
+    for must in ("styler quantize", "PSNR", "calibration", "VNNI"):
+        assert must in card, must
+    meta = Model.open(shipped.path, device="cpu").meta
+    assert meta.precision == "int8" and meta.extra["int8_psnr_db"] >= 35
+    assert meta.norm_stats > 0  # tiles like the fp32 model
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(shipped.path)).graph.node}
+    assert "QLinearConv" in ops and "ReduceMean" not in ops
+
+    held_out = [EXAMPLES / "photos" / n for n in ("dandelions.jpg", "rocket.jpg")]
+    outputs = {}
+    for name in (DEFAULT_MODEL, f"{DEFAULT_MODEL}.int8"):
+        result = cli("apply", *map(str, held_out), "-m", name, "-o", str(tmp_path / name), "-q")
+        assert result.returncode == 0, result.stderr
+        outputs[name] = result.stdout.split()
+    from styler.metrics import psnr
+
+    for fp32, int8, photo in zip(*outputs.values(), held_out, strict=True):
+        a = np.asarray(Image.open(fp32), np.float32) / 255
+        b = np.asarray(Image.open(int8), np.float32) / 255
+        assert a.shape == b.shape == np.asarray(Image.open(photo)).shape
+        assert psnr(a, b) >= 33, photo.name

@@ -57,8 +57,13 @@ def info(
                 + (f" ({meta.domains[0]} -> {meta.domains[1]})" if meta.domains else ""),
             ),
         ]
+    int8_psnr = meta.extra.get("int8_psnr_db")
     rows += [
-        ("precision", meta.precision),
+        (
+            "precision",
+            meta.precision
+            + (f" ({int8_psnr} dB PSNR against fp32)" if isinstance(int8_psnr, float) else ""),
+        ),
         (
             "parity error",
             f"{meta.parity_error:.2e}" if meta.parity_error is not None else "not measured",
