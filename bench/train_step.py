@@ -6,7 +6,7 @@ Both sides train the same networks from the same initial weights
 
 - baseline: the step written the textbook way, as pytorch-CycleGAN-and-pix2pix
   writes it (six separate generator calls, discriminators run on real and fake
-  separately, plain Adam, fp32, eager);
+  separately, plain Adam, fp32, eager, stock ``nn.ReflectionPad2d``);
 - styler: ``styler.training.cyclegan.CycleGan.train_step`` in fp32 and with
   the precision ``styler train`` picks by default here (bf16 autocast on CPUs
   with AVX-512 BF16 or AMX).
@@ -45,8 +45,17 @@ times = []
 if variant == "baseline":
     import itertools, random
     torch.manual_seed(0)
-    G_A = zoo.build(generator_preset("resnet_9blocks", ngf=64))
-    G_B = zoo.build(generator_preset("resnet_9blocks", ngf=64))
+    from styler.zoo.layers import ReflectionPad2d
+    def textbook(net):
+        # The stock padding layer (styler's own is faster to train through).
+        for m in list(net.modules()):
+            for name, child in list(m.named_children()):
+                if isinstance(child, ReflectionPad2d):
+                    setattr(m, name, torch.nn.ReflectionPad2d(child.padding))
+        assert not any(isinstance(m, ReflectionPad2d) for m in net.modules())
+        return net
+    G_A = textbook(zoo.build(generator_preset("resnet_9blocks", ngf=64)))
+    G_B = textbook(zoo.build(generator_preset("resnet_9blocks", ngf=64)))
     D_A = zoo.build(discriminator_preset("basic", ndf=64, norm="instance"))
     D_B = zoo.build(discriminator_preset("basic", ndf=64, norm="instance"))
     chain = itertools.chain

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from styler.netconfig import Norm
@@ -35,7 +39,7 @@ class ResizeConv(nn.Sequential):
         padding_mode = "zeros" if pad == "zero" else pad
         super().__init__(
             nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(
+            PadConv2d(
                 in_channels,
                 out_channels,
                 kernel_size=3,
@@ -43,4 +47,82 @@ class ResizeConv(nn.Sequential):
                 padding_mode=padding_mode,
                 bias=bias,
             ),
+        )
+
+
+def _reflect_pad_grad(grad: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
+    """The gradient of reflect padding by (left, right, top, bottom): the
+    centre, plus each padded border folded back onto the row or column it
+    mirrors (columns first, then rows, so corners fold twice)."""
+    left, right, top, bottom = padding
+    height = grad.shape[-2] - top - bottom
+    width = grad.shape[-1] - left - right
+    cols = grad[..., :, left : left + width].clone()
+    if left:
+        cols[..., :, 1 : left + 1] += grad[..., :, :left].flip(-1)
+    if right:
+        cols[..., :, width - right - 1 : width - 1] += grad[..., :, left + width :].flip(-1)
+    out = cols[..., top : top + height, :].clone()
+    if top:
+        out[..., 1 : top + 1, :] += cols[..., :top, :].flip(-2)
+    if bottom:
+        out[..., height - bottom - 1 : height - 1, :] += cols[..., top + height :, :].flip(-2)
+    return out
+
+
+class _ReflectPad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
+        ctx.padding = padding
+        with torch.autocast(x.device.type, enabled=False):
+            return F.pad(x, padding, mode="reflect")
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _reflect_pad_grad(grad, ctx.padding), None
+
+
+def reflect_pad(x: torch.Tensor, padding: tuple[int, int, int, int]) -> torch.Tensor:
+    """``F.pad(x, padding, mode="reflect")``, faster to train through.
+
+    Two costs of the stock op, measured in a bf16 CycleGAN step on the CPU:
+    autocast runs reflection_pad2d in float32 (a cast up and, at the next
+    convolution, a cast back, for every pad), and its backward is 3-5x slower
+    than cropping the gradient and adding the mirrored borders back. Here the
+    pad runs in the input's dtype and the backward is :func:`_reflect_pad_grad`.
+    Without gradients (inference, export) it is the plain op.
+    """
+    padding = (padding[0], padding[1], padding[2], padding[3])
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ReflectPad.apply(x, padding)  # type: ignore[no-any-return]
+    if torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            return F.pad(x, padding, mode="reflect")
+    return F.pad(x, padding, mode="reflect")
+
+
+class ReflectionPad2d(nn.ReflectionPad2d):
+    """``nn.ReflectionPad2d`` through :func:`reflect_pad` (same module, no
+    parameters: checkpoints are unaffected)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return reflect_pad(x, self.padding)
+
+
+class PadConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose reflect padding goes through :func:`reflect_pad`;
+    same parameters and names as ``nn.Conv2d``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode != "reflect":
+            return super().forward(x)
+        pad = self._reversed_padding_repeated_twice
+        return F.conv2d(
+            reflect_pad(x, (pad[0], pad[1], pad[2], pad[3])),
+            self.weight,
+            self.bias,
+            self.stride,
+            0,
+            self.dilation,
+            self.groups,
         )

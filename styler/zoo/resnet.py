@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from styler.netconfig import Padding, ResnetGeneratorConfig
-from styler.zoo.layers import ResizeConv, conv_bias, norm_layer
+from styler.zoo.layers import ReflectionPad2d, ResizeConv, conv_bias, norm_layer
 
 
 def _padding(padding: Padding, amount: int) -> tuple[list[nn.Module], int]:
     """Explicit padding layers and the conv's own padding for a padding type."""
     if padding == "reflect":
-        return [nn.ReflectionPad2d(amount)], 0
+        return [ReflectionPad2d(amount)], 0
     if padding == "replicate":
         return [nn.ReplicationPad2d(amount)], 0
     if padding == "zero":
@@ -51,7 +51,7 @@ class ResnetGenerator(nn.Module):
         self.config = config
         ngf, norm, bias = config.ngf, config.norm, conv_bias(config.norm)
         layers: list[nn.Module] = [
-            nn.ReflectionPad2d(3),
+            ReflectionPad2d(3),
             nn.Conv2d(config.in_channels, ngf, 7, padding=0, bias=bias),
             norm_layer(norm, ngf),
             nn.ReLU(True),
@@ -77,7 +77,7 @@ class ResnetGenerator(nn.Module):
                 )
             layers += [up, norm_layer(norm, c_out), nn.ReLU(True)]
         layers += [
-            nn.ReflectionPad2d(3),
+            ReflectionPad2d(3),
             nn.Conv2d(ngf, config.out_channels, 7, padding=0),
             nn.Tanh(),
         ]
