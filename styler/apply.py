@@ -76,6 +76,23 @@ class ApplyOptions:
             raise StylerError(f"max size must be positive, got {self.max_size}")
 
 
+def precision_advice(precision: str, device: str) -> str | None:
+    """A warning when a model's precision does not suit the device it runs on:
+    fp16 is for GPUs (slower and less accurate on the CPU), int8 for CPUs
+    (onnxruntime's CUDA provider has no int8 convolution, so those layers
+    would run on the CPU)."""
+    if precision == "fp16" and device == "cpu":
+        return (
+            "an fp16 model, meant for GPUs; on the CPU an fp32 export is faster and more accurate"
+        )
+    if precision == "int8" and device == "cuda":
+        return (
+            "an int8 model, meant for CPUs; onnxruntime runs its int8 convolutions on the "
+            "CPU even with CUDA: use the fp32 (or an fp16) model on a GPU"
+        )
+    return None
+
+
 @dataclass
 class Result:
     """What happened to one input."""
@@ -119,12 +136,9 @@ class Stylizer:
                 "a generation model (noise in, images out): use `styler generate`",
                 self.model.path,
             )
-        if self.model.meta.precision == "fp16" and self.model.device == "cpu":
-            logger.warning(
-                "%s is an fp16 model: it is meant for GPUs; on the CPU an fp32 export "
-                "is faster and more accurate",
-                self.model.path,
-            )
+        advice = precision_advice(self.model.meta.precision, self.model.device)
+        if advice:
+            logger.warning("%s: %s", self.model.path, advice)
         self.tile = tile
         self.overlap = overlap
         self.whole_pixels = whole_pixels or pixel_budget(self.model.meta.network.ngf)

@@ -268,3 +268,14 @@ def test_int8_quantisation_is_checked_and_runs_at_full_size(
     )
     assert again.returncode == 2 and "refusing" in again.stderr
     assert not (tmp_path / "no.onnx").exists()
+
+
+def test_precision_advice_for_each_device() -> None:
+    """The warning Stylizer logs when a model's precision does not suit the
+    device (the choice is tested here; a GPU is not needed to make it)."""
+    from styler.apply import precision_advice
+
+    assert "GPUs" in (precision_advice("fp16", "cpu") or "")
+    assert "CPUs" in (precision_advice("int8", "cuda") or "")
+    for precision, device in (("fp32", "cpu"), ("fp32", "cuda"), ("fp16", "cuda"), ("int8", "cpu")):
+        assert precision_advice(precision, device) is None
