@@ -220,20 +220,16 @@ def export_onnx(
     torch network with :data:`FP16_TOLERANCE`. With ``global_stats`` (the
     default), instance-norm networks get the optional statistics inputs and
     output that make tiled inference seamless (see ``styler.zoo.global_norm``).
-    Transposed convolutions are written as sub-pixel convolutions, which
-    onnxruntime runs faster and can quantise (see ``styler.zoo.subpixel``).
+    The graph is rewritten into faster ops with the same arithmetic (see
+    ``styler.graph_passes``) before the parity check.
     """
     from styler.zoo.global_norm import GlobalStatsGenerator, stats_size
-    from styler.zoo.subpixel import to_subpixel
 
     start = time.perf_counter()
     path = Path(path)
     reference = copy.deepcopy(net).float().cpu().eval()
     n_stats = stats_size(reference) if global_stats else 0
     module: nn.Module = copy.deepcopy(reference)  # fp16 converts it in place
-    # Transposed convolutions go out as sub-pixel convolutions (the same
-    # function; the parity check below compares against ``reference``).
-    to_subpixel(module)
     if n_stats:
         module = GlobalStatsGenerator(module)
     if fp16:

@@ -29,7 +29,7 @@ import numpy as np
 from styler import metrics, tiling
 from styler.errors import ExportError, UsageError
 from styler.fsutil import atomic_write_bytes
-from styler.graph_passes import fast_graph
+from styler.graph_passes import fast_graph, transposed_to_subpixel
 from styler.log import logger
 from styler.metadata import METADATA_KEY, ModelMetadata
 from styler.runtime import Model
@@ -139,9 +139,11 @@ def quantize_int8(
 
     with tempfile.TemporaryDirectory() as tmp:
         # The graph rewrites of the exporter first (files written by older
-        # versions lack them); then onnxruntime's static quantisation.
+        # versions lack them), transposed convolutions in sub-pixel form
+        # (which int8 can run); then onnxruntime's static quantisation.
         fast = onnx.load(str(model_path))
         fast_graph(fast)
+        transposed_to_subpixel(fast)
         prepared = Path(tmp) / "fp32.onnx"
         onnx.save(fast, str(prepared))
         quantized = Path(tmp) / "int8.onnx"

@@ -1,5 +1,5 @@
-"""The exporter's graph rewrites: each gives the same numbers as what it
-replaces, on real torch layers and real onnxruntime sessions."""
+"""The graph rewrites of the exporter and the quantiser: each gives the same
+numbers as what it replaces, in real onnxruntime sessions."""
 
 from __future__ import annotations
 
@@ -16,10 +16,38 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from styler import zoo  # noqa: E402
 from styler.export import export_onnx  # noqa: E402
-from styler.graph_passes import spatial_means_to_pools  # noqa: E402
+from styler.graph_passes import spatial_means_to_pools, transposed_to_subpixel  # noqa: E402
 from styler.metadata import ModelMetadata  # noqa: E402
 from styler.netconfig import generator_preset  # noqa: E402
-from styler.zoo.subpixel import SubpixelConvTranspose, convertible, to_subpixel  # noqa: E402
+
+
+def _transposed_model(
+    kernel: int, stride: int, padding: int, output_padding: int, bias: bool, **attrs: object
+) -> onnx.ModelProto:
+    rng = np.random.default_rng(kernel * 10 + stride)
+    weight = rng.normal(size=(5, 7, kernel, kernel)).astype(np.float32)
+    inits = [numpy_helper.from_array(weight, "w")]
+    inputs = ["x", "w"]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.normal(size=7).astype(np.float32), "b"))
+        inputs.append("b")
+    node = helper.make_node(
+        "ConvTranspose",
+        inputs,
+        ["y"],
+        strides=[stride, stride],
+        pads=[padding] * 4,
+        output_padding=[output_padding] * 2,
+        **attrs,
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 5, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 7, "H", "W"])],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
 
 
 @pytest.mark.parametrize(
@@ -36,46 +64,49 @@ from styler.zoo.subpixel import SubpixelConvTranspose, convertible, to_subpixel 
 def test_subpixel_convolution_is_the_transposed_convolution(
     kernel: int, stride: int, padding: int, output_padding: int, bias: bool
 ) -> None:
-    torch.manual_seed(0)
-    layer = torch.nn.ConvTranspose2d(5, 7, kernel, stride, padding, output_padding, bias=bias)
-    x = torch.randn(2, 5, 9, 13)
-    with torch.no_grad():
-        expected, got = layer(x), SubpixelConvTranspose(layer)(x)
-    assert got.shape == expected.shape == (2, 7, 9 * stride, 13 * stride)
-    assert (got - expected).abs().max().item() < 1e-5
-    assert expected.std() > 0.1
+    model = _transposed_model(kernel, stride, padding, output_padding, bias)
+    x = np.random.default_rng(0).normal(size=(2, 5, 9, 13)).astype(np.float32)
+    before = _run(model, x)
+    assert transposed_to_subpixel(model) == 1
+    onnx.checker.check_model(model)
+    assert [n.op_type for n in model.graph.node] == ["Conv", "DepthToSpace"]
+    assert {t.name for t in model.graph.initializer}.isdisjoint({"w", "b"})  # no dead weights
+    after = _run(model, x)
+    assert after.shape == before.shape == (2, 7, 9 * stride, 13 * stride)
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-4)
+    assert before.std() > 0.5
 
 
-def test_only_pixel_shuffle_shaped_layers_are_converted() -> None:
-    odd = torch.nn.ConvTranspose2d(4, 4, 3, 2, 1)  # 2H - 1 rows: not a shuffle
-    stride1 = torch.nn.ConvTranspose2d(4, 4, 4, 1, 0)
-    grouped = torch.nn.ConvTranspose2d(4, 4, 3, 2, 1, 1, groups=2)
-    assert not any(convertible(m) for m in (odd, stride1, grouped))
-    with pytest.raises(ValueError, match="pixel-shuffle"):
-        SubpixelConvTranspose(odd)
-    net = torch.nn.Sequential(odd, torch.nn.ConvTranspose2d(4, 4, 3, 2, 1, 1))
-    assert to_subpixel(net) == 1
-    assert isinstance(net[0], torch.nn.ConvTranspose2d)
-    assert isinstance(net[1], SubpixelConvTranspose)
+@pytest.mark.parametrize(
+    ("args", "attrs"),
+    [
+        ((3, 2, 1, 0, True), {}),  # 2H - 1 rows: not a pixel shuffle
+        ((4, 1, 0, 0, True), {}),  # stride 1
+        ((3, 2, 1, 1, True), {"dilations": [2, 2]}),
+    ],
+)
+def test_other_transposed_convolutions_are_left_alone(
+    args: tuple[int, int, int, int, bool], attrs: dict[str, object]
+) -> None:
+    model = _transposed_model(*args, **attrs)
+    assert transposed_to_subpixel(model) == 0
+    assert [n.op_type for n in model.graph.node] == ["ConvTranspose"]
 
 
-def test_exported_resnet_has_no_transposed_convolutions_or_reduce_means(
+def test_exported_resnet_has_pooled_statistics_and_keeps_its_transposed_convolutions(
     tmp_path: Path,
 ) -> None:
-    """The file onnxruntime runs: sub-pixel upsampling, pooled statistics, and
-    the parity check against the untouched torch network passed."""
+    """The fp32 file: pooled statistics, products, and the parity check against
+    the torch network passed. Transposed convolutions stay (in fp32 they are
+    as fast or faster than the sub-pixel form); int8 copies get that form."""
     torch.manual_seed(3)
     config = generator_preset("resnet_2blocks", ngf=8)
     net = zoo.build(config, init="normal", gain=0.2)
-    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
     result = export_onnx(net, ModelMetadata(network=config, name="g"), tmp_path / "g.onnx")
     assert result.parity_error <= 1e-4
     ops = [n.op_type for n in onnx.load(str(result.path)).graph.node]
-    assert "ConvTranspose" not in ops and ops.count("DepthToSpace") == 2
     assert "ReduceMean" not in ops and "GlobalAveragePool" in ops
-    assert "Pow" not in ops
-    # The network itself is unchanged: it still trains and saves as before.
-    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
+    assert "Pow" not in ops and ops.count("ConvTranspose") == 2
 
 
 def _reduce_mean_model(axes: list[int], keepdims: int) -> onnx.ModelProto:
