@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from apply_throughput import PEAK_CODE, build_model, make_photos
+from apply_throughput import build_model, make_photos, styler_cli
 
 
 def main() -> None:
@@ -39,27 +38,11 @@ def main() -> None:
         make_photos(root / "photos", 1, width, height)
         model = build_model(root / "model.onnx", args.arch, args.ngf)
         start = time.perf_counter()
-        res = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                PEAK_CODE + "import sys\nfrom styler.cli import main\nrc = main(sys.argv[1:])\n"
-                "print('PEAK', PEAK(), file=sys.stderr)\nsys.exit(rc)\n",
-                "apply",
-                str(root / "photos"),
-                "-m",
-                str(model),
-                "-o",
-                str(root / "out"),
-                "--json",
-                "-q",
-            ],
-            capture_output=True,
-            text=True,
+        out = root / "out"
+        res, _, peak = styler_cli(
+            ["apply", str(root / "photos"), "-m", str(model), "-o", str(out), "--json", "-q"]
         )
         seconds = time.perf_counter() - start
-        peaks = [int(x.split()[1]) for x in res.stderr.splitlines() if x.startswith("PEAK ")]
-        peak = peaks[0] if peaks else 0
         record = json.loads(res.stdout.splitlines()[0]) if res.stdout else {}
         size_ok = (
             Image.open(record["output"]).size == (width, height) if record.get("output") else False

@@ -123,38 +123,32 @@ def run_baseline(ckpt: Path, src: Path, out: Path, threads: int, crop: int = 0) 
     }
 
 
-def run_styler(model: Path, src: Path, out: Path, threads: int) -> dict[str, float]:
+def styler_cli(args: list[str]) -> tuple[subprocess.CompletedProcess[str], float, int]:
+    """The real CLI in a child process: the finished process, the seconds
+    ``main`` took inside it, and the child's own peak memory (VmHWM, bytes)."""
     code = (
         PEAK_CODE + "import sys, time\n"
         "from styler.cli import main\n"
         "t = time.perf_counter()\n"
         "rc = main(sys.argv[1:])\n"
-        "print('BENCH', time.perf_counter() - t, rc, PEAK(), file=sys.stderr)\n"
+        "print('BENCH', time.perf_counter() - t, PEAK(), file=sys.stderr)\n"
+        "sys.exit(rc)\n"
     )
     res = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "apply",
-            str(src),
-            "-m",
-            str(model),
-            "-o",
-            str(out),
-            "--threads",
-            str(threads),
-            "-q",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
     )
-    line = next(x for x in res.stderr.splitlines() if x.startswith("BENCH"))
-    _, seconds, rc, rss = line.split()
-    assert rc == "0", res.stderr
+    line = next((x for x in res.stderr.splitlines() if x.startswith("BENCH ")), "BENCH 0 0")
+    _, seconds, peak = line.split()
+    return res, float(seconds), int(peak)
+
+
+def run_styler(model: Path, src: Path, out: Path, threads: int) -> dict[str, float]:
+    res, seconds, peak = styler_cli(
+        ["apply", str(src), "-m", str(model), "-o", str(out), "--threads", str(threads), "-q"]
+    )
+    assert res.returncode == 0, res.stderr
     count = len(res.stdout.split())
-    return {"seconds": float(seconds), "images": count, "peak_rss_mb": int(rss) / 2**20}
+    return {"seconds": seconds, "images": count, "peak_rss_mb": peak / 2**20}
 
 
 def export_checkpoint(checkpoint: Path, path: Path) -> Path:

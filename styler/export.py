@@ -106,19 +106,20 @@ def to_onnx_bytes(net: nn.Module, meta: ModelMetadata, example: torch.Tensor) ->
         output_names.append(STATS_OUTPUT)
         dynamic += (None, None)
         defaults = [(STATS_INPUT, stats), (STATS_WEIGHT_INPUT, weight)]
-    from styler.graph_passes import fast_graph
-
     model = _dynamo_export(net, args, input_names, output_names, dynamic)
-    fast_graph(model)
     model.graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in defaults)
     return _finish(model, meta)
 
 
 def _finish(model: object, meta: ModelMetadata) -> bytes:
-    """Write the metadata into an exported graph, check it, serialise it."""
+    """Rewrite an exported graph into faster ops (``styler.graph_passes``),
+    write the metadata into it, check it, serialise it."""
     import onnx
 
+    from styler.graph_passes import fast_graph
+
     assert isinstance(model, onnx.ModelProto)
+    fast_graph(model)
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
     model.producer_name = "styler"

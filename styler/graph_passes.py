@@ -139,12 +139,15 @@ def _taps(kernel: int, stride: int, padding: int) -> tuple[int, int, list[list[t
     return lo, hi, [[(d - lo, t) for d, t in pairs] for pairs in phases]
 
 
-def subpixel_kernel(weight: np.ndarray, stride: int, padding: int) -> tuple[np.ndarray, int, int]:
+def _subpixel_kernel(
+    weight: np.ndarray, stride: int, taps: tuple[int, int, list[list[tuple[int, int]]]]
+) -> np.ndarray:
     """The convolution kernel (C_out*s*s, C_in, n, n) that, after zero padding
     by (-lo, hi) and a pixel shuffle (DepthToSpace, CRD), computes the
-    transposed convolution with ``weight`` (C_in, C_out, k, k)."""
-    c_in, c_out, k = weight.shape[0], weight.shape[1], weight.shape[2]
-    lo, hi, phases = _taps(k, stride, padding)
+    transposed convolution with ``weight`` (C_in, C_out, k, k); ``taps`` is
+    :func:`_taps` of its kernel size, stride and padding."""
+    c_in, c_out = weight.shape[0], weight.shape[1]
+    lo, hi, phases = taps
     size = hi - lo + 1
     out = np.zeros((c_out, stride, stride, c_in, size, size), weight.dtype)
     for a, rows in enumerate(phases):
@@ -152,7 +155,7 @@ def subpixel_kernel(weight: np.ndarray, stride: int, padding: int) -> tuple[np.n
             for ey, ty in rows:
                 for ex, tx in cols:
                     out[:, a, b, :, ey, ex] = weight[:, :, ty, tx].T
-    return out.reshape(c_out * stride * stride, c_in, size, size), lo, hi
+    return out.reshape(c_out * stride * stride, c_in, size, size)
 
 
 def transposed_to_subpixel(model: Any) -> int:
@@ -201,11 +204,12 @@ def transposed_to_subpixel(model: Any) -> int:
             and attrs.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET")
             and k + op - 2 * p == s
         )
-        lo, hi, phases = _taps(k, s, p) if plain else (0, 0, [])
+        taps = _taps(k, s, p) if plain else (0, 0, [])
+        lo, hi, phases = taps
         if not plain or not all(phases) or lo > 0 or hi < 0:
             nodes.append(node)
             continue
-        kernel, lo, hi = subpixel_kernel(numpy_helper.to_array(weight), s, p)
+        kernel = _subpixel_kernel(numpy_helper.to_array(weight), s, taps)
         name = node.name or node.output[0]
         inputs = [node.input[0], f"{name}__subpixel_weight"]
         added.append(numpy_helper.from_array(kernel, inputs[1]))

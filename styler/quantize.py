@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,13 +61,13 @@ def _quiet_root_logger() -> Iterator[None]:
         root.removeFilter(drop)
 
 
-def thin_convolutions(model: object) -> list[str]:
+def thin_convolutions(model: Any) -> list[str]:
     """Names of the Conv nodes of ``model`` (an onnx ModelProto) with fewer
     than :data:`MIN_INT8_CHANNELS` output channels."""
-    weights = {w.name: list(w.dims) for w in model.graph.initializer}  # type: ignore[attr-defined]
+    weights = {w.name: list(w.dims) for w in model.graph.initializer}
     return [
         node.name
-        for node in model.graph.node  # type: ignore[attr-defined]
+        for node in model.graph.node
         if node.op_type == "Conv"
         and len(node.input) > 1
         and node.input[1] in weights

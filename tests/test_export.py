@@ -235,6 +235,11 @@ def test_int8_quantisation_is_checked_and_runs_at_full_size(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(out) and "dB PSNR against fp32" in result.stderr
+    # Only styler's lines: onnxruntime's quantiser advice stays off stderr.
+    assert "pre-processing" not in result.stderr
+    info = cli("info", str(out))
+    assert info.returncode == 0 and "int8 (" in info.stdout
+    assert "dB PSNR against fp32" in info.stdout
     meta = Model.open(out, device="cpu").meta
     assert meta.precision == "int8" and meta.extra["int8_psnr_db"] >= 20
     # Convolutions are int8 but the thin ones (the RGB head, and at this tiny
@@ -282,3 +287,24 @@ def test_precision_advice_for_each_device() -> None:
     assert "CPUs" in (precision_advice("int8", "cuda") or "")
     for precision, device in (("fp32", "cpu"), ("fp32", "cuda"), ("fp16", "cuda"), ("int8", "cpu")):
         assert precision_advice(precision, device) is None
+
+
+def test_an_fp16_model_on_the_cpu_styles_and_warns_through_the_cli(
+    tmp_path: Path, cli: Any
+) -> None:
+    """The advice reaches the user on stderr, once, and the run still succeeds."""
+    from PIL import Image
+
+    torch.manual_seed(2)
+    config = generator_preset("resnet_1blocks", ngf=8)
+    net = zoo.build(config, init="normal", gain=0.2)
+    model = tmp_path / "half.onnx"
+    export_onnx(net, ModelMetadata(network=config, name="half"), model, fp16=True)
+    photo = tmp_path / "in" / "photo.png"
+    photo.parent.mkdir()
+    Image.fromarray(np.full((30, 41, 3), 120, np.uint8)).save(photo)
+    out = tmp_path / "out"
+    result = cli("apply", str(photo), "-m", str(model), "-o", str(out), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("meant for GPUs") == 1
+    assert Image.open(result.stdout.strip()).size == (41, 30)

@@ -11,7 +11,12 @@ import torch.nn.functional as F  # noqa: E402
 
 from styler import zoo  # noqa: E402
 from styler.netconfig import generator_preset  # noqa: E402
-from styler.zoo.layers import PadConv2d, ReflectionPad2d, reflect_pad  # noqa: E402
+from styler.zoo.layers import (  # noqa: E402
+    PadConv2d,
+    ReflectionPad2d,
+    reflect_pad,
+    with_stock_padding,
+)
 
 PADDINGS = [(1, 1, 1, 1), (3, 3, 3, 3), (2, 0, 1, 3), (0, 1, 0, 0)]
 
@@ -62,21 +67,10 @@ def test_resnet_trains_through_it_like_the_stock_layers(upsample: str) -> None:
     torch.manual_seed(0)
     net = zoo.build(generator_preset("resnet_2blocks", ngf=8, upsample=upsample))
     assert any(isinstance(m, ReflectionPad2d) for m in net.modules())
-    stock = zoo.build(generator_preset("resnet_2blocks", ngf=8, upsample=upsample))
-    for m in list(stock.modules()):
-        for name, child in list(m.named_children()):
-            if isinstance(child, ReflectionPad2d):
-                setattr(m, name, torch.nn.ReflectionPad2d(child.padding))
-            elif isinstance(child, PadConv2d):
-                plain = torch.nn.Conv2d(
-                    child.in_channels,
-                    child.out_channels,
-                    child.kernel_size,
-                    padding=child.padding,
-                    padding_mode=child.padding_mode,
-                    bias=child.bias is not None,
-                )
-                setattr(m, name, plain)
+    stock = with_stock_padding(
+        zoo.build(generator_preset("resnet_2blocks", ngf=8, upsample=upsample))
+    )
+    assert not any(isinstance(m, (ReflectionPad2d, PadConv2d)) for m in stock.modules())
     stock.load_state_dict(net.state_dict())
     assert list(stock.state_dict()) == list(net.state_dict())
     x = torch.rand(2, 3, 20, 24) * 2 - 1

@@ -62,7 +62,11 @@ def info(
         (
             "precision",
             meta.precision
-            + (f" ({int8_psnr} dB PSNR against fp32)" if isinstance(int8_psnr, float) else ""),
+            + (
+                f" ({int8_psnr:.1f} dB PSNR against fp32)"
+                if isinstance(int8_psnr, (int, float)) and not isinstance(int8_psnr, bool)
+                else ""
+            ),
         ),
         (
             "parity error",

@@ -126,3 +126,28 @@ class PadConv2d(nn.Conv2d):
             self.dilation,
             self.groups,
         )
+
+
+def with_stock_padding(net: nn.Module) -> nn.Module:
+    """``net`` with PyTorch's own padding layers in place of styler's
+    (:class:`ReflectionPad2d`, :class:`PadConv2d`), in place: the textbook
+    network, for comparisons. Parameters and their names are unchanged."""
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, ReflectionPad2d):
+                setattr(module, name, nn.ReflectionPad2d(child.padding))
+            elif isinstance(child, PadConv2d):
+                stock = nn.Conv2d(
+                    child.in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    stride=child.stride,
+                    padding=child.padding,
+                    dilation=child.dilation,
+                    groups=child.groups,
+                    bias=child.bias is not None,
+                    padding_mode=child.padding_mode,
+                )
+                stock.load_state_dict(child.state_dict())
+                setattr(module, name, stock)
+    return net
