@@ -6,7 +6,8 @@ Both sides train the same networks from the same initial weights
 
 - baseline: the step written the textbook way, as pytorch-CycleGAN-and-pix2pix
   writes it (six separate generator calls, discriminators run on real and fake
-  separately, plain Adam, fp32, eager, stock ``nn.ReflectionPad2d``);
+  separately, plain Adam, fp32, eager, PyTorch's own padding and
+  convolution layers);
 - styler: ``styler.training.cyclegan.CycleGan.train_step`` in fp32 and with
   the precision ``styler train`` picks by default here (bf16 autocast on CPUs
   with AVX-512 BF16 or AMX).
@@ -45,8 +46,8 @@ times = []
 if variant == "baseline":
     import itertools, random
     torch.manual_seed(0)
-    # The stock padding layers (styler's own are faster to train through).
-    from styler.zoo.layers import with_stock_padding as textbook
+    # PyTorch's own layers (styler's are faster to train through).
+    from styler.zoo.layers import with_stock_layers as textbook
     G_A = textbook(zoo.build(generator_preset("resnet_9blocks", ngf=64)))
     G_B = textbook(zoo.build(generator_preset("resnet_9blocks", ngf=64)))
     D_A = zoo.build(discriminator_preset("basic", ndf=64, norm="instance"))

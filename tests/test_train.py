@@ -655,3 +655,55 @@ def test_luma_discriminators_see_brightness_only(
     assert not torch.allclose(to_luma(x * 0.5), to_luma(x))
     with pytest.raises(UsageError, match="for CycleGAN"):
         make_config(*paired, steps=2, disc_input="luma", **TINY)
+
+
+def test_cyclegan_generator_calls_batched_three_or_four_ways_agree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The generator step's batching (three calls for small images, four for
+    larger) is a speed choice only: same losses and same updated weights."""
+    from styler.netconfig import discriminator_preset, generator_preset
+    from styler.training import cyclegan
+    from styler.training.config import TrainConfig
+    from styler.training.distributed import DistInfo
+
+    config = TrainConfig(
+        mode="cyclegan",
+        data_a="A",
+        data_b="B",
+        generator=generator_preset("resnet_2blocks", ngf=8),
+        discriminator=discriminator_preset("basic", ndf=8, norm="instance"),
+        size=32,
+        load_size=32,
+        steps=10,
+        decay_steps=5,
+        precision="fp32",
+    )
+    gen = torch.Generator().manual_seed(0)
+    batches = [
+        {"A": torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1,
+         "B": torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1}
+        for _ in range(2)
+    ]  # fmt: skip
+    probe = torch.rand(1, 3, 32, 32, generator=gen) * 2 - 1
+    runs = []
+    for limit in (10**9, 0):  # three calls, then four
+        monkeypatch.setattr(cyclegan, "BATCH_THREE_MAX", limit)
+        calls: list[int] = []
+        torch.manual_seed(0)
+        task = cyclegan.CycleGan(config, "cpu", DistInfo())
+        task.train(True)
+        task.G_B.register_forward_hook(lambda m, i, o, seen=calls: seen.append(len(i[0])))
+        losses = [task.train_step(b, step) for step, b in enumerate(batches)]
+        calls = calls[:]  # the training steps' calls, not the probe's
+        with torch.no_grad():  # what the networks compute (biases before
+            outputs = [task.G_A(probe), task.G_B(probe)]  # instance norm have no say)
+        runs.append((calls, losses, outputs))
+    (calls3, losses3, out3), (calls4, losses4, out4) = runs
+    assert calls3 == [3, 3] and calls4 == [2, 1, 2, 1]
+    for a, b in zip(losses3, losses4, strict=True):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert a[name] == pytest.approx(b[name], rel=1e-4, abs=1e-6), name
+    for a, b in zip(out3, out4, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

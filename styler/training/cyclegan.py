@@ -3,8 +3,10 @@ adversarial + cycle-consistency + identity losses, and image pools.
 
 One step: update both generators (discriminators frozen), then both
 discriminators on real images and pooled fakes. Same-network calls are
-batched: G_A runs once on [real A, real B] (giving fake B and identity A),
-G_B once on [real B, real A], which is exact for instance-norm networks.
+batched, which is exact for instance-norm networks: G_A runs once on
+[real A, real B] (giving fake B and identity A) and G_B once on
+[real B, real A] plus, for small images, fake B (giving the reconstruction
+of A in the same call).
 """
 
 from __future__ import annotations
@@ -16,7 +18,21 @@ from styler.training.data import seeded
 from styler.training.distributed import DistInfo
 from styler.training.losses import gradient_penalty
 from styler.training.pool import ImagePool
-from styler.training.task import ExportSpec, Task, color_loss, l1, pair, set_requires_grad
+from styler.training.task import (
+    ExportSpec,
+    Task,
+    batched,
+    color_loss,
+    l1,
+    pair,
+    set_requires_grad,
+)
+
+#: Largest input batch (elements) for which the generator step batches a
+#: generator's third image (the reconstruction) with its other two. Measured
+#: on a bf16 CycleGAN step (2 cores): 5.8% faster than the textbook four
+#: calls at 128x128, 2.3% slower at 256x256 (where the four calls gain 2.4%).
+BATCH_THREE_MAX = 3 * 160 * 160
 
 
 def to_luma(x: torch.Tensor) -> torch.Tensor:
@@ -64,17 +80,25 @@ class CycleGan(Task):
         real_A = batch["A"].to(self.device, non_blocking=True)
         real_B = batch["B"].to(self.device, non_blocking=True)
         identity = c.lambda_identity > 0
+        together = self.batch_calls
         discs = (self.D_A, self.D_B)
 
         # Generators, discriminators frozen.
         set_requires_grad(discs, False)
         with self.autocast():  # type: ignore[attr-defined]
+            # Small images: three generator calls, the fewest the dependencies
+            # allow; larger ones: the reconstruction on its own (faster there).
+            three = together and real_A.numel() <= BATCH_THREE_MAX
             if identity:
-                fake_B, idt_A = pair(self.G_A, real_A, real_B, self.batch_calls)
-                fake_A, idt_B = pair(self.G_B, real_B, real_A, self.batch_calls)
+                fake_B, idt_A = pair(self.G_A, real_A, real_B, together)
+                if three:
+                    fake_A, idt_B, rec_A = batched(self.G_B, [real_B, real_A, fake_B], True)
+                else:
+                    fake_A, idt_B = pair(self.G_B, real_B, real_A, together)
+                    rec_A = self.G_B(fake_B)
             else:
-                fake_B, fake_A = self.G_A(real_A), self.G_B(real_B)
-            rec_A = self.G_B(fake_B)
+                fake_B = self.G_A(real_A)
+                fake_A, rec_A = batched(self.G_B, [real_B, fake_B], together)
             rec_B = self.G_A(fake_A)
             pred_A, pred_B = self.D_A(self.see(fake_B)), self.D_B(self.see(fake_A))
         loss = {

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from styler.netconfig import Padding, ResnetGeneratorConfig
-from styler.zoo.layers import ReflectionPad2d, ResizeConv, conv_bias, norm_layer
+from styler.zoo.layers import FastConv2d, ReflectionPad2d, ResizeConv, conv_bias, norm_layer
 
 
 def _padding(padding: Padding, amount: int) -> tuple[list[nn.Module], int]:
@@ -33,7 +33,7 @@ class ResnetBlock(nn.Module):
         layers: list[nn.Module] = []
         for second in (False, True):
             pad_layers, p = _padding(config.padding, 1)
-            layers += [*pad_layers, nn.Conv2d(dim, dim, 3, padding=p, bias=bias)]
+            layers += [*pad_layers, FastConv2d(dim, dim, 3, padding=p, bias=bias)]
             layers.append(norm_layer(config.norm, dim))
             if not second:
                 layers.append(nn.ReLU(True))
@@ -52,7 +52,7 @@ class ResnetGenerator(nn.Module):
         ngf, norm, bias = config.ngf, config.norm, conv_bias(config.norm)
         layers: list[nn.Module] = [
             ReflectionPad2d(3),
-            nn.Conv2d(config.in_channels, ngf, 7, padding=0, bias=bias),
+            FastConv2d(config.in_channels, ngf, 7, padding=0, bias=bias),
             norm_layer(norm, ngf),
             nn.ReLU(True),
         ]
@@ -78,7 +78,7 @@ class ResnetGenerator(nn.Module):
             layers += [up, norm_layer(norm, c_out), nn.ReLU(True)]
         layers += [
             ReflectionPad2d(3),
-            nn.Conv2d(ngf, config.out_channels, 7, padding=0),
+            FastConv2d(ngf, config.out_channels, 7, padding=0),
             nn.Tanh(),
         ]
         self.model = nn.Sequential(*layers)
