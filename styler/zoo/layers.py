@@ -168,27 +168,34 @@ def phase_conv2d(
     return F.pixel_shuffle(y, phases)[..., :height, :width]
 
 
-#: Largest im2col matrix (elements) :func:`gemm_weight_grad` builds. Past
-#: about this (32 MB in bf16, this CPU's L3 cache) the matrix product waits on
-#: memory and oneDNN's kernel is faster: at 3x3 over 256 channels, 15.9M
-#: elements took 20.9 against 23.3 ms, 18.9M took 40.0 against 30.7 ms.
-_MAX_COLUMNS = 1 << 24
+#: Largest slab of the im2col matrix (elements) :func:`gemm_weight_grad`
+#: builds at once: 32 MB in bf16, this CPU's L3 cache. Whole matrices past it
+#: made the product wait on memory (at 3x3 over 256 channels, 18.9M elements
+#: took 40.0 ms against oneDNN's 30.7); slabs of input channels did not
+#: (26.7 ms).
+_SLAB = 1 << 24
 
 
 def gemm_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
-    """The weight gradient of ``F.conv2d(x, w)`` (stride 1, no padding) as one
-    matrix product: ``grad`` (O x B*H*W) times the im2col matrix of ``x``
-    (C*kh*kw x B*H*W), transposed. For 3x3 convolutions of 256 channels in
-    bf16 this ran 15-20% faster than oneDNN's backward-weights kernel here
-    (9.1 against 10.5 ms at 3 x 256 x 32 x 32); the sums are the same, in
-    float32 accumulation."""
+    """The weight gradient of ``F.conv2d(x, w)`` (stride 1, no padding) as
+    matrix products: ``grad`` (O x B*H*W) times the im2col matrix of ``x``
+    (C*kh*kw x B*H*W), transposed, built for a slab of input channels at a
+    time. Each output element is one full float32-accumulated sum, as in
+    oneDNN's kernel. For 3x3 convolutions over 256 channels in bf16 this ran
+    5-20% faster than oneDNN's backward-weights kernel here (10.1 against
+    12.3 ms at 3 x 32 x 32, 26.7 against 29.2 at 2 x 64 x 64, 109 against
+    136 at 2 x 128 x 128)."""
     kh, kw = kernel
     batch, channels = x.shape[:2]
-    height, width = grad.shape[-2:]
-    cols = x.unfold(2, kh, 1).unfold(3, kw, 1)  # B C H W kh kw
-    cols = cols.permute(1, 4, 5, 0, 2, 3).reshape(channels * kh * kw, batch * height * width)
-    g = grad.transpose(0, 1).reshape(grad.shape[1], batch * height * width)
-    return (g @ cols.t()).view(grad.shape[1], channels, kh, kw)
+    positions = batch * grad.shape[-2] * grad.shape[-1]
+    g = grad.transpose(0, 1).reshape(grad.shape[1], positions)
+    step = max(1, _SLAB // (kh * kw * positions))
+    slabs = []
+    for start in range(0, channels, step):
+        cols = x[:, start : start + step].unfold(2, kh, 1).unfold(3, kw, 1)  # B c H W kh kw
+        cols = cols.permute(1, 4, 5, 0, 2, 3).reshape(-1, positions)
+        slabs.append(g @ cols.t())
+    return torch.cat(slabs, 1).view(grad.shape[1], channels, kh, kw)
 
 
 def input_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -206,16 +213,10 @@ def input_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> tor
 
 
 def _gemm_pays(grad: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Where :func:`gemm_weight_grad` beat oneDNN here: reduced precision,
-    wide inputs and an im2col matrix that fits in cache (3x3 over 256
-    channels at 3 x 32 x 32: 9.7 against 12.2 ms). In float32, and for an RGB
-    stem, oneDNN's own kernel was faster."""
-    columns = weight[0].numel() * grad.numel() // grad.shape[1]
-    return (
-        grad.dtype in (torch.bfloat16, torch.float16)
-        and weight.shape[1] * 4 > _OUTPUT_BLOCK
-        and columns <= _MAX_COLUMNS
-    )
+    """Where :func:`gemm_weight_grad` beat oneDNN here: reduced precision and
+    wide inputs. In float32, and for an RGB stem, oneDNN's kernel was faster
+    (stem, bf16: 6.0 against 4.9 ms at 3 x 128 x 128)."""
+    return grad.dtype in (torch.bfloat16, torch.float16) and weight.shape[1] * 4 > _OUTPUT_BLOCK
 
 
 class _FastBackwardConv(torch.autograd.Function):
