@@ -29,9 +29,11 @@ from styler.training.task import (
 )
 
 #: Largest input batch (elements) for which the generator step batches a
-#: generator's third image (the reconstruction) with its other two. Measured
-#: on a bf16 CycleGAN step (2 cores): 5.8% faster than the textbook four
-#: calls at 128x128, 2.3% slower at 256x256 (where the four calls gain 2.4%).
+#: generator's third image (the reconstruction) with its other two: three
+#: generator calls instead of four. Measured on whole bf16 CycleGAN steps
+#: (resnet_9blocks, 2 cores, alternating A/B): three calls were 1.9 points
+#: faster at 128x128 (5.8% against 3.9% over the previous code) and 4.7
+#: points slower at 256x256 (-2.3% against +2.4%).
 BATCH_THREE_MAX = 3 * 160 * 160
 
 

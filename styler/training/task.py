@@ -55,9 +55,7 @@ def set_requires_grad(nets: Iterable[nn.Module], flag: bool) -> None:
 def batched(net: nn.Module, xs: list[torch.Tensor], together: bool) -> list[torch.Tensor]:
     """``[net(x) for x in xs]``, as one batched call when ``together`` (exact
     only for networks that normalise each image by itself, not with batch
-    norm). One call instead of several also casts the weights to the autocast
-    dtype once, and oneDNN's convolution backward is faster on one batch of
-    three than on a batch of two and a batch of one."""
+    norm)."""
     if not together or len(xs) == 1:
         return [net(x) for x in xs]
     out = net(torch.cat(xs))
