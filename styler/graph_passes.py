@@ -183,7 +183,8 @@ def transposed_to_subpixel(model: Any) -> int:
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         weight = weights.get(node.input[1]) if node.op_type == "ConvTranspose" else None
-        if weight is None or len(weight.dims) != 4:
+        bias_name = node.input[2] if len(node.input) > 2 else ""
+        if weight is None or len(weight.dims) != 4 or (bias_name and bias_name not in weights):
             nodes.append(node)
             continue
         k = weight.dims[2]
@@ -213,8 +214,8 @@ def transposed_to_subpixel(model: Any) -> int:
         name = node.name or node.output[0]
         inputs = [node.input[0], f"{name}__subpixel_weight"]
         added.append(numpy_helper.from_array(kernel, inputs[1]))
-        if len(node.input) > 2 and node.input[2]:
-            bias = numpy_helper.to_array(weights[node.input[2]])
+        if bias_name:
+            bias = numpy_helper.to_array(weights[bias_name])
             inputs.append(f"{name}__subpixel_bias")
             added.append(numpy_helper.from_array(np.repeat(bias, s * s), inputs[2]))
         shuffled = f"{node.output[0]}__subpixel"

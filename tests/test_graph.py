@@ -93,6 +93,18 @@ def test_other_transposed_convolutions_are_left_alone(
     assert [n.op_type for n in model.graph.node] == ["ConvTranspose"]
 
 
+def test_a_transposed_convolution_with_a_computed_bias_is_left_alone() -> None:
+    """A bias that is not a constant (an input here) cannot be folded into
+    the sub-pixel kernel: the node stays, nothing fails."""
+    model = _transposed_model(3, 2, 1, 1, True)
+    bias = next(t for t in model.graph.initializer if t.name == "b")
+    model.graph.initializer.remove(bias)
+    model.graph.input.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, [7]))
+    assert transposed_to_subpixel(model) == 0
+    assert [n.op_type for n in model.graph.node] == ["ConvTranspose"]
+    onnx.checker.check_model(model)
+
+
 def test_exported_resnet_has_pooled_statistics_and_keeps_its_transposed_convolutions(
     tmp_path: Path,
 ) -> None:

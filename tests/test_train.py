@@ -657,11 +657,17 @@ def test_luma_discriminators_see_brightness_only(
         make_config(*paired, steps=2, disc_input="luma", **TINY)
 
 
+@pytest.mark.parametrize(
+    ("identity", "expected_calls"),
+    [(0.5, ([3, 3], [2, 1, 2, 1])), (0.0, ([2, 2], [1, 1, 1, 1]))],
+)
 def test_cyclegan_generator_calls_batched_three_or_four_ways_agree(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, identity: float, expected_calls: tuple[list[int], ...]
 ) -> None:
     """The generator step's batching (three calls for small images, four for
-    larger) is a speed choice only: same losses and same updated weights."""
+    larger) is a speed choice only: same losses and same updated weights,
+    with the identity loss and without it. The lists are G_B's batch sizes
+    over two steps."""
     from styler.netconfig import discriminator_preset, generator_preset
     from styler.training import cyclegan
     from styler.training.config import TrainConfig
@@ -678,6 +684,7 @@ def test_cyclegan_generator_calls_batched_three_or_four_ways_agree(
         steps=10,
         decay_steps=5,
         precision="fp32",
+        lambda_identity=identity,
     )
     gen = torch.Generator().manual_seed(0)
     batches = [
@@ -700,7 +707,7 @@ def test_cyclegan_generator_calls_batched_three_or_four_ways_agree(
             outputs = [task.G_A(probe), task.G_B(probe)]  # instance norm have no say)
         runs.append((calls, losses, outputs))
     (calls3, losses3, out3), (calls4, losses4, out4) = runs
-    assert calls3 == [3, 3] and calls4 == [2, 1, 2, 1]
+    assert (calls3, calls4) == expected_calls
     for a, b in zip(losses3, losses4, strict=True):
         assert a.keys() == b.keys()
         for name in a:

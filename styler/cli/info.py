@@ -57,17 +57,12 @@ def info(
                 + (f" ({meta.domains[0]} -> {meta.domains[1]})" if meta.domains else ""),
             ),
         ]
-    int8_psnr = meta.extra.get("int8_psnr_db")
+    precision = meta.precision
+    psnr = meta.extra.get("int8_psnr_db")
+    if isinstance(psnr, (int, float)) and not isinstance(psnr, bool):
+        precision += f" ({psnr:.1f} dB PSNR against fp32)"
     rows += [
-        (
-            "precision",
-            meta.precision
-            + (
-                f" ({int8_psnr:.1f} dB PSNR against fp32)"
-                if isinstance(int8_psnr, (int, float)) and not isinstance(int8_psnr, bool)
-                else ""
-            ),
-        ),
+        ("precision", precision),
         (
             "parity error",
             f"{meta.parity_error:.2e}" if meta.parity_error is not None else "not measured",

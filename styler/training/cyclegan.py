@@ -88,19 +88,16 @@ class CycleGan(Task):
         # Generators, discriminators frozen.
         set_requires_grad(discs, False)
         with self.autocast():  # type: ignore[attr-defined]
-            # Small images: three generator calls, the fewest the dependencies
-            # allow; larger ones: the reconstruction on its own (faster there).
-            three = together and real_A.numel() <= BATCH_THREE_MAX
-            if identity:
-                fake_B, idt_A = pair(self.G_A, real_A, real_B, together)
-                if three:
-                    fake_A, idt_B, rec_A = batched(self.G_B, [real_B, real_A, fake_B], True)
-                else:
-                    fake_A, idt_B = pair(self.G_B, real_B, real_A, together)
-                    rec_A = self.G_B(fake_B)
+            out_A = batched(self.G_A, [real_A, real_B] if identity else [real_A], together)
+            fake_B = out_A[0]
+            inputs_B = [real_B, real_A] if identity else [real_B]
+            if together and real_A.numel() <= BATCH_THREE_MAX:
+                # Small images: the reconstruction joins G_B's batch (three
+                # generator calls in all, the fewest the dependencies allow).
+                out_B = batched(self.G_B, [*inputs_B, fake_B], True)
             else:
-                fake_B = self.G_A(real_A)
-                fake_A, rec_A = batched(self.G_B, [real_B, fake_B], together)
+                out_B = [*batched(self.G_B, inputs_B, together), self.G_B(fake_B)]
+            fake_A, rec_A = out_B[0], out_B[-1]
             rec_B = self.G_A(fake_A)
             pred_A, pred_B = self.D_A(self.see(fake_B)), self.D_B(self.see(fake_A))
         loss = {
@@ -109,9 +106,9 @@ class CycleGan(Task):
             "cycle_A": l1(rec_A, real_A) * c.lambda_cycle,
             "cycle_B": l1(rec_B, real_B) * c.lambda_cycle,
         }
-        if identity:
-            loss["idt_A"] = l1(idt_A, real_B) * c.lambda_cycle * c.lambda_identity
-            loss["idt_B"] = l1(idt_B, real_A) * c.lambda_cycle * c.lambda_identity
+        if identity:  # G_A(real B) and G_B(real A), second in their batches
+            loss["idt_A"] = l1(out_A[1], real_B) * c.lambda_cycle * c.lambda_identity
+            loss["idt_B"] = l1(out_B[1], real_A) * c.lambda_cycle * c.lambda_identity
         if c.lambda_color > 0:
             loss["color_A"] = color_loss(fake_B, real_A) * c.lambda_color
             loss["color_B"] = color_loss(fake_A, real_B) * c.lambda_color

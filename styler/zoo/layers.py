@@ -133,6 +133,13 @@ class PadConv2d(nn.Conv2d):
 _OUTPUT_BLOCK = 16
 
 
+def _thin(channels: int) -> bool:
+    """Whether a convolution with this many outputs fills at most a quarter
+    of oneDNN's output block, so that :func:`phase_conv2d` (four times the
+    outputs) pays."""
+    return channels * 4 <= _OUTPUT_BLOCK
+
+
 def phase_conv2d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, phases: int = 2
 ) -> torch.Tensor:
@@ -202,7 +209,7 @@ def input_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> tor
     """The input gradient of ``F.conv2d(x, weight)`` (stride 1, no padding).
     With few input channels (an RGB stem) it is a convolution with few
     outputs, done by :func:`phase_conv2d`; otherwise oneDNN's kernel."""
-    if weight.shape[1] * 4 <= _OUTPUT_BLOCK:
+    if _thin(weight.shape[1]):  # its input channels are the gradient's outputs
         kh, kw = weight.shape[-2:]
         padded = F.pad(grad, (kw - 1, kw - 1, kh - 1, kh - 1))
         return phase_conv2d(padded, weight.flip(2, 3).transpose(0, 1), None)
@@ -216,7 +223,7 @@ def _gemm_pays(grad: torch.Tensor, weight: torch.Tensor) -> bool:
     """Where :func:`gemm_weight_grad` beat oneDNN here: reduced precision and
     wide inputs. In float32, and for an RGB stem, oneDNN's kernel was faster
     (stem, bf16: 6.0 against 4.9 ms at 3 x 128 x 128)."""
-    return grad.dtype in (torch.bfloat16, torch.float16) and weight.shape[1] * 4 > _OUTPUT_BLOCK
+    return grad.dtype in (torch.bfloat16, torch.float16) and not _thin(weight.shape[1])
 
 
 class _FastBackwardConv(torch.autograd.Function):
@@ -282,7 +289,7 @@ class FastConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._plain(x):
             return super().forward(x)
-        if self.out_channels * 4 <= _OUTPUT_BLOCK:
+        if _thin(self.out_channels):
             return phase_conv2d(x, self.weight, self.bias)
         weight, bias = self.weight, self.bias
         if torch.is_autocast_enabled("cpu"):
