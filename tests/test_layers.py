@@ -20,6 +20,7 @@ from styler.zoo.layers import (  # noqa: E402
     input_grad,
     phase_conv2d,
     reflect_pad,
+    shared_weight_casts,
     with_stock_layers,
 )
 
@@ -170,3 +171,38 @@ def test_fast_conv_under_bf16_autocast(shape: tuple[int, ...]) -> None:
         assert a.dtype == b.dtype
         scale = b.abs().max().item()
         torch.testing.assert_close(a.float() / scale, b.float() / scale, rtol=0, atol=0.02)
+
+
+def test_shared_weight_casts_cast_once_per_block_with_the_same_gradients() -> None:
+    """Two calls inside the block use one cast of the weight (one autograd
+    node); their gradients match two separately cast calls within bf16
+    rounding; the block leaves no cast behind, even when it raises."""
+    torch.manual_seed(0)
+    conv = FastConv2d(16, 16, 3)
+    net = torch.nn.Sequential(conv)
+    x = torch.randn(2, 16, 10, 10)
+    grad = torch.randn(2, 16, 8, 8).bfloat16()
+
+    def two_calls() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return conv(x), conv(x * 0.5)
+
+    def weight_node(out: torch.Tensor) -> object:
+        return out.grad_fn.next_functions[1][0]  # type: ignore[union-attr]
+
+    separate = two_calls()
+    assert weight_node(separate[0]) is not weight_node(separate[1])
+    with shared_weight_casts([net]):
+        shared = two_calls()
+    assert weight_node(shared[0]) is weight_node(shared[1])
+    assert conv._casts is None
+    for a, b in zip(shared, separate, strict=True):
+        assert torch.equal(a, b)
+    (g_shared,) = torch.autograd.grad(shared, [conv.weight], [grad, grad])
+    (g_separate,) = torch.autograd.grad(separate, [conv.weight], [grad, grad])
+    assert g_shared.dtype == torch.float32
+    scale = g_separate.abs().max().item()
+    torch.testing.assert_close(g_shared / scale, g_separate / scale, rtol=0, atol=0.01)
+    with pytest.raises(RuntimeError, match="inside"), shared_weight_casts([net]):
+        raise RuntimeError("inside")
+    assert conv._casts is None

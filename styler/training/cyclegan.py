@@ -27,6 +27,7 @@ from styler.training.task import (
     pair,
     set_requires_grad,
 )
+from styler.zoo.layers import shared_weight_casts
 
 #: Largest input batch (elements) for which the generator step batches a
 #: generator's third image (the reconstruction) with its other two: three
@@ -87,7 +88,8 @@ class CycleGan(Task):
 
         # Generators, discriminators frozen.
         set_requires_grad(discs, False)
-        with self.autocast():  # type: ignore[attr-defined]
+        # G_A runs twice (translation, reconstruction): its weights are cast once.
+        with self.autocast(), shared_weight_casts((self.G_A, self.G_B)):  # type: ignore[attr-defined]
             out_A = batched(self.G_A, [real_A, real_B] if identity else [real_A], together)
             fake_B = out_A[0]
             inputs_B = [real_B, real_A] if identity else [real_B]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -202,7 +204,8 @@ def gemm_weight_grad(grad: torch.Tensor, x: torch.Tensor, kernel: tuple[int, int
         cols = x[:, start : start + step].unfold(2, kh, 1).unfold(3, kw, 1)  # B c H W kh kw
         cols = cols.permute(1, 4, 5, 0, 2, 3).reshape(-1, positions)
         slabs.append(g @ cols.t())
-    return torch.cat(slabs, 1).view(grad.shape[1], channels, kh, kw)
+    whole = slabs[0] if len(slabs) == 1 else torch.cat(slabs, 1)
+    return whole.view(grad.shape[1], channels, kh, kw)
 
 
 def input_grad(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -273,7 +276,21 @@ class FastConv2d(nn.Conv2d):
 
     Without gradients (inference, export), on other devices and for other
     convolutions it is the plain ``nn.Conv2d``.
+
+    Under autocast it casts its weight to the reduced precision itself, once
+    per call, or once per :func:`shared_weight_casts` block.
     """
+
+    #: The weight cast to each dtype inside a :func:`shared_weight_casts`
+    #: block; ``None`` outside one.
+    _casts: dict[torch.dtype, torch.Tensor] | None = None
+
+    def _cast_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        if self._casts is None:
+            return self.weight.to(dtype)
+        if dtype not in self._casts:
+            self._casts[dtype] = self.weight.to(dtype)
+        return self._casts[dtype]
 
     def _plain(self, x: torch.Tensor) -> bool:
         return (
@@ -294,11 +311,29 @@ class FastConv2d(nn.Conv2d):
         weight, bias = self.weight, self.bias
         if torch.is_autocast_enabled("cpu"):
             dtype = torch.get_autocast_dtype("cpu")
-            x, weight = x.to(dtype), weight.to(dtype)
+            x, weight = x.to(dtype), self._cast_weight(dtype)
             bias = None if bias is None else bias.to(dtype)
             with torch.autocast("cpu", enabled=False):
                 return _FastBackwardConv.apply(x, weight, bias)  # type: ignore[no-any-return]
         return _FastBackwardConv.apply(x, weight, bias)  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def shared_weight_casts(nets: Iterable[nn.Module]) -> Iterator[None]:
+    """Within the block, each :class:`FastConv2d` of ``nets`` casts its weight
+    to autocast's dtype once, however often it is called, as autocast's own
+    cache does for PyTorch's layers: one cast forward and one backward, with
+    the calls' gradients summed before it. For a network called twice in a
+    training step (CycleGAN's G_A: translation and reconstruction). The
+    weights must not change inside the block."""
+    convs = [m for net in nets for m in net.modules() if isinstance(m, FastConv2d)]
+    for conv in convs:
+        conv._casts = {}
+    try:
+        yield
+    finally:
+        for conv in convs:
+            conv._casts = None
 
 
 def with_stock_layers(net: nn.Module) -> nn.Module:
