@@ -10,7 +10,11 @@ Both sides train the same networks from the same initial weights
   convolution layers);
 - styler: ``styler.training.cyclegan.CycleGan.train_step`` in fp32 and with
   the precision ``styler train`` picks by default here (bf16 autocast on CPUs
-  with AVX-512 BF16 or AMX).
+  with AVX-512 BF16 or AMX), in a process whose malloc keeps freed memory, as
+  ``styler train`` sets it (``styler.training.allocator``). To give the
+  baseline the same malloc, set it for both in the environment (styler then
+  leaves it alone): ``MALLOC_MMAP_THRESHOLD_=33554432
+  MALLOC_TRIM_THRESHOLD_=1073741824 python bench/train_step.py``.
 
 Each variant runs in its own process, one after the other, alternating over
 ``--repeat`` rounds; the median of ``--steps`` timed steps after
@@ -93,6 +97,8 @@ else:
     from styler.training.config import TrainConfig
     from styler.training.cyclegan import CycleGan
     from styler.training.distributed import DistInfo
+    from styler.training.allocator import keep_freed_memory
+    keep_freed_memory()  # as `styler train` does
     precision = variant.split("-")[1]
     config = TrainConfig(mode="cyclegan", data_a="A", data_b="B",
                          generator=generator_preset("resnet_9blocks", ngf=64),

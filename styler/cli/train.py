@@ -181,6 +181,9 @@ def train(
     checkpoint and stops (exit 130); continue with --resume RUN_DIR.
     """
     need_train_extra()
+    from styler.training.allocator import keep_freed_memory
+
+    keep_freed_memory()  # this process trains: reuse freed memory (see the module)
     flip_given = flip is not None
     flip = True if flip is None else flip
     from styler.log import logger

@@ -9,4 +9,5 @@
 - ``state.py``    checkpoints (safetensors, nothing pickled)
 - ``report.py``   sample grids, curves, report.html; ``display.py`` the live view
 - ``distributed.py``  several processes under torchrun
+- ``allocator.py``  malloc set to keep freed memory (``styler train`` sets it)
 """

@@ -323,9 +323,9 @@ def shared_weight_casts(nets: Iterable[nn.Module]) -> Iterator[None]:
     """Within the block, each :class:`FastConv2d` of ``nets`` casts its weight
     to autocast's dtype once, however often it is called, as autocast's own
     cache does for PyTorch's layers: one cast forward and one backward, with
-    the calls' gradients summed before it. For a network called twice in a
-    training step (CycleGAN's G_A: translation and reconstruction). The
-    weights must not change inside the block."""
+    the calls' gradients summed (in bf16, as there) before it. For a network
+    called twice in a training step (CycleGAN's G_A: translation and
+    reconstruction). The weights must not change inside the block."""
     convs = [m for net in nets for m in net.modules() if isinstance(m, FastConv2d)]
     for conv in convs:
         conv._casts = {}
