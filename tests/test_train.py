@@ -148,6 +148,45 @@ def test_batches_are_a_pure_function_of_the_step(unpaired: tuple[Path, Path]) ->
         two.close()
 
 
+def test_batch_tensors_are_made_without_torch_threads() -> None:
+    """Batches are converted in loader threads: with numpy, the same float32
+    values as torch's conversion, and no OpenMP team of the thread's own
+    (which would compete with the training step for the cores)."""
+    import threading
+
+    values = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1).repeat(3, axis=3)
+    out = D.to_tensor([values[0], values[1], values[2], values[3]])
+    expected = torch.from_numpy(values.transpose(0, 3, 1, 2).copy()).float().div_(127.5).sub_(1.0)
+    assert out.dtype == torch.float32 and out.is_contiguous()
+    assert torch.equal(out, expected)
+    if not Path("/proc/self/task").is_dir():
+        return
+    big = [np.zeros((512, 512, 3), np.uint8)] * 2  # well past torch's parallel grain
+
+    def threads_during(convert: Callable[[], object]) -> int:
+        """Threads of this process while a fresh thread that ran ``convert``
+        is still alive (an OpenMP team lives as long as its thread)."""
+        ran, release = threading.Event(), threading.Event()
+
+        def work() -> None:
+            convert()
+            ran.set()
+            release.wait()
+
+        worker = threading.Thread(target=work)
+        worker.start()
+        ran.wait()
+        count = len(list(Path("/proc/self/task").iterdir()))
+        release.set()
+        worker.join()
+        return count
+
+    alone = threads_during(lambda: None)
+    assert threads_during(lambda: D.to_tensor(big)) <= alone
+    if torch.get_num_threads() > 1:  # the check can fail: a torch operation does add threads
+        assert threads_during(lambda: torch.zeros(2, 3, 512, 512).div_(127.5)) > alone
+
+
 def build_data(config: object, found: D.Scan) -> D.TrainingData:
     from styler.training.distributed import DistInfo
     from styler.training.loop import load_data

@@ -291,10 +291,17 @@ def crop(array: np.ndarray, size: int, pick: Pick) -> np.ndarray:
 
 
 def to_tensor(arrays: Sequence[np.ndarray]) -> torch.Tensor:
-    """uint8 N x (H x W x C) -> float N x C x H x W in [-1, 1]."""
-    stacked = np.stack(arrays)
-    x = torch.from_numpy(np.ascontiguousarray(stacked.transpose(0, 3, 1, 2)))
-    return x.float().div_(127.5).sub_(1.0)
+    """uint8 N x (H x W x C) -> float N x C x H x W in [-1, 1].
+
+    In numpy, with torch only wrapping the result: this runs in the threads
+    that build batches during the training step, and a torch operation there
+    starts an OpenMP team of that thread's own, which competes with the
+    step's for the cores. `styler train` at 128 px, four alternating pairs
+    of runs: a median 1.60 s per step this way against 1.71 s with the
+    conversion in torch (the same float32 values)."""
+    stacked = np.stack(arrays).transpose(0, 3, 1, 2)
+    x = stacked.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def center_crop(array: np.ndarray, size: int) -> np.ndarray:
