@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,29 @@ def test_the_users_own_malloc_settings_are_left_alone() -> None:
     made, kept = faults("keep", MALLOC_TRIM_THRESHOLD_="131072")
     assert not made
     assert kept > 8000
+
+
+def test_styler_train_makes_the_setting(tmp_path: Path) -> None:
+    """Through the real command: `styler -vv train` logs that it set malloc,
+    and trains."""
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    for folder, colour in (("a", (200, 80, 40)), ("b", (40, 80, 200))):
+        (tmp_path / folder).mkdir()
+        for i in range(3):
+            Image.new("RGB", (40, 40), colour).save(tmp_path / folder / f"{folder}{i}.png")
+    args = ["train", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "run")]
+    args += ["--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "32"]
+    args += ["--steps", "1", "--no-export", "--display", "quiet"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "styler", "-vv", *args],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONWARNINGS": "ignore"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "malloc: keep freed memory: True" in result.stderr
+    assert (tmp_path / "run" / "metrics.jsonl").is_file()

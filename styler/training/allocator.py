@@ -4,12 +4,12 @@ By default glibc gives large freed blocks back to the kernel: blocks from
 128 KiB (a threshold it raises as it goes, up to 32 MiB) are mapped and
 unmapped one by one, and a heap top with more than twice that free is
 trimmed. A training step frees and allocates the same large tensors every
-step, so their pages are faulted in and zeroed again each time: about
-12,000 minor page faults per bf16 CycleGAN step at 128 px on the 2-core
-machine in docs/BENCHMARKS.md. With the memory kept
+step, so their pages are faulted in and zeroed again each time: 13,000-15,000
+minor page faults per bf16 CycleGAN step at 128 px on the 2-core machine in
+docs/BENCHMARKS.md (41,000-69,000 at 256 px). With the memory kept
 (``M_MMAP_THRESHOLD`` at glibc's maximum of 32 MiB and ``M_TRIM_THRESHOLD``
-at 1 GiB) it is about 1,100, and casting a generator's weight gradients back
-to float32 took 2.1 instead of 9.3 ms.
+at 1 GiB) it is 0-750 (and 0), the step 3-6% faster, at the same peak
+memory.
 
 It is a setting of the whole process, so ``styler train`` makes it (the
 command owns its process) and the library does not; programs that train
