@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from styler import imageio, tiling
-from styler.errors import BadImageError, BadModelError, StylerError
+from styler.errors import (
+    BadImageError,
+    BadModelError,
+    InferenceError,
+    StylerError,
+    UsageError,
+)
 from styler.fsutil import remove_stale_parts
 from styler.log import logger
 from styler.paths import Job, output_path
@@ -74,6 +80,12 @@ class ApplyOptions:
             raise StylerError("batch size and workers must be at least 1")
         if self.max_size is not None and self.max_size < 1:
             raise StylerError(f"max size must be positive, got {self.max_size}")
+        separators = {os.sep, os.altsep or os.sep, "\0"}
+        if any(c in self.suffix for c in separators):
+            raise UsageError(
+                f"--suffix is added to each file name and cannot hold a path separator "
+                f"or a NUL byte (got {self.suffix!r}); use --output to choose a folder"
+            )
 
 
 def precision_advice(precision: str, device: str) -> str | None:
@@ -157,6 +169,8 @@ class Stylizer:
     def _to_model(self, rgb: np.ndarray) -> np.ndarray:
         """H x W x 3 in [0, 1] -> 1 x C x H x W in the model's value range."""
         lo, hi = self.meta.value_range
+        if not _finite(rgb):
+            raise BadImageError("the image holds NaN or infinite values")
         x = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
         if self.meta.in_channels == 1:
             x = x.mean(axis=1, keepdims=True)
@@ -168,6 +182,8 @@ class Stylizer:
         """C x H x W in the model's range -> H x W x 3 in [0, 1] (in place:
         a 6000x4000 image is 288 MB per float copy)."""
         lo, hi = self.meta.value_range
+        if not _finite(y):
+            raise InferenceError("the model's output holds NaN or infinite values")
         out = np.ascontiguousarray(y[:3].transpose(1, 2, 0), dtype=np.float32)
         out -= lo
         out *= 1.0 / (hi - lo)
@@ -258,7 +274,7 @@ class Stylizer:
         job, in order. Existing outputs are skipped unless ``overwrite``."""
         pipeline = _Pipeline(self, options)
         try:
-            yield from pipeline.run(iter(jobs))
+            yield from pipeline.run(jobs)
         finally:
             pipeline.close()
 
@@ -267,13 +283,22 @@ class Stylizer:
 class _Item:
     job: Job
     output: Path | None = None
+    #: Pillow format the output is written in (decided from the input's header).
+    format: str = "PNG"
     decoded: Future[imageio.DecodedImage] | None = None
     result: Result | None = None
     started: float = field(default_factory=time.perf_counter)
 
 
 class _Pipeline:
-    """Decode ahead, infer in order, encode behind."""
+    """Decode ahead, infer in order, encode behind.
+
+    Every output path is decided once, when a job is planned, from the
+    input's header (so a PNG named .jpg is written as .png there and then),
+    and checked there against every input of the run and every output
+    already claimed: no input is ever written over, no two inputs write one
+    file. With ``overwrite``, a stream of jobs is listed to the end first so
+    that the check covers inputs that come later too."""
 
     def __init__(self, stylizer: Stylizer, options: ApplyOptions) -> None:
         self.stylizer = stylizer
@@ -281,7 +306,10 @@ class _Pipeline:
         self.decoders = ThreadPoolExecutor(options.workers, thread_name_prefix="styler-decode")
         self.encoders = ThreadPoolExecutor(options.workers, thread_name_prefix="styler-encode")
         self.ahead = max(2 * options.batch_size, 2 * options.workers)
-        self.claimed: set[str] = set()
+        #: Outputs of this run (real path) -> the input that writes it.
+        self.claimed: dict[str, Path] = {}
+        #: Inputs of this run by file identity (device, inode) -> path.
+        self.inputs: dict[tuple[int, int], Path] = {}
         self.cleaned: set[Path] = set()
 
     def close(self) -> None:
@@ -289,13 +317,19 @@ class _Pipeline:
         self.decoders.shutdown(wait=True, cancel_futures=True)
         self.encoders.shutdown(wait=True, cancel_futures=True)
 
-    def run(self, jobs: Iterator[Job]) -> Iterator[Result]:
+    def run(self, jobs: Iterable[Job]) -> Iterator[Result]:
+        if self.options.overwrite and not isinstance(jobs, Sequence):
+            jobs = list(jobs)  # know every input before anything is overwritten
+        if isinstance(jobs, Sequence):
+            for job in jobs:
+                self._register(job)
+        pending = iter(jobs)
         window: deque[_Item] = deque()
         encoding: deque[tuple[_Item, Future[Result]]] = deque()
         exhausted = False
         while True:
             while not exhausted and len(window) < self.ahead:
-                job = next(jobs, None)
+                job = next(pending, None)
                 if job is None:
                     exhausted = True
                     break
@@ -315,42 +349,73 @@ class _Pipeline:
         while encoding:
             yield encoding.popleft()[1].result()
 
+    def _register(self, job: Job) -> None:
+        """Remember ``job``'s input by identity, so no output replaces it."""
+        try:
+            st = os.stat(job.input)
+        except (OSError, ValueError):
+            return
+        self.inputs.setdefault((st.st_dev, st.st_ino), job.input)
+
     def _plan(self, job: Job) -> _Item:
         item = _Item(job)
         opts = self.options
         if job.error:
-            item.result = Result(str(job.input), None, "failed", job.error)
-            return item
-        guessed = imageio.format_from_extension(job.input.suffix)
-        fmt = imageio.output_format(guessed, opts.format)
-        out = output_path(opts.output_dir, job, imageio.extension_for(fmt), opts.suffix)
+            return _settle(item, "failed", job.error)
+        self._register(job)  # a streamed input is known from here on
+        try:
+            header = imageio.probe(job.input, opts.max_pixels)
+        except BadImageError as exc:
+            return _settle(item, "failed", exc.reason)
+        item.format = imageio.output_format(header.format, opts.format)
+        out = output_path(opts.output_dir, job, imageio.extension_for(item.format), opts.suffix)
         item.output = out
-        if out.parent not in self.cleaned and not opts.dry_run:
-            self.cleaned.add(out.parent)
-            for stale in remove_stale_parts(out.parent):
-                logger.info("removed %s, left by an interrupted run", stale)
-        problem = self._claim(job.input, out)
+        try:
+            self._clean(out.parent)
+            problem = self._claim(job.input, out)
+            exists = problem is None and os.path.lexists(out)
+        except OSError as exc:  # a name too long, a folder that cannot be read, ...
+            return _settle(item, "failed", f"cannot write: {exc.strerror or exc}")
         if problem:
-            item.result = Result(str(job.input), str(out), "failed", problem)
-        elif out.exists() and not opts.overwrite:
-            item.result = Result(str(job.input), str(out), "skipped", "output exists")
-        elif opts.dry_run:
-            item.result = Result(str(job.input), str(out), "planned")
-        else:
-            item.decoded = self.decoders.submit(imageio.load_image, job.input, opts.max_pixels)
+            return _settle(item, "failed", problem)
+        if exists and not opts.overwrite:
+            return _settle(item, "skipped", "output exists")
+        if opts.dry_run:
+            return _settle(item, "planned")
+        item.decoded = self.decoders.submit(imageio.load_image, job.input, opts.max_pixels)
         return item
 
+    def _clean(self, folder: Path) -> None:
+        """Remove what killed writers left in ``folder`` (once per folder)."""
+        if folder in self.cleaned or self.options.dry_run:
+            return
+        self.cleaned.add(folder)
+        for stale in remove_stale_parts(folder):
+            logger.info("removed %s, left by an interrupted run", stale)
+
     def _claim(self, source: Path, out: Path) -> str | None:
-        """Refuse to overwrite an input or another job's output."""
-        key = os.path.abspath(out)
+        """Refuse an output that is an input of this run, another input's
+        output, or that a later input would be read from; else claim it."""
+        key = os.path.realpath(out)
+        other = self.claimed.get(key)
+        if other is not None:
+            return f"another input already writes {out} ({other})"
+        writer = self.claimed.get(os.path.realpath(source))
+        if writer is not None:
+            return f"this file is the output of {writer} in this run"
         try:
-            if out.exists() and os.path.samefile(source, out):
+            st = os.stat(out)
+        except FileNotFoundError:
+            st = None
+        victim = None if st is None else self.inputs.get((st.st_dev, st.st_ino))
+        if victim is not None:
+            if os.path.samefile(victim, source):
                 return "the output would overwrite the input; choose another --output"
-        except OSError:
-            pass
-        if key in self.claimed:
-            return f"another input already writes {out} (same name in the same folder)"
-        self.claimed.add(key)
+            return (
+                f"the output {out} would overwrite the input {victim}; "
+                "choose another --output or a --suffix"
+            )
+        self.claimed[key] = source
         return None
 
     def _take_batch(self, window: deque[_Item]) -> list[tuple[_Item, imageio.DecodedImage]] | None:
@@ -390,39 +455,37 @@ class _Pipeline:
     ) -> list[tuple[_Item, Future[Result]]]:
         try:
             outputs = self.stylizer.apply_batch([image.rgb for _, image in batch])
-        except Exception as exc:  # e.g. onnxruntime out of memory on one huge image
-            reason = _reason(exc)
-            return [
-                (item, _done(Result(str(item.job.input), None, "failed", reason, _ms(item))))
-                for item, _ in batch
-            ]
+        except BadModelError:
+            raise  # the model breaks its own promises: a model error, once, for the run
+        except Exception as exc:  # e.g. out of memory, or NaN out of the model
+            if len(batch) > 1:  # find which image it was: each alone
+                return [pair for one in batch for pair in self._infer([one])]
+            item = batch[0][0]
+            failed = Result(str(item.job.input), None, "failed", _reason(exc), _ms(item))
+            return [(item, _done(failed))]
         return [
             (item, self.encoders.submit(self._encode, item, image, rgb))
             for (item, image), rgb in zip(batch, outputs, strict=True)
         ]
 
     def _encode(self, item: _Item, image: imageio.DecodedImage, rgb: np.ndarray) -> Result:
-        opts = self.options
         assert item.output is not None
-        fmt = imageio.output_format(image.format, opts.format)
-        out = item.output
-        wanted = out.with_name(
-            out.name[: len(out.name) - len(out.suffix)] + imageio.extension_for(fmt)
-        )
-        if wanted != out:  # the content was not what the extension said
-            if wanted.exists() and not opts.overwrite:
-                return Result(
-                    str(item.job.input), str(wanted), "skipped", "output exists", _ms(item)
-                )
-            out = wanted
+        fmt, out = item.format, item.output
         notes = []
         if image.alpha is not None and fmt in ("JPEG", "BMP"):
             notes.append(f"{fmt} cannot store transparency: alpha dropped")
         try:
-            imageio.save_image(out, rgb, image, fmt, opts.quality)
+            imageio.save_image(out, rgb, image, fmt, self.options.quality)
         except Exception as exc:
             return Result(str(item.job.input), str(out), "failed", _reason(exc), _ms(item))
         return Result(str(item.job.input), str(out), "ok", None, _ms(item), notes)
+
+
+def _settle(item: _Item, status: Status, error: str | None = None) -> _Item:
+    """``item`` decided without decoding: failed, skipped or planned."""
+    output = None if item.output is None else str(item.output)
+    item.result = Result(str(item.job.input), output, status, error, _ms(item))
+    return item
 
 
 def _pad_to_at_least(x: np.ndarray, side: int) -> np.ndarray:
@@ -433,6 +496,13 @@ def _pad_to_at_least(x: np.ndarray, side: int) -> np.ndarray:
         return x
     width = [(0, 0)] * (x.ndim - 2) + [(0, max(0, side - h)), (0, max(0, side - w))]
     return np.pad(x, width, mode="symmetric")
+
+
+def _finite(x: np.ndarray) -> bool:
+    """Whether every value of ``x`` is finite: one pass, no temporary array
+    (a sum in float64 is NaN or infinite exactly when a value is, for values
+    of any size a float32 holds)."""
+    return bool(np.isfinite(np.add.reduce(x, axis=None, dtype=np.float64)))
 
 
 def pixel_budget(ngf: int, memory: int = RUN_MEMORY_BYTES) -> int:

@@ -51,6 +51,12 @@ class UsageError(StylerError):
     """Arguments that do not make sense together."""
 
 
+class InferenceError(StylerError):
+    """The model gave no usable result for one input (NaN or infinite values)."""
+
+    exit_code = EXIT_SOME_FAILED
+
+
 class OutputError(StylerError):
     """An output cannot be written (read-only folder, disk full, ...)."""
 

@@ -173,16 +173,13 @@ def parity_error(
     """Largest absolute difference between onnxruntime and ``net`` on ``inputs``."""
     from styler.runtime import Model
 
+    check_finite_weights(net)
     model = Model.open(onnx_bytes, device="cpu")
     worst = 0.0
 
     def compare(got: np.ndarray, expected: np.ndarray) -> None:
         nonlocal worst
-        if got.shape != expected.shape:
-            raise ExportError(
-                f"onnxruntime gave shape {got.shape} where torch gave {expected.shape}"
-            )
-        worst = max(worst, float(np.max(np.abs(got - expected))))
+        worst = max(worst, difference(got, expected))
 
     with torch.no_grad():
         for x in inputs:
@@ -197,11 +194,32 @@ def parity_error(
             compare(
                 stats, wrapped(x, torch.zeros(1, meta.norm_stats), torch.tensor(1.0))[1].numpy()
             )
-            part = x[:, :, : x.shape[2] // 2]
+            multiple = meta.size_multiple  # a tile is a whole number of multiples
+            part = x[:, :, : max(multiple, x.shape[2] // 2 // multiple * multiple)]
             given = torch.from_numpy(stats)
             expected = wrapped(part, given, torch.tensor(0.0))[0].numpy()
             compare(model.run(part.numpy(), stats=stats), expected)
     return worst
+
+
+def difference(got: np.ndarray, expected: np.ndarray) -> float:
+    """Largest absolute difference between onnxruntime's and torch's outputs;
+    a shape mismatch, or a NaN or infinite value on either side, refuses the
+    export (``max`` would pass a NaN over, and a NaN model makes black images)."""
+    if got.shape != expected.shape:
+        raise ExportError(f"onnxruntime gave shape {got.shape} where torch gave {expected.shape}")
+    for side, values in (("onnxruntime", got), ("torch", expected)):
+        if not np.isfinite(values).all():
+            raise ExportError(f"the network's output in {side} holds NaN or infinite values")
+    return float(np.max(np.abs(got - expected), initial=0.0))
+
+
+def check_finite_weights(net: nn.Module) -> None:
+    """Refuse a network with a NaN or infinite weight (a diverged or damaged
+    checkpoint), naming the first such tensor."""
+    for name, tensor in [*net.state_dict().items()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ExportError(f"the weights hold NaN or infinite values (in {name})")
 
 
 def export_onnx(
@@ -347,6 +365,7 @@ def export_generator(
     module = _NoiseGenerator(copy.deepcopy(reference), conditional).eval()
     model = _dynamo_export(module, inputs(3), names, ["image"], tuple({0: dyn} for _ in names))
     data = _finish(model, meta)
+    check_finite_weights(reference)
     session = Model.open(data, device="cpu")
     worst = 0.0
     with torch.no_grad():
@@ -354,9 +373,7 @@ def export_generator(
             args = inputs(n)
             expected = module(*args).numpy()
             got = session.generate(args[0].numpy(), args[1].numpy() if conditional else None)
-            if got.shape != expected.shape:
-                raise ExportError(f"onnxruntime gave {got.shape} where torch gave {expected.shape}")
-            worst = max(worst, float(np.max(np.abs(got - expected))))
+            worst = max(worst, difference(got, expected))
     if not worst <= FP32_TOLERANCE:
         raise ExportError(
             f"refusing to write {path}: onnxruntime and torch differ by {worst:.3g} "

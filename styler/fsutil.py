@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,18 +29,28 @@ def _read_umask() -> int:
 FILE_MODE = 0o666 & ~_read_umask()
 
 
+#: Temporary files are named ``.styler-<pid>-<token>.part``: a fixed prefix, the
+#: writer's process id and mkstemp's random token. Only names of exactly this
+#: shape are ever removed (:func:`remove_stale_parts`), so a user's own
+#: ``.notes.2024.01.part`` is never touched; the name does not grow with the
+#: target's, so a target of 255 bytes still has a valid temporary name.
+TEMP_PREFIX = ".styler-"
+TEMP_SUFFIX = ".part"
+_TEMP_NAME = re.compile(r"\.styler-([0-9]{1,10})-([a-z0-9_]{8})\.part")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``
-    (after fsync), on any error it is removed. The temporary name starts with
-    a dot, holds the writer's process id and ends in ``.part``, so that it is
-    never mistaken for a result and a later run can remove what a killed
-    writer left (:func:`remove_stale_parts`). A failed write (disk full,
-    read-only folder, ...) raises :class:`OutputError` naming ``path``."""
+    (after fsync), on any error it is removed. The temporary name
+    (``.styler-<pid>-<token>.part``) is hidden, never mistaken for a result,
+    and a later run can remove what a killed writer left
+    (:func:`remove_stale_parts`). A failed write (disk full, read-only
+    folder, a name too long, ...) raises :class:`OutputError` naming ``path``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{_shortened(path.name)}.{os.getpid()}.", suffix=".part", dir=path.parent
+            prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=TEMP_SUFFIX, dir=path.parent
         )
         os.close(fd)
     except OSError as exc:
@@ -59,22 +70,6 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
-#: Longest file name most file systems take (bytes), and what the temporary
-#: name adds to the target's: a dot, the pid, mkstemp's 8 characters, dots, ".part".
-NAME_MAX = 255
-_TEMP_EXTRA = 1 + 1 + 10 + 1 + 8 + len(".part")
-
-
-def _shortened(name: str) -> str:
-    """``name`` cut so that the temporary name built from it stays within
-    NAME_MAX bytes (a target of 250 bytes is valid; its temporary name must
-    be too)."""
-    limit = NAME_MAX - _TEMP_EXTRA
-    while len(os.fsencode(name)) > limit:
-        name = name[:-1]
-    return name
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
@@ -91,22 +86,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def stale_writer(name: str) -> int | None:
+    """The process id in a temporary name of styler's, or None when ``name``
+    is not one (only these are ever removed)."""
+    match = _TEMP_NAME.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
 def remove_stale_parts(folder: Path) -> list[Path]:
-    """Remove temporary files that writers killed mid-write (SIGKILL, power
-    loss) left in ``folder``; files of writers still running are kept."""
+    """Remove temporary files that styler writers killed mid-write (SIGKILL,
+    power loss) left in ``folder``; files of writers still running, and every
+    file whose name is not exactly styler's temporary name, are kept."""
     removed = []
     try:
-        entries = list(folder.glob(".*.part"))
+        entries = list(os.scandir(folder))
     except OSError:
         return removed
-    for part in entries:
-        fields = part.name.rsplit(".", 3)  # ".name", pid, random, "part"
-        if len(fields) != 4 or not fields[1].isdigit():
+    for entry in entries:
+        pid = stale_writer(entry.name)
+        if pid is None or pid == os.getpid() or _alive(pid):
             continue
-        if int(fields[1]) != os.getpid() and not _alive(int(fields[1])):
-            try:
-                part.unlink()
-                removed.append(part)
-            except OSError:
-                pass
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
     return removed

@@ -63,15 +63,16 @@ class ImageGenerator:
                 return i
         raise UsageError(f"unknown class {label!r}: this model has {', '.join(names)}")
 
-    def labels_for(self, n: int, label: str | int | None) -> np.ndarray | None:
-        """Every image of ``label``, or the classes in turn when none is given."""
+    def labels_for(self, start: int, stop: int, label: str | int | None) -> np.ndarray | None:
+        """Labels of images ``start`` to ``stop``: every image of ``label``,
+        or the classes in turn when none is given."""
         if not self.meta.num_classes:
             if label is not None:
                 self.label_index(label)  # raises: no classes
             return None
         if label is not None:
-            return np.full(n, self.label_index(label), np.int64)
-        return np.arange(n, dtype=np.int64) % self.meta.num_classes
+            return np.full(stop - start, self.label_index(label), np.int64)
+        return np.arange(start, stop, dtype=np.int64) % self.meta.num_classes
 
     def sample(self, n: int, seed: int = 0, label: str | int | None = None) -> list[Generated]:
         """``n`` images (H x W x C uint8), deterministic for a seed."""
@@ -80,21 +81,32 @@ class ImageGenerator:
     def iter_sample(
         self, n: int, seed: int = 0, label: str | int | None = None
     ) -> Iterator[Generated]:
+        """The images one at a time; memory holds one chunk of :data:`CHUNK`
+        images whatever ``n`` is."""
         if n < 1:
             raise UsageError("the number of images must be at least 1")
-        noise = noise_for(seed, n, self.meta.latent_dim)
-        labels = self.labels_for(n, label)
+        self.labels_for(0, 0, label)  # an unknown class fails before any work
         lo, hi = self.meta.value_range
-        for start in range(0, n, CHUNK):
-            stop = min(n, start + CHUNK)
-            out = self.model.generate(
-                noise[start:stop], None if labels is None else labels[start:stop]
-            )
+        for start, noise in noise_chunks(seed, n, self.meta.latent_dim):
+            stop = start + len(noise)
+            labels = self.labels_for(start, stop, label)
+            out = self.model.generate(noise, labels)
             images = np.clip((out - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5
             images = images.astype(np.uint8).transpose(0, 2, 3, 1)
             for i, image in enumerate(images):
-                index = start + i
-                yield Generated(index, None if labels is None else int(labels[index]), image)
+                yield Generated(start + i, None if labels is None else int(labels[i]), image)
+
+
+def noise_chunks(
+    seed: int, n: int, latent_dim: int, chunk: int = CHUNK
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first index, noise rows) for ``n`` images, ``chunk`` rows at a time,
+    drawn in sequence from one generator: the same numbers as one draw of
+    all ``n`` rows (:func:`noise_for`), without holding them all."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    for start in range(0, n, chunk):
+        rows = min(chunk, n - start)
+        yield start, rng.standard_normal((rows, latent_dim)).astype(np.float32)
 
 
 def noise_for(seed: int, n: int, latent_dim: int) -> np.ndarray:
@@ -124,10 +136,17 @@ def file_name(item: Generated, classes: tuple[str, ...]) -> str:
     return f"{name}_{item.index:05d}.png"
 
 
+#: Most images one grid picture holds (a 64 x 64 x 64 grid of 64-pixel cells
+#: is already 16 megapixels).
+MAX_GRID = 4096
+
+
 def grid(items: list[Generated], columns: int | None = None, min_cell: int = 64) -> Image.Image:
     """All images in one picture (nearest-neighbour enlarged when tiny)."""
     if not items:
         raise UsageError("nothing to put in a grid")
+    if len(items) > MAX_GRID:
+        raise UsageError(f"a grid holds at most {MAX_GRID} images, not {len(items)}")
     h, w, c = items[0].image.shape
     cols = columns or math.ceil(math.sqrt(len(items)))
     rows = math.ceil(len(items) / cols)

@@ -9,14 +9,16 @@ temporary file that replaces the target only when complete.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import io
 import logging
 import os
 import stat
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -90,13 +92,51 @@ def extension_for(fmt: str) -> str:
     return _EXTENSIONS.get(fmt, ".png")
 
 
+#: The Pillow decoders styler uses, and no other: an image is opened only with
+#: these (``Image.open(formats=...)``), so a file that claims to be anything
+#: else (EPS, PDF, PostScript, whose decoders start Ghostscript from PATH, or
+#: any format styler does not list) is refused before a decoder runs.
+#: (JPEG's decoder also opens MPO, the multi-picture JPEG of some cameras.)
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "DIB", "GIF", "PPM", "TGA", "ICO")
+# Register exactly these decoders (Pillow loads the rest only on demand, and
+# with an explicit ``formats`` list it never does).
+for _plugin in ("Bmp", "Gif", "Ico", "Jpeg", "Png", "Ppm", "Tga", "Tiff", "WebP"):
+    importlib.import_module(f"PIL.{_plugin}ImagePlugin")
+_UNSUPPORTED = "not an image file (or a format styler does not read)"
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, read without decoding a pixel."""
+
+    format: str  # Pillow format ("JPEG", "PNG", ...)
+    size: tuple[int, int]  # (width, height) as stored (before EXIF orientation)
+
+
+def probe(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageHeader:
+    """The format and size of ``path`` from its header, with every check
+    :func:`load_image` makes before decoding (regular file, a supported
+    format, size limits, not animated), or :class:`BadImageError` saying why."""
+    with _opened(Path(path), max_pixels) as img:
+        return ImageHeader(img.format or "PNG", img.size)
+
+
 def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode ``path`` completely, or raise :class:`BadImageError` saying why.
 
     Only regular files are read (a named pipe would block forever, a device
-    such as /dev/zero never ends), and the file is streamed to the decoder:
-    its header is checked against ``max_pixels`` before any pixel is read."""
-    path = Path(path)
+    such as /dev/zero never ends), only with the decoders in
+    :data:`SUPPORTED_FORMATS`, and the file is streamed to the decoder: its
+    header is checked against ``max_pixels`` before any pixel is read."""
+    with _opened(Path(path), max_pixels) as img:
+        img.load()
+        return decode_pil(img, source_format=img.format or "PNG")
+
+
+@contextlib.contextmanager
+def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """``path`` opened by Pillow (header read, nothing decoded), with every
+    error inside the block turned into one :class:`BadImageError`."""
     if path.is_dir():
         raise BadImageError("is a directory, not an image", path)
     try:
@@ -121,7 +161,13 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
             raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
         if not head:
             raise BadImageError("empty file", path)
-        return _decode(f, head, max_pixels, path)
+        with _decoder_errors(head, path):
+            img = Image.open(f, formats=SUPPORTED_FORMATS)
+            _check_size(img, max_pixels, path)
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1 and img.format not in ("TIFF", "MPO"):
+                raise BadImageError(f"animated image ({frames} frames) is not supported", path)
+            yield img
 
 
 def _not_regular(mode: int) -> str | None:
@@ -136,26 +182,25 @@ def _not_regular(mode: int) -> str | None:
     return "special file"
 
 
-def _decode(f: BinaryIO, head: bytes, max_pixels: int, path: Path) -> DecodedImage:
+@contextlib.contextmanager
+def _decoder_errors(head: bytes, path: Path) -> Iterator[None]:
+    """Pillow's errors inside the block as one :class:`BadImageError` each;
+    its warnings about damaged files it can still read stay quiet (the
+    file's one line of news is styler's), a decompression-bomb warning is an
+    error."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            # Pillow warns about damaged files it can still read (a corrupt
-            # EXIF tag, ...); the file's one line of news is styler's.
             warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
-            img = Image.open(f)
-            _check_size(img, max_pixels, path)
-            frames = getattr(img, "n_frames", 1)
-            if frames > 1 and img.format not in ("TIFF", "MPO"):
-                raise BadImageError(f"animated image ({frames} frames) is not supported", path)
-            img.load()
-            return decode_pil(img, source_format=img.format or "PNG")
-    except BadImageError:
+            yield
+    except BadImageError as exc:
+        if exc.path is None:  # raised by decode_pil, which knows no path
+            raise BadImageError(exc.reason, path) from None
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImageError("image too large to decode safely (decompression bomb)", path) from None
     except UnidentifiedImageError:
-        raise BadImageError("not an image file (or a format Pillow cannot read)", path) from None
+        raise BadImageError(_UNSUPPORTED, path) from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, TypeError) as exc:
         raise BadImageError(_decode_reason(exc, head), path) from None
 
@@ -216,6 +261,14 @@ def decode_pil(img: Image.Image, source_format: str | None = None) -> DecodedIma
         rgb = np.repeat(grey[:, :, None], 3, axis=2)
     elif mode == "F":
         arr = np.asarray(img, dtype=np.float32)
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            # Refused, not guessed at: NaN is often "no data", and any value
+            # put in its place would be styled as if it were a real pixel.
+            raise BadImageError(
+                f"a floating-point image with {bad} NaN or infinite "
+                f"value{'s' if bad > 1 else ''}: styler needs finite pixels"
+            )
         top = float(arr.max(initial=1.0))
         grey = np.clip(arr / (255.0 if top > 1.0 else 1.0), 0, 1)
         rgb = np.repeat(grey[:, :, None], 3, axis=2)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +43,11 @@ TASK_KINDS: dict[str, tuple[str, ...]] = {
 NOISE_INPUT = "noise"
 LABEL_INPUT = "label"
 Precision = Literal["fp32", "fp16", "int8"]
+#: Bounds of a sane value_range: pixel values a network works in are [-1, 1],
+#: [0, 1] or [0, 255] (65535 for 16-bit data); anything far outside, or a
+#: range too narrow to hold 256 levels apart in float32, is a broken file.
+VALUE_LIMIT = 65536.0
+MIN_VALUE_SPAN = 1e-3
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,9 @@ class ModelMetadata:
             raise BadModelError(f"unknown model task {task!r}")
         if network.kind not in TASK_KINDS[task]:
             raise BadModelError(f"network kind {network.kind!r} is not a generator for {task}")
+        channels = [network.out_channels] + ([network.in_channels] if task == "translate" else [])
+        if any(c not in (1, 3) for c in channels):
+            raise BadModelError("images in and out must have 1 (grey) or 3 (RGB) channels")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         # Unknown keys from a newer minor writer are kept, not rejected.
@@ -197,10 +206,14 @@ def _check_types(data: dict[str, Any]) -> None:
     lo_hi = data.get("value_range", (-1.0, 1.0))
     if (
         len(lo_hi) != 2
-        or not all(isinstance(v, (int, float)) for v in lo_hi)
-        or not lo_hi[0] < lo_hi[1]
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in lo_hi)
+        or not all(math.isfinite(v) and abs(v) <= VALUE_LIMIT for v in lo_hi)
+        or not lo_hi[1] - lo_hi[0] >= MIN_VALUE_SPAN
     ):
-        raise BadModelError(f"value_range must be [low, high], got {lo_hi!r}")
+        raise BadModelError(
+            f"value_range must be [low, high], finite, within +-{VALUE_LIMIT:g} and at "
+            f"least {MIN_VALUE_SPAN:g} apart; got {lo_hi!r}"
+        )
     domains = data.get("domains")
     if domains is not None and (len(domains) != 2 or not all(isinstance(d, str) for d in domains)):
         raise BadModelError("domains must be two names")

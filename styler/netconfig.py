@@ -259,6 +259,22 @@ def config_from_dict(data: dict[str, Any]) -> NetConfig:
     return config
 
 
+#: Upper bounds of a network config's sizes: far beyond any real network, low
+#: enough that a forged file cannot make styler allocate without end.
+LIMITS = {
+    "in_channels": 16,
+    "out_channels": 16,
+    "ngf": 4096,
+    "ndf": 4096,
+    "n_blocks": 256,
+    "n_layers": 16,
+    "latent_dim": 65536,
+    "size": 4096,
+    "num_classes": 100_000,
+}
+MAX_HIDDEN = 65536
+
+
 def _check_values(config: NetConfig) -> None:
     if getattr(config, "norm", "none") not in NORMS:
         raise BadModelError(f"unknown norm {config.norm!r}")
@@ -266,6 +282,12 @@ def _check_values(config: NetConfig) -> None:
         value = getattr(config, name, 1)
         if value < 1:
             raise BadModelError(f"config field {name!r} must be positive, got {value}")
+    for name, limit in LIMITS.items():
+        value = getattr(config, name, 0)
+        if value > limit:
+            raise BadModelError(f"config field {name!r} is {value}, more than {limit}")
+    if any(h > MAX_HIDDEN for h in getattr(config, "hidden", ())):
+        raise BadModelError(f"a hidden layer wider than {MAX_HIDDEN}")
     if isinstance(config, UnetGeneratorConfig) and not 5 <= config.num_downs <= 12:
         raise BadModelError(f"unet num_downs must be in 5..12, got {config.num_downs}")
     if isinstance(config, ResnetGeneratorConfig):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import BinaryIO
 
+from styler.errors import UsageError
+
 #: Extensions styler treats as images when walking a directory (files named
 #: on the command line or on stdin are tried whatever their extension).
 IMAGE_EXTENSIONS = frozenset(
@@ -128,27 +130,47 @@ def collect_jobs(
         yield Job(path, rel.with_suffix(""))
 
 
+#: Longest path accepted on stdin, in bytes (Linux's PATH_MAX). A longer
+#: "line" is not a path (``styler apply - < /dev/zero``, a binary file): the
+#: list is refused there instead of read into memory without end.
+PATH_MAX = 4096
+
+
 def read_path_list(stream: BinaryIO, nul: bool = False) -> Iterator[str]:
     """Paths from a binary stream (stdin), as they arrive: one per line, or
     NUL-separated with ``nul`` (``find -print0``). Names are decoded the way
-    the OS does (``os.fsdecode``), so non-UTF-8 names survive."""
+    the OS does (``os.fsdecode``), so non-UTF-8 names survive. A path longer
+    than :data:`PATH_MAX` bytes raises :class:`UsageError` (after every path
+    before it has been yielded)."""
     sep = b"\0" if nul else b"\n"
+    read = getattr(stream, "read1", stream.read)
     buffer = b""
     while True:
-        chunk = stream.readline() if not nul else stream.read1(65536)  # type: ignore[attr-defined]
+        chunk = read(65536)
         if not chunk:
             break
         buffer += chunk
         *done, buffer = buffer.split(sep)
         for raw in done:
-            if not nul:
-                raw = raw.rstrip(b"\r")
-            if raw:
-                yield os.fsdecode(raw)
+            yield from _path_entry(raw, nul)
+        if len(buffer) > PATH_MAX:
+            break
+    yield from _path_entry(buffer, nul)
+
+
+def _path_entry(raw: bytes, nul: bool) -> Iterator[str]:
     if not nul:
-        buffer = buffer.rstrip(b"\r")
-    if buffer:
-        yield os.fsdecode(buffer)
+        raw = raw.rstrip(b"\r")
+    if len(raw) > PATH_MAX:
+        what = "NUL-separated entry" if nul else "line"
+        raise UsageError(
+            f"a {what} longer than {PATH_MAX} bytes on stdin is not a path "
+            f"(it starts {raw[:20]!r}); give one path per "
+            f"{'NUL' if nul else 'line'}",
+            "stdin",
+        )
+    if raw:
+        yield os.fsdecode(raw)
 
 
 def output_path(output_dir: Path, job: Job, extension: str, suffix: str = "") -> Path:

@@ -235,7 +235,22 @@ class Model:
             feed[STATS_INPUT] = np.ascontiguousarray(stats, dtype=np.float32).reshape(1, -1)
             feed[STATS_WEIGHT_INPUT] = np.array(0.0, np.float32)
         (out,) = self.session.run([self.meta.output_name], feed)
+        n, _, h, w = batch.shape
+        self._check_shape("output", out, (n, self.meta.out_channels, h, w), batch.shape)
         return np.asarray(out, dtype=np.float32)
+
+    def _check_shape(
+        self, what: str, got: Any, expected: tuple[int, ...], given: tuple[int, ...]
+    ) -> None:
+        """A graph that returns another shape than its metadata promises is a
+        broken model (one error for the run, not one per image)."""
+        shape = tuple(np.shape(got))
+        if shape != expected:
+            raise BadModelError(
+                f"the graph returned an {what} of shape {_dims(shape)} for an input of "
+                f"{_dims(given)}; its metadata promises {_dims(expected)}",
+                self.path,
+            )
 
     def generate(self, noise: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         """Images (N, C, H, W) in the model's value range from ``noise``
@@ -248,6 +263,9 @@ class Model:
                 raise BadModelError("this model is class-conditional: give labels", self.path)
             feed[LABEL_INPUT] = np.ascontiguousarray(labels, dtype=np.int64)
         (out,) = self.session.run([self.meta.output_name], feed)
+        net = self.meta.network
+        side = getattr(net, "size", 0)
+        self._check_shape("image", out, (len(noise), net.out_channels, side, side), noise.shape)
         return np.asarray(out, dtype=np.float32)
 
     def norm_stats(self, image: np.ndarray) -> np.ndarray:
@@ -256,4 +274,9 @@ class Model:
             raise BadModelError("this model has no instance-norm statistics", self.path)
         feed = {self.meta.input_name: np.ascontiguousarray(image, dtype=self.input_dtype)}
         (stats,) = self.session.run([STATS_OUTPUT], feed)
+        self._check_shape("statistics", stats, (1, self.meta.norm_stats), image.shape)
         return np.asarray(stats, dtype=np.float32)
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return " x ".join(str(d) for d in shape)

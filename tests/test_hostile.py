@@ -234,7 +234,7 @@ def test_a_huge_file_is_never_read_whole(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "not an image file (or a format Pillow cannot read)",
+        "not an image file (or a format styler does not read)",
         "(20, 12)",
     ]
 
@@ -381,7 +381,7 @@ def test_resume_removes_what_a_killed_checkpoint_write_left(tmp_path: Path) -> N
     ckpts = tmp_path / "run" / "checkpoints"
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = ckpts / f".step_0000002.safetensors.{dead.pid}.a1b2c3d4.part"
+    stale = ckpts / f".styler-{dead.pid}-a1b2c3d4.part"
     stale.write_bytes(b"half a checkpoint")  # what SIGKILL mid-write leaves
     assert resume(tmp_path / "run", device="cpu", watch=watch, steps=2).step == 2
     assert not stale.exists()

@@ -56,7 +56,7 @@ def test_sigkill_then_rerun_leaves_only_complete_outputs(
     proc.wait(timeout=60)
     # What a writer killed in the middle of a write leaves behind:
     out.mkdir(exist_ok=True)
-    stale = out / f".p29.png.{_dead_pid()}.x1y2z3.part"
+    stale = out / f".styler-{_dead_pid()}-x1y2z3ab.part"
     stale.write_bytes(b"\x89PNG half an image")
     finished = {p.name for p in out.glob("*.png")}
     for name in finished:

@@ -5,7 +5,10 @@ an exit code (usage errors and bad models 2, failed inputs 1)."""
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import unicodedata
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -47,13 +50,29 @@ def _root(
     _setup_logging(level)
 
 
-#: Control characters (a newline in a file name) shown as escapes on stderr.
+#: Characters no message shows as they are: ASCII controls and DEL (a newline
+#: in a file name, an escape sequence in a model's metadata) ...
 _CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+#: ... and, beyond ASCII, C1 controls (0x9b starts an escape sequence on
+#: some terminals), line and paragraph separators, and format characters
+#: (bidirectional overrides that reorder what follows, zero-width ones).
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def _escape(match: re.Match[str]) -> str:
+    c = match.group(0)
+    if unicodedata.category(c) not in _HIDDEN_CATEGORIES:
+        return c
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
 
 
 def one_line(text: str) -> str:
-    """A message as exactly one line, whatever the file names in it hold."""
-    return text.translate(_CONTROL)
+    """``text`` as exactly one line of plain text, whatever the file names
+    and model metadata in it hold: controls and invisible format characters
+    are shown as escapes, so nothing read from a file can forge a line or
+    send the terminal an escape sequence."""
+    return _NOT_ASCII.sub(_escape, text.translate(_CONTROL))
 
 
 class _OneLineFormatter(logging.Formatter):
@@ -86,9 +105,29 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if 
 Description = Annotated[str | None, typer.Option(help="One-line description.")]
 
 
+def _log_library_warnings() -> None:
+    """Python warnings of the libraries styler uses (numpy, Pillow, torch,
+    onnx) go to the debug log (``-vv``), not to stderr: only styler's own
+    lines reach it. The command owns its process, so it may set this; the
+    library never does."""
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: object = None,
+        line: str | None = None,
+    ) -> None:
+        logger.debug("%s: %s (%s:%d)", category.__name__, message, filename, lineno)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; styler's errors become one line on stderr and
     their exit code (usage errors and bad models 2, failed inputs 1)."""
+    _log_library_warnings()
     try:
         app(args=argv, prog_name="styler")
     except StylerError as exc:

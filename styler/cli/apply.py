@@ -95,13 +95,19 @@ def apply(
     if not quiet:
         meta = stylizer.meta
         typer.echo(
-            f"styler: {meta.name} ({meta.architecture}) on {stylizer.model.device}", err=True
+            one_line(f"styler: {meta.name} ({meta.architecture}) on {stylizer.model.device}"),
+            err=True,
         )
+    stdin_error: list[StylerError] = []  # raised once the paths before it are done
 
     def expand() -> Iterator[str]:
         for item in inputs:
             if item == "-":
-                yield from read_path_list(sys.stdin.buffer, nul=nul)
+                try:
+                    yield from read_path_list(sys.stdin.buffer, nul=nul)
+                except StylerError as exc:
+                    stdin_error.append(exc)
+                    return
             else:
                 yield item
 
@@ -140,6 +146,8 @@ def apply(
             err=True,
         )
         raise typer.Exit(130)
+    if stdin_error:
+        raise stdin_error[0]
     if counts["failed"]:
         raise typer.Exit(EXIT_SOME_FAILED)
 

@@ -35,13 +35,17 @@ def generate(
     files are kept unless --overwrite). stdout gets one path per written image
     (and the grid's path last). A class-conditional model makes every class in
     turn, or only --class."""
-    from styler.generate import ImageGenerator, file_name, grid, save_png, to_pil
+    from styler.errors import UsageError
+    from styler.generate import MAX_GRID, ImageGenerator, file_name, grid, save_png, to_pil
 
+    if grid_path is not None and count > MAX_GRID:
+        raise UsageError(f"--grid holds at most {MAX_GRID} images; -n is {count}")
     gen = ImageGenerator(model, device=device)
-    items = []
+    items = []  # kept only for the grid: memory stays bounded without one
     skipped = 0
     for item in gen.iter_sample(count, seed, label):
-        items.append(item)
+        if grid_path is not None:
+            items.append(item)
         path = output / file_name(item, gen.classes)
         if path.exists() and not overwrite:
             skipped += 1

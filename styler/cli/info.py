@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from styler.cli.app import app
+from styler.cli.app import app, one_line
 
 
 @app.command("info")
@@ -73,8 +73,8 @@ def info(
         ("file", f"{model} ({data['file_size'] / 1e6:.1f} MB)"),
     ]
     width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        typer.echo(f"{key:<{width}}  {value}")
+    for key, value in rows:  # every value may come from the file: one plain line each
+        typer.echo(one_line(f"{key:<{width}}  {value}"))
 
 
 @app.command("models")
@@ -105,8 +105,9 @@ def models(
         typer.echo("styler: no models ship with this install yet", err=True)
         return
     for m in found:
-        typer.echo(f"{m.name}{' (default)' if m.is_default else ''}  {m.path}")
+        typer.echo(one_line(f"{m.name}{' (default)' if m.is_default else ''}  {m.path}"))
         if m.card:
             typer.echo("")
-            typer.echo(m.card.read_text().rstrip())
+            for line in m.card.read_text().rstrip().splitlines():
+                typer.echo(one_line(line))
             typer.echo("")

@@ -1,0 +1,522 @@
+"""Reliability, round two: no input or user file is ever lost, one bad input
+never stops a batch, a wrong result is never reported as success, and no
+file can start a program or write to the terminal. Every case runs through
+the real CLI on real files (docs/RELIABILITY.md lists them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+import hostile
+from test_hostile import styler
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from styler.metadata import ModelMetadata  # noqa: E402
+from styler.netconfig import MlpGeneratorConfig, generator_preset  # noqa: E402
+
+
+def _png(path: Path, width: int = 24, height: int = 16, seed: int = 0) -> bytes:
+    data = hostile.encode(Image.fromarray(hostile.photo(width, height, seed)), "PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def _gif(path: Path, seed: int = 0) -> bytes:
+    img = Image.fromarray(hostile.photo(24, 16, seed)).convert("P", palette=Image.ADAPTIVE)
+    data = hostile.encode(img, "GIF")
+    path.write_bytes(data)
+    return data
+
+
+def _jpeg(path: Path, seed: int = 0) -> bytes:
+    data = hostile.encode(Image.fromarray(hostile.photo(24, 16, seed)), "JPEG", quality=90)
+    path.write_bytes(data)
+    return data
+
+
+def _lines(result: subprocess.CompletedProcess[bytes]) -> list[str]:
+    return result.stderr.decode("utf-8", "backslashreplace").splitlines()
+
+
+def _records(result: subprocess.CompletedProcess[bytes]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in result.stdout.decode().splitlines()]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+# -- styler models built node by node ------------------------------------------------------------
+
+
+def _metadata(**changes: object) -> str:
+    meta = ModelMetadata(network=generator_preset("resnet_2blocks", ngf=8), name="forged")
+    data = {**json.loads(meta.to_json()), **changes}
+    return json.dumps(data)
+
+
+def _model(
+    path: Path,
+    nodes: Sequence[onnx.NodeProto],
+    *,
+    initializers: Sequence[onnx.TensorProto] = (),
+    metadata: str | None = None,
+    out_shape: list[str | int] | None = None,
+) -> Path:
+    """A translation model: input 'image', output 'styled', NCHW float."""
+    shape: list[str | int] = ["n", 3, "h", "w"]
+    graph = helper.make_graph(
+        list(nodes),
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("styled", TensorProto.FLOAT, out_shape or shape)],
+        initializer=list(initializers),
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 10
+    helper.set_model_props(model, {"styler": metadata or _metadata()})
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _scaled_model(path: Path, factor: float, **meta: object) -> Path:
+    """styled = image * factor (NaN or infinity make every output non-finite)."""
+    const = numpy_helper.from_array(np.array([factor], np.float32), "k")
+    node = helper.make_node("Mul", ["image", "k"], ["styled"])
+    return _model(path, [node], initializers=[const], metadata=_metadata(**meta))
+
+
+# -- 1. an input is never overwritten, whatever the format and suffix decide ----------------------
+
+
+def test_an_output_never_replaces_another_input(tiny_resnet_onnx: Path, tmp_path: Path) -> None:
+    model = str(tiny_resnet_onnx)
+    p = tmp_path / "p"
+    p.mkdir()
+    logo_png, logo_gif = _png(p / "logo.png", seed=1), _gif(p / "logo.gif", seed=2)
+    result = styler("apply", str(p), "-m", model, "-o", str(p), "--overwrite", "--json", "-q")
+    assert result.returncode == 1, _lines(result)
+    by_input = {Path(str(r["input"])).name: r for r in _records(result)}
+    assert by_input["logo.gif"]["status"] == "failed"
+    assert "would overwrite the input" in str(by_input["logo.gif"]["error"])
+    assert by_input["logo.png"]["status"] == "failed"
+    assert (p / "logo.png").read_bytes() == logo_png  # the input is whole
+    assert (p / "logo.gif").read_bytes() == logo_gif
+    assert sorted(os.listdir(p)) == ["logo.gif", "logo.png"]
+
+    # --format png: a.jpg's output is the input a.png.
+    q = tmp_path / "q"
+    q.mkdir()
+    a_jpg, a_png = _jpeg(q / "a.jpg", seed=3), _png(q / "a.png", seed=4)
+    args = ["apply", str(q), "-m", model, "-o", str(q), "--format", "png", "--overwrite", "-q"]
+    result = styler(*args)
+    assert result.returncode == 1
+    assert (q / "a.jpg").read_bytes() == a_jpg and (q / "a.png").read_bytes() == a_png
+
+    # --suffix: a.png's output a_s.png is another input (which is styled itself).
+    r = tmp_path / "r"
+    r.mkdir()
+    _png(r / "a.png", seed=5)
+    a_s = _png(r / "a_s.png", seed=6)
+    args = ["apply", str(r), "-m", model, "-o", str(r), "--suffix", "_s", "--overwrite", "--json"]
+    result = styler(*args, "-q")
+    statuses = {Path(str(x["input"])).name: x["status"] for x in _records(result)}
+    assert statuses == {"a.png": "failed", "a_s.png": "ok"}, _lines(result)
+    assert (r / "a_s.png").read_bytes() == a_s and (r / "a_s_s.png").is_file()
+
+    # Paths from stdin with --overwrite: the later input logo.png is protected too.
+    s = tmp_path / "s"
+    s.mkdir()
+    png = _png(s / "logo.png", seed=7)
+    _gif(s / "logo.gif", seed=8)
+    stdin = f"{s / 'logo.gif'}\n{s / 'logo.png'}\n".encode()
+    result = styler("apply", "-", "-m", model, "-o", str(s), "--overwrite", "-q", stdin=stdin)
+    assert result.returncode == 1
+    assert (s / "logo.png").read_bytes() == png
+
+
+# -- 2. two inputs never write one output --------------------------------------------------------
+
+
+def test_two_inputs_never_write_one_output(tiny_resnet_onnx: Path, tmp_path: Path) -> None:
+    p = tmp_path / "p"
+    p.mkdir()
+    _png(p / "a.jpg", seed=1)  # PNG bytes: written as a.png
+    _png(p / "a.png", seed=2)
+    _jpeg(p / "b.JPG", seed=3)  # upper-case extensions are written in lower case
+    _jpeg(p / "b.jpg", seed=4)
+    _jpeg(p / "c.jpeg", seed=5)
+    _jpeg(p / "c.jpg", seed=6)
+    out = tmp_path / "out"
+    args = ["apply", str(p), str(p / "c.jpg"), "-m", str(tiny_resnet_onnx), "-o", str(out)]
+    result = styler(*args, "--json", "-q")
+    assert result.returncode == 1
+    records = _records(result)
+    outputs = [r["output"] for r in records if r["status"] == "ok"]
+    assert len(outputs) == len(set(outputs)) == 3  # a.png, b.jpg, c.jpg: once each
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(failed) == 4  # a.png, b.jpg, c.jpg, and c.jpg named twice
+    assert all("another input already writes" in str(r["error"]) for r in failed)
+    assert sorted(os.listdir(out)) == ["a.png", "b.jpg", "c.jpg"]
+    lines = _lines(result)
+    assert len(lines) == 4 and all(line.startswith("styler: ") for line in lines)
+
+
+# -- 3. only styler's own temporary files are ever removed --------------------------------------
+
+
+def test_only_styler_temporaries_are_removed(tiny_resnet_onnx: Path, tmp_path: Path) -> None:
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _png(photos / "a.png")
+    out.mkdir()
+    dead = _dead_pid()
+    mine = [".notes.2024.01.part", f".a.png.{dead}.abcdefgh.part", f".styler-{dead}-x.part"]
+    for name in mine:
+        (out / name).write_text("the user's")
+    stale = out / f".styler-{dead}-abcd1234.part"
+    stale.write_bytes(b"half an image")
+    result = styler("apply", str(photos), "-m", str(tiny_resnet_onnx), "-o", str(out), "-q")
+    assert result.returncode == 0, _lines(result)
+    assert not stale.exists()
+    for name in mine:
+        assert (out / name).read_text() == "the user's", name
+    assert sorted(os.listdir(out)) == sorted([*mine, "a.png"])
+
+
+# -- 4, 5, 6. one bad name or path never stops the batch; a bad suffix is a usage error ----------
+
+
+def test_a_name_too_long_for_its_output_fails_that_file_only(
+    tiny_resnet_onnx: Path, tmp_path: Path
+) -> None:
+    photos, out = tmp_path / "in", tmp_path / "out"
+    long_png = "n" * 246 + ".png"  # 250 bytes: valid; with "_styled" it is not
+    longest = "m" * 251 + ".png"  # 255 bytes: valid; as .webp it is not
+    for name in ("a.png", long_png, longest):
+        _png(photos / name)
+    model = str(tiny_resnet_onnx)
+    for extra, ok, failed in (
+        (["--suffix", "_styled"], {"a_styled.png"}, {long_png, longest}),
+        (["--format", "webp"], {"a.webp", "n" * 246 + ".webp"}, {longest}),
+    ):
+        result = styler("apply", str(photos), "-m", model, "-o", str(out), "--json", *extra)
+        assert result.returncode == 1, _lines(result)
+        records = {Path(str(r["input"])).name: r for r in _records(result)}
+        assert {n for n, r in records.items() if r["status"] == "failed"} == failed
+        for name in failed:
+            assert "File name too long" in str(records[name]["error"])
+        assert set(os.listdir(out)) == ok
+        assert not [line for line in _lines(result) if "Traceback" in line]
+        for path in out.iterdir():
+            path.unlink()
+
+
+@pytest.mark.parametrize("suffix", ["/../../x", "/sub", "a/b", "x\0y"])
+def test_a_suffix_with_a_path_separator_is_a_usage_error(
+    tiny_resnet_onnx: Path, tmp_path: Path, suffix: str
+) -> None:
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _png(photos / "a.png")
+    if "\0" in suffix:  # an argument cannot hold NUL: the library refuses it
+        from styler.apply import ApplyOptions
+        from styler.errors import UsageError
+
+        with pytest.raises(UsageError, match="path separator"):
+            ApplyOptions(suffix=suffix)
+        return
+    args = ["apply", str(photos), "-m", str(tiny_resnet_onnx), "-o", str(out)]
+    result = styler(*args, "--suffix", suffix)
+    assert result.returncode == 2
+    lines = _lines(result)
+    assert len(lines) == 1 and "--suffix" in lines[0] and "path separator" in lines[0]
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["in"]
+
+
+def test_an_endless_line_on_stdin_is_refused_after_the_paths_before_it(
+    tiny_resnet_onnx: Path, tmp_path: Path
+) -> None:
+    _png(tmp_path / "a.png")
+    model = str(tiny_resnet_onnx)
+
+    def limit() -> None:  # reading the "line" whole would need far more
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    with open("/dev/zero", "rb") as zero:
+        proc = subprocess.run(
+            [sys.executable, "-m", "styler", "apply", "-", "-m", model, "-o", "out", "-q"],
+            stdin=zero,
+            capture_output=True,
+            cwd=tmp_path,
+            preexec_fn=limit,
+            timeout=120,
+        )
+    lines = proc.stderr.decode().splitlines()
+    assert proc.returncode == 2, lines
+    assert len(lines) == 1 and "longer than 4096 bytes" in lines[0], lines
+
+    for nul in (False, True):
+        sep = b"\0" if nul else b"\n"
+        stdin = b"a.png" + sep + b"x" * 10_000 + sep + b"a.png" + sep
+        args = ["apply", "-", "-m", model, "-o", f"out{nul}", "--json", "-q"]
+        result = styler(*args, *(["-0"] if nul else []), stdin=stdin, cwd=tmp_path)
+        assert result.returncode == 2
+        assert [r["status"] for r in _records(result)] == ["ok"]  # the path before it
+        assert len(_lines(result)) == 1
+
+
+# -- 7, 8. non-finite values and wrong shapes are never reported as success ----------------------
+
+
+def test_a_float_image_with_nan_is_refused_in_one_line(
+    tiny_resnet_onnx: Path, tmp_path: Path
+) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    values = np.linspace(0, 1, 24 * 16, dtype=np.float32).reshape(16, 24)
+    Image.fromarray(values, "F").save(photos / "fine.tif")
+    for name, bad in (("nan.tif", math.nan), ("inf.tif", math.inf)):
+        broken = values.copy()
+        broken[3, 4] = bad
+        Image.fromarray(broken, "F").save(photos / name)
+    out = tmp_path / "out"
+    result = styler("apply", str(photos), "-m", str(tiny_resnet_onnx), "-o", str(out), "--json")
+    assert result.returncode == 1
+    status = {Path(str(r["input"])).name: (r["status"], r["error"]) for r in _records(result)}
+    assert status["fine.tif"] == ("ok", None)
+    for name in ("nan.tif", "inf.tif"):
+        assert status[name][0] == "failed"
+        assert "1 NaN or infinite value" in str(status[name][1])
+    lines = _lines(result)  # the header, two failures, the summary: no numpy warning
+    assert len(lines) == 4 and all(line.startswith("styler: ") for line in lines), lines
+    assert os.listdir(out) == ["fine.tif"]
+
+
+def test_a_model_that_outputs_nan_fails_each_image(tmp_path: Path) -> None:
+    photos = tmp_path / "in"
+    for i in range(3):
+        _png(photos / f"p{i}.png", seed=i)
+    for factor in (math.nan, math.inf):
+        model = _scaled_model(tmp_path / "bad.onnx", factor)
+        out = tmp_path / "out"
+        result = styler("apply", str(photos), "-m", str(model), "-o", str(out), "-q")
+        assert result.returncode == 1
+        lines = _lines(result)
+        assert len(lines) == 3 and all("NaN or infinite" in line for line in lines), lines
+        assert not out.exists() or os.listdir(out) == []
+
+
+@pytest.mark.parametrize(
+    "value_range", ["[0, Infinity]", "[NaN, 1]", "[0, 1e300]", "[1, 1]", "[0, 1e-9]"]
+)
+def test_absurd_value_ranges_are_model_errors(tmp_path: Path, value_range: str) -> None:
+    photos = tmp_path / "in"
+    _png(photos / "a.png")
+    meta = _metadata().replace('"value_range": [-1.0, 1.0]', f'"value_range": {value_range}')
+    assert value_range in meta
+    model = _model(tmp_path / "m.onnx", [helper.make_node("Identity", ["image"], ["styled"])])
+    model = _model(model, [helper.make_node("Identity", ["image"], ["styled"])], metadata=meta)
+    for args in (["apply", str(photos), "-m", str(model), "-o", str(tmp_path / "o")], ["info"]):
+        result = styler(*args, *([str(model)] if args == ["info"] else []))
+        assert result.returncode == 2
+        lines = _lines(result)
+        assert len(lines) == 1 and "value_range" in lines[0], lines
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_model_whose_output_has_the_wrong_size_is_a_model_error(tmp_path: Path) -> None:
+    photos = tmp_path / "in"
+    for i in range(3):
+        _png(photos / f"p{i}.png", 64, 48, seed=i)
+    half = helper.make_node(
+        "AveragePool", ["image"], ["styled"], kernel_shape=[2, 2], strides=[2, 2]
+    )
+    model = _model(tmp_path / "half.onnx", [half])
+    out = tmp_path / "out"
+    result = styler("apply", str(photos), "-m", str(model), "-o", str(out), "-q")
+    assert result.returncode == 2
+    lines = _lines(result)
+    assert len(lines) == 1, lines  # once for the run, not once per image
+    assert lines[0].startswith(f"styler: error: {model}: the graph returned an output of shape")
+    assert "3 x 3 x 24 x 32 for an input of 3 x 3 x 48 x 64" in lines[0]
+    assert not out.exists() or os.listdir(out) == []
+
+
+# -- 9. a checkpoint with NaN weights is refused by the parity check ------------------------------
+
+
+def test_import_refuses_a_checkpoint_with_nan_weights(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from conftest import REFERENCE
+
+    state = torch.load(REFERENCE / "resnet_6blocks_ngf16_instance.pth", weights_only=True)
+    key = next(k for k in state if k.endswith("weight"))
+    state[key].view(-1)[0] = math.nan
+    broken = tmp_path / "latest_net_G_A.pth"
+    torch.save(state, broken)
+    out = tmp_path / "m.onnx"
+    result = styler("import", str(broken), "-o", str(out))
+    assert result.returncode == 2
+    lines = _lines(result)
+    assert len(lines) == 1 and "NaN or infinite" in lines[0] and key in lines[0], lines
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == [broken.name]
+
+
+# -- 10. decoding never starts a program ----------------------------------------------------------
+
+EPS = (
+    b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n%%EndComments\n"
+    b"newpath 0 0 moveto 16 16 lineto stroke\nshowpage\n%%EOF\n"
+)
+
+
+def test_no_decoder_starts_an_external_program(tiny_resnet_onnx: Path, tmp_path: Path) -> None:
+    """An EPS file named .jpg: Pillow's EPS decoder would run Ghostscript
+    (``gs`` from PATH). A fake gs records being called."""
+    bin_dir, marker = tmp_path / "bin", tmp_path / "GS_WAS_RUN"
+    bin_dir.mkdir()
+    fake = bin_dir / "gs"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    check = (
+        "from PIL import Image\ntry:\n    Image.open('x.jpg').load()\nexcept Exception:\n    pass"
+    )
+    photos = tmp_path / "in"
+    photos.mkdir()
+    (photos / "x.jpg").write_bytes(EPS)
+    _png(photos / "good.png")
+    # The file is a real threat: plain Pillow runs the fake gs on it.
+    subprocess.run([sys.executable, "-c", check], cwd=photos, env=env, timeout=60, check=True)
+    assert marker.exists()
+    marker.unlink()
+
+    cmd = [sys.executable, "-m", "styler", "apply", str(photos), "-m", str(tiny_resnet_onnx)]
+    result = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "out"), "-q"], env=env, capture_output=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        f"styler: {photos / 'x.jpg'}: not an image file (or a format styler does not read)"
+    ]
+    assert not marker.exists()
+    assert os.listdir(tmp_path / "out") == ["good.png"]
+
+
+# -- 11. nothing from a file reaches the terminal as it is ---------------------------------------
+
+
+def test_metadata_cannot_forge_lines_or_send_escapes(tmp_path: Path) -> None:
+    name = "evil\nstyler: all 1000 images styled\x1b[2J"
+    description = "\x1b]0;pwned\x07 \u202eredaolnwod\x9b31m"
+    identity = [helper.make_node("Identity", ["image"], ["styled"])]
+    plain = _model(tmp_path / "plain.onnx", identity)
+    meta = _metadata(name=name, description=description, license="MIT\r\nfake: row")
+    model = _model(tmp_path / "m.onnx", identity, metadata=meta)
+    photos = tmp_path / "in"
+    _png(photos / "a.png")
+    applied = styler("apply", str(photos), "-m", str(model), "-o", str(tmp_path / "out"))
+    info = styler("info", str(model))
+    for result, stream in ((applied, applied.stderr), (info, info.stdout)):
+        assert result.returncode == 0, _lines(result)
+        text = stream.decode()
+        for raw in ("\x1b", "\x07", "\x9b", "\u202e", "\r"):
+            assert raw not in text, (raw, text)
+        assert not [line for line in text.splitlines() if line.startswith("styler: all")]
+    header = _lines(applied)[0]
+    assert header == (
+        "styler: evil\\x0astyler: all 1000 images styled\\x1b[2J (resnet_2blocks) on cpu"
+    )
+    rows = len(styler("info", str(plain)).stdout.splitlines())
+    assert len(info.stdout.decode().splitlines()) == rows  # no forged row
+    exact = json.loads(styler("info", str(model), "--json").stdout)
+    assert (exact["name"], exact["description"]) == (name, description)
+
+
+# -- 12. generate trusts no size from a file and holds one chunk at a time ------------------------
+
+
+def _noise_model(path: Path, latent: int, forged_latent: int | None = None) -> Path:
+    """A generation model: noise (N x latent) -> a 4 x 4 grey image; its
+    metadata may claim another latent size."""
+    config = MlpGeneratorConfig(latent_dim=latent, out_channels=1, size=4)
+    meta = ModelMetadata(
+        network=config, name="noise", task="generate", input_name="noise", output_name="image"
+    )
+    weight = numpy_helper.from_array(np.full((latent, 16), 0.1, np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, 1, 4, 4], np.int64), "shape")
+    nodes = [
+        helper.make_node("MatMul", ["noise", "w"], ["flat"]),
+        helper.make_node("Tanh", ["flat"], ["t"]),
+        helper.make_node("Reshape", ["t", "shape"], ["image"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("noise", TensorProto.FLOAT, ["n", "k"])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, 4, 4])],
+        initializer=[weight, shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 10
+    data = json.loads(meta.to_json())
+    data["network"]["latent_dim"] = forged_latent or latent
+    helper.set_model_props(model, {"styler": json.dumps(data)})
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_generate_refuses_absurd_sizes_and_streams_many_images(tmp_path: Path) -> None:
+    huge = _noise_model(tmp_path / "huge.onnx", 8, forged_latent=10**12)
+    result = styler("generate", str(huge), "-n", "4", "-o", str(tmp_path / "never"))
+    assert result.returncode == 2
+    lines = _lines(result)
+    assert len(lines) == 1 and "latent_dim" in lines[0], lines
+    assert not (tmp_path / "never").exists()
+
+    # 10^8 images: written as they are made, in bounded memory (the old code
+    # drew all the noise first: 3.2 GB here, over the limit).
+    model = _noise_model(tmp_path / "g.onnx", 8)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    out = tmp_path / "many"
+    cmd = [sys.executable, "-m", "styler", "generate", str(model), "-n", "100000000"]
+    proc = subprocess.Popen(
+        [*cmd, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=limit
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.is_dir() and len(os.listdir(out)) > 600:  # past two chunks
+            break
+        time.sleep(0.2)
+    running = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert running, err.decode()[-2000:]
+    assert len(os.listdir(out)) > 600
+
+    grid = styler(*cmd[3:], "-o", str(tmp_path / "g"), "--grid", str(tmp_path / "g.png"))
+    assert grid.returncode == 2 and "--grid holds at most" in _lines(grid)[0]
+    assert not (tmp_path / "g").exists()
