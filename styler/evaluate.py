@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from styler import imageio, metrics
-from styler.errors import BadImageError, UsageError
+from styler.errors import BadImageError, BadModelError, InferenceError, UsageError
 from styler.log import logger
 from styler.paths import collect_jobs
 
@@ -302,7 +302,10 @@ def _style_photos(
             if rgb is None:
                 continue
             start = time.perf_counter()
-            out = stylizer.apply_array(rgb)
+            try:
+                out = stylizer.apply_array(rgb)
+            except InferenceError as exc:  # no score means anything then
+                raise BadModelError(f"{exc.reason} (on {path})", stylizer.model.path) from None
             acc.seconds_model += time.perf_counter() - start
             logger.info("%s: styled (%d x %d)", path, rgb.shape[1], rgb.shape[0])
             if pairs is not None and path in pairs:

@@ -140,6 +140,9 @@ def _dynamo_export(
     dynamic: tuple[dict[int, object] | None, ...],
 ) -> Any:
     """torch.onnx.export (dynamo) with its chatter captured; the ONNX ModelProto."""
+    from styler.runtime import quiet_onnxruntime
+
+    quiet_onnxruntime()  # before the exporter's optimiser opens any session
     sink = io.StringIO()
     with (
         warnings.catch_warnings(),

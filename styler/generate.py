@@ -91,6 +91,10 @@ class ImageGenerator:
             stop = start + len(noise)
             labels = self.labels_for(start, stop, label)
             out = self.model.generate(noise, labels)
+            if not np.isfinite(out).all():
+                raise BadModelError(
+                    "the model's output holds NaN or infinite values", self.model.path
+                )
             images = np.clip((out - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5
             images = images.astype(np.uint8).transpose(0, 2, 3, 1)
             for i, image in enumerate(images):

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from styler import metrics, tiling
-from styler.errors import ExportError, UsageError
+from styler.errors import BadModelError, ExportError, UsageError
 from styler.fsutil import atomic_write_bytes
 from styler.graph_passes import fast_graph, transposed_to_subpixel
 from styler.log import logger
@@ -129,6 +129,13 @@ def quantize_int8(
     if meta.task != "translate" or meta.precision != "fp32":
         raise UsageError("int8 quantisation takes an fp32 translation model", model_path)
     batches = _model_inputs(images, meta)
+    reference = [source.run(x) for x in batches]  # fp32 outputs, to compare int8 with
+    for y in reference:
+        if not np.isfinite(y).all():
+            raise BadModelError(
+                "the fp32 model's output holds NaN or infinite values: nothing to calibrate",
+                model_path,
+            )
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -168,8 +175,8 @@ def quantize_int8(
     check = Model.open(data, device="cpu")
     lo, hi = meta.value_range
     scores = []
-    for x in batches:
-        a = (source.run(x)[0].transpose(1, 2, 0) - lo) / (hi - lo)
+    for x, y in zip(batches, reference, strict=True):
+        a = (y[0].transpose(1, 2, 0) - lo) / (hi - lo)
         b = (check.run(x)[0].transpose(1, 2, 0) - lo) / (hi - lo)
         scores.append(metrics.psnr(np.clip(a, 0, 1), np.clip(b, 0, 1)))
     psnr = float(np.mean([min(s, 100.0) for s in scores]))

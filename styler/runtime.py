@@ -55,17 +55,20 @@ def choose_providers(device: str, available: Sequence[str]) -> tuple[str, list[s
     return "cpu", [CPU_PROVIDER]
 
 
-def _ort() -> Any:
+def quiet_onnxruntime() -> Any:
+    """The onnxruntime module with its process-wide log at fatal only: styler
+    reports every error itself, in one line per file (onnxruntime's own log,
+    written by C++ straight to the stderr descriptor, would add unprefixed
+    lines, such as "Removing initializer" warnings from sessions that other
+    libraries open, for example the ONNX exporter's optimiser)."""
     import onnxruntime
 
-    # Fatal only: styler reports every error itself, in one line per file
-    # (onnxruntime's own error log would add a second, unprefixed one).
     onnxruntime.set_default_logger_severity(4)
     return onnxruntime
 
 
 def session_options(threads: int | None = None) -> Any:
-    ort = _ort()
+    ort = quiet_onnxruntime()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
@@ -188,7 +191,7 @@ class Model:
     def open(
         cls, model: str | Path | bytes, device: str = "auto", threads: int | None = None
     ) -> Model:
-        ort = _ort()
+        ort = quiet_onnxruntime()
         source = "<in-memory model>" if isinstance(model, bytes) else str(model)
         if not isinstance(model, bytes):
             path = Path(model)

