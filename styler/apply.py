@@ -310,6 +310,9 @@ class _Pipeline:
         self.claimed: dict[str, Path] = {}
         #: Inputs of this run by file identity (device, inode) -> path.
         self.inputs: dict[tuple[int, int], Path] = {}
+        #: With a suffix or a chosen format, where each input's output goes by
+        #: its name (real path -> input): a file there is an earlier result.
+        self.named_outputs: dict[str, Path] = {}
         self.cleaned: set[Path] = set()
 
     def close(self) -> None:
@@ -350,12 +353,24 @@ class _Pipeline:
             yield encoding.popleft()[1].result()
 
     def _register(self, job: Job) -> None:
-        """Remember ``job``'s input by identity, so no output replaces it."""
+        """Remember ``job``'s input by identity, so no output replaces it,
+        and (with a suffix or a chosen format) the name of its output, so
+        that an earlier result lying among the inputs is not styled again."""
         try:
             st = os.stat(job.input)
         except (OSError, ValueError):
             return
         self.inputs.setdefault((st.st_dev, st.st_ino), job.input)
+        opts = self.options
+        if opts.suffix or opts.format != "keep":
+            guess = imageio.output_format(
+                imageio.format_from_extension(job.input.suffix), opts.format
+            )
+            try:
+                out = output_path(opts.output_dir, job, imageio.extension_for(guess), opts.suffix)
+                self.named_outputs.setdefault(os.path.realpath(out), job.input)
+            except (OSError, ValueError):
+                pass
 
     def _plan(self, job: Job) -> _Item:
         item = _Item(job)
@@ -363,6 +378,9 @@ class _Pipeline:
         if job.error:
             return _settle(item, "failed", job.error)
         self._register(job)  # a streamed input is known from here on
+        writer = self.named_outputs.get(_real(job.input)) if self.named_outputs else None
+        if writer is not None and writer != job.input:
+            return _settle(item, "skipped", f"named like the output of {writer}: an earlier result")
         try:
             header = imageio.probe(job.input, opts.max_pixels)
         except BadImageError as exc:
@@ -372,14 +390,11 @@ class _Pipeline:
         item.output = out
         try:
             self._clean(out.parent)
-            problem = self._claim(job.input, out)
-            exists = problem is None and os.path.lexists(out)
+            refusal = self._claim(job.input, out)
         except OSError as exc:  # a name too long, a folder that cannot be read, ...
             return _settle(item, "failed", f"cannot write: {exc.strerror or exc}")
-        if problem:
-            return _settle(item, "failed", problem)
-        if exists and not opts.overwrite:
-            return _settle(item, "skipped", "output exists")
+        if refusal is not None:
+            return _settle(item, *refusal)
         if opts.dry_run:
             return _settle(item, "planned")
         item.decoded = self.decoders.submit(imageio.load_image, job.input, opts.max_pixels)
@@ -393,29 +408,32 @@ class _Pipeline:
         for stale in remove_stale_parts(folder):
             logger.info("removed %s, left by an interrupted run", stale)
 
-    def _claim(self, source: Path, out: Path) -> str | None:
-        """Refuse an output that is an input of this run, another input's
-        output, or that a later input would be read from; else claim it."""
+    def _claim(self, source: Path, out: Path) -> tuple[Status, str] | None:
+        """Claim ``out`` for ``source``, or say why it is not written: another
+        input writes it, ``source`` is itself this run's output, it exists
+        (without ``overwrite``), or it is an input of this run."""
         key = os.path.realpath(out)
         other = self.claimed.get(key)
         if other is not None:
-            return f"another input already writes {out} ({other})"
-        writer = self.claimed.get(os.path.realpath(source))
+            return "failed", f"another input already writes {out} ({other})"
+        writer = self.claimed.get(_real(source))
         if writer is not None:
-            return f"this file is the output of {writer} in this run"
+            return "skipped", f"written by this run, as the output of {writer}"
+        self.claimed[key] = source
         try:
             st = os.stat(out)
-        except FileNotFoundError:
-            st = None
-        victim = None if st is None else self.inputs.get((st.st_dev, st.st_ino))
+        except FileNotFoundError:  # a dangling symbolic link is still the user's file
+            return ("skipped", "output exists") if os.path.lexists(out) else None
+        victim = self.inputs.get((st.st_dev, st.st_ino))
+        if victim is not None and os.path.samefile(victim, source):
+            return "failed", "the output would overwrite the input; choose another --output"
+        if not self.options.overwrite:
+            return "skipped", "output exists"
         if victim is not None:
-            if os.path.samefile(victim, source):
-                return "the output would overwrite the input; choose another --output"
-            return (
+            return "failed", (
                 f"the output {out} would overwrite the input {victim}; "
                 "choose another --output or a --suffix"
             )
-        self.claimed[key] = source
         return None
 
     def _take_batch(self, window: deque[_Item]) -> list[tuple[_Item, imageio.DecodedImage]] | None:
@@ -479,6 +497,14 @@ class _Pipeline:
         except Exception as exc:
             return Result(str(item.job.input), str(out), "failed", _reason(exc), _ms(item))
         return Result(str(item.job.input), str(out), "ok", None, _ms(item), notes)
+
+
+def _real(path: Path) -> str:
+    """``path`` with every symbolic link resolved ('' for a name the OS refuses)."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return ""
 
 
 def _settle(item: _Item, status: Status, error: str | None = None) -> _Item:

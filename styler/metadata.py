@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from styler import strictjson
 from styler.errors import BadModelError
 from styler.netconfig import (
     GeneratorConfig,
@@ -125,9 +126,9 @@ class ModelMetadata:
     @classmethod
     def from_json(cls, text: str) -> ModelMetadata:
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadModelError(f"styler metadata is not valid JSON ({exc.msg})") from None
+            data = strictjson.loads(text)
+        except ValueError as exc:
+            raise BadModelError(f"styler metadata is not usable JSON: {exc}") from None
         return cls.from_dict(data)
 
     @classmethod
@@ -149,7 +150,7 @@ class ModelMetadata:
             raise BadModelError("styler metadata has no network config")
         network = config_from_dict(data.pop("network"))
         task = data.get("task", "translate")
-        if task not in TASK_KINDS:
+        if not isinstance(task, str) or task not in TASK_KINDS:
             raise BadModelError(f"unknown model task {task!r}")
         if network.kind not in TASK_KINDS[task]:
             raise BadModelError(f"network kind {network.kind!r} is not a generator for {task}")
@@ -159,7 +160,10 @@ class ModelMetadata:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         # Unknown keys from a newer minor writer are kept, not rejected.
-        extra = dict(data.pop("extra", None) or {})
+        extra = data.pop("extra", None) or {}
+        if not isinstance(extra, dict):
+            raise BadModelError("styler metadata field 'extra' must be an object")
+        extra = dict(extra)
         extra.update({k: data.pop(k) for k in unknown})
         _check_types(data)
         for key in ("value_range", "domains", "classes"):
@@ -197,8 +201,14 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 def _check_types(data: dict[str, Any]) -> None:
     for key, types in _TYPES.items():
-        if key in data and not isinstance(data[key], types):
+        value = data.get(key)
+        if key in data and (
+            not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        ):
             raise BadModelError(f"styler metadata field {key!r} has the wrong type")
+    for key in ("train_size", "norm_stats"):
+        if not 0 <= (data.get(key) or 0) <= 1 << 20:
+            raise BadModelError(f"styler metadata field {key!r} is out of range")
     if "name" not in data:
         raise BadModelError("styler metadata has no name")
     if data.get("precision", "fp32") not in ("fp32", "fp16", "int8"):

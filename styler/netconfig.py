@@ -232,7 +232,7 @@ def config_from_dict(data: dict[str, Any]) -> NetConfig:
     if not isinstance(data, dict):
         raise BadModelError(f"network config must be an object, got {type(data).__name__}")
     kind = data.get("kind")
-    cls = CONFIG_TYPES.get(kind)  # type: ignore[arg-type]
+    cls = CONFIG_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise BadModelError(f"unknown network kind {kind!r} (known: {', '.join(CONFIG_TYPES)})")
     known = {f.name: f for f in dataclasses.fields(cls)}

@@ -134,7 +134,8 @@ def test_an_output_never_replaces_another_input(tiny_resnet_onnx: Path, tmp_path
     assert result.returncode == 1
     assert (q / "a.jpg").read_bytes() == a_jpg and (q / "a.png").read_bytes() == a_png
 
-    # --suffix: a.png's output a_s.png is another input (which is styled itself).
+    # --suffix: a.png's output a_s.png is another input, and named like an
+    # earlier result: kept, not styled again, not overwritten.
     r = tmp_path / "r"
     r.mkdir()
     _png(r / "a.png", seed=5)
@@ -142,8 +143,8 @@ def test_an_output_never_replaces_another_input(tiny_resnet_onnx: Path, tmp_path
     args = ["apply", str(r), "-m", model, "-o", str(r), "--suffix", "_s", "--overwrite", "--json"]
     result = styler(*args, "-q")
     statuses = {Path(str(x["input"])).name: x["status"] for x in _records(result)}
-    assert statuses == {"a.png": "failed", "a_s.png": "ok"}, _lines(result)
-    assert (r / "a_s.png").read_bytes() == a_s and (r / "a_s_s.png").is_file()
+    assert statuses == {"a.png": "failed", "a_s.png": "skipped"}, _lines(result)
+    assert (r / "a_s.png").read_bytes() == a_s and sorted(os.listdir(r)) == ["a.png", "a_s.png"]
 
     # Paths from stdin with --overwrite: the later input logo.png is protected too.
     s = tmp_path / "s"
@@ -358,7 +359,8 @@ def test_a_model_whose_output_has_the_wrong_size_is_a_model_error(tmp_path: Path
     lines = _lines(result)
     assert len(lines) == 1, lines  # once for the run, not once per image
     assert lines[0].startswith(f"styler: error: {model}: the graph returned an output of shape")
-    assert "3 x 3 x 24 x 32 for an input of 3 x 3 x 48 x 64" in lines[0]
+    n = lines[0].split("for an input of ")[1][0]  # the batch: as many as were decoded
+    assert f"{n} x 3 x 24 x 32 for an input of {n} x 3 x 48 x 64;" in lines[0]
     assert not out.exists() or os.listdir(out) == []
 
 
@@ -559,3 +561,23 @@ def _has_metrics() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_styling_in_place_never_styles_its_own_results(
+    tiny_resnet_onnx: Path, tmp_path: Path
+) -> None:
+    """-o the input folder with a suffix (or a format): run three times, the
+    results are never read back as inputs (no p_s_s.png)."""
+    p = tmp_path / "p"
+    p.mkdir()
+    for i in range(2):
+        _png(p / f"p{i}.png", seed=i)
+    for extra, made in ((["--suffix", "_s"], "{}_s.png"), (["--format", "webp"], "{}.webp")):
+        for _ in range(3):
+            args = ["apply", str(p), "-m", str(tiny_resnet_onnx), "-o", str(p), "-q", *extra]
+            result = styler(*args)
+            assert result.returncode == 0, _lines(result)
+        expected = {f"p{i}.png" for i in range(2)} | {made.format(f"p{i}") for i in range(2)}
+        assert set(os.listdir(p)) == expected
+        for name in expected - {f"p{i}.png" for i in range(2)}:
+            (p / name).unlink()

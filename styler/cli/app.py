@@ -57,7 +57,9 @@ _NOT_ASCII = re.compile(r"[^\x00-\x7f]")
 #: ... and, beyond ASCII, C1 controls (0x9b starts an escape sequence on
 #: some terminals), line and paragraph separators, and format characters
 #: (bidirectional overrides that reorder what follows, zero-width ones).
-_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+#: Lone surrogates (a file name that is not UTF-8, as Python decodes it) are
+#: shown as ``\udcXX``, as Python's stderr would, and can be printed anywhere.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -176,7 +176,10 @@ def _json_line(record: dict[str, Any]) -> str:
 
 def _out(line: str) -> None:
     """One line on stdout, written as bytes: file names exactly as the file
-    system has them (as ``find`` prints them), never an encoding error."""
+    system has them (as ``find`` prints them), never an encoding error. On a
+    terminal (not a pipe), control characters are escaped, as ``ls`` does."""
+    if sys.stdout.isatty():
+        line = one_line(line)
     data = os.fsencode(line) + b"\n"
     buffer = getattr(sys.stdout, "buffer", None)
     if buffer is None:  # a text-only stream (some test runners)
@@ -218,6 +221,7 @@ def _progress(enabled: bool, total: int | None = None) -> Iterator[Callable[[obj
         yield lambda _result: None
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -242,7 +246,7 @@ def _progress(enabled: bool, total: int | None = None) -> Iterator[Callable[[obj
         task = progress.add_task("styling", total=total, last="")
 
         def advance(result: object) -> None:
-            name = Path(getattr(result, "input", "")).name
-            progress.update(task, advance=1, last=name)
+            name = Path(getattr(result, "input", "")).name  # shown, never read as markup
+            progress.update(task, advance=1, last=escape(one_line(name)))
 
         yield advance
