@@ -96,7 +96,7 @@ def export(
     from styler.export import export_checkpoint
 
     if checkpoint.is_dir():
-        from styler.training.loop import export_run
+        from styler.training.export import export_run
 
         if output is not None or name is not None:
             raise StylerError("--output and --name do not apply to a run folder")
