@@ -104,15 +104,9 @@ def export(
             _report_export(result)
         return
 
-    result = export_checkpoint(
-        checkpoint,
-        output or checkpoint.with_suffix(".fp16.onnx" if fp16 else ".onnx"),
-        fp16=fp16,
-        overwrite=overwrite,
-        name=name,
-        description=description,
-        license=license,
-    )
+    target = output or checkpoint.with_suffix(".fp16.onnx" if fp16 else ".onnx")
+    meta = {"name": name, "description": description, "license": license}
+    result = export_checkpoint(checkpoint, target, fp16=fp16, overwrite=overwrite, **meta)
     _report_export(result)
 
 

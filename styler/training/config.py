@@ -36,9 +36,9 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 #: Bump when an older styler could misread a newer run folder.
 CONFIG_VERSION = 1
 
-#: Fields that config.json files of every mode held before each mode had its
-#: own config (styler 0.x wrote lambda_l1 for CycleGAN, pool_size for GANs);
-#: a mode that does not have them drops them when it reads an old file.
+#: Fields that config.json files of every mode held before each mode had a
+#: config of its own (a CycleGAN run wrote lambda_l1, a GAN pool_size); a
+#: mode passes over those it does not have when it reads such a file.
 FORMER_SHARED_FIELDS = frozenset(
     {"lambda_cycle", "lambda_identity", "lambda_l1", "lambda_color", "disc_input", "pool_size"}
     | {"classes"}

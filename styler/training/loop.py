@@ -82,14 +82,20 @@ class WatchOptions:
 
 @dataclass
 class TrainResult:
+    """How a run ended: steps done of ``total``, whether a stop request cut
+    it short, its training time, its newest checkpoint and exported models."""
+
     run_dir: Path
     step: int
     total: int
-    finished: bool
     interrupted: bool
     seconds: float
-    checkpoint: Path | None = None
     models: list[Path] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.total
 
 
 class StopRequest:
@@ -245,16 +251,14 @@ def _loop(
             if progress.step < config.steps:
                 upkeep.between_steps(display)
         models = upkeep.finish(display)
-    finished = progress.step >= config.steps
     return TrainResult(
         run_dir=run.root,
         step=progress.step,
         total=config.steps,
-        finished=finished,
-        interrupted=stop.requested and not finished,
+        interrupted=stop.requested and progress.step < config.steps,
         seconds=progress.seconds,
-        checkpoint=progress.checkpoint,
         models=models,
+        checkpoint=progress.checkpoint,
     )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from styler.errors import UsageError
@@ -98,14 +97,6 @@ class MetricsLog:
         self.file.close()
         if self.writer is not None:
             self.writer.close()
-
-    def __enter__(self) -> MetricsLog:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _tensorboard(root: Path) -> Any:

@@ -12,22 +12,34 @@ its :class:`~styler.training.config.ModeConfig`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from styler.errors import UsageError
 from styler.log import logger
-from styler.training.config import TrainConfig, given
+from styler.training.config import ModeConfig, TrainConfig, given
 from styler.training.data import ClassScan, Scan, domain_name, scan, scan_classes
 from styler.training.modes import MODES, get_mode
 from styler.training.modes.gan import GanConfig
-from styler.training.modes.translation import TranslationConfig
+from styler.training.modes.translation import TranslationConfig, default_load_size
 
 #: The fields of TrainConfig a flag may set (the others come from the folders).
 SHARED_FLAGS = frozenset(
     {"batch_size", "lr", "beta1", "beta2", "gan_loss", "lambda_gp", "flip", "seed"}
     | {"precision", "init", "init_gain", "extra"}
 )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a mode makes of the folders and its flags: its config, the
+    config's data fields, the scan, and the images an epoch walks."""
+
+    mode: ModeConfig
+    fields: dict[str, Any]
+    found: Scan | ClassScan
+    images: int
 
 
 def make_config(
@@ -54,37 +66,38 @@ def make_config(
     if data_b is None and not aligned:
         if mode not in ("auto", "gan"):
             raise UsageError(f"--mode {mode} needs two folders (or --aligned for pix2pix)")
-        chosen, fields, images = _generation(Path(data_a).resolve(), flags)
+        plan = _generation(Path(data_a).resolve(), flags)
     else:
         seed = shared.get("seed", TrainConfig.seed)
-        chosen, fields, images = _translation(data_a, data_b, mode, seed, flags)
+        plan = _translation(data_a, data_b, mode, seed, flags)
     if flags:
-        raise UsageError(_not_for(chosen.name, flags))
-    shared = {**chosen.overrides, **shared}
-    decay = chosen.decay if decay is None else decay
+        raise UsageError(_not_for(plan.mode, flags))
+    shared = {**plan.mode.overrides, **shared}
+    decay = plan.mode.decay if decay is None else decay
     if not 0 <= decay <= 1:
         raise UsageError("--decay is the share of the run with a decaying learning rate, 0..1")
     if steps is None:
         batch = int(shared.get("batch_size", TrainConfig.batch_size))
-        epoch_steps = max(1, math.ceil(images / batch))
-        steps = max(1, round((epochs if epochs is not None else chosen.epochs) * epoch_steps))
-    found = fields.pop("found")
-    config = TrainConfig(steps=steps, decay_steps=round(steps * decay), **fields, **shared)
-    return config, found
+        epoch_steps = max(1, math.ceil(plan.images / batch))
+        steps = max(1, round((epochs if epochs is not None else plan.mode.epochs) * epoch_steps))
+    decay_steps = round(steps * decay)
+    config = TrainConfig(
+        mode=plan.mode, steps=steps, decay_steps=decay_steps, **plan.fields, **shared
+    )
+    return config, plan.found
 
 
 def _translation(
     data_a: str | Path, data_b: str | Path | None, mode: str, seed: int, flags: dict[str, Any]
-) -> tuple[TranslationConfig, dict[str, Any], int]:
-    """Two folders (or one of side-by-side pairs): the mode, the config's
-    fields, and the images an epoch walks."""
-    translation = [name for name, m in MODES.items() if issubclass(m.config, TranslationConfig)]
-    if mode not in ("auto", *translation):
-        raise UsageError(f"unknown mode {mode!r}: expected auto, {', '.join(translation)}")
+) -> Plan:
+    """Two folders, or one of side-by-side pairs: CycleGAN, or pix2pix when
+    the files pair up by name, unless ``mode`` says."""
+    modes = [name for name, m in MODES.items() if issubclass(m.config, TranslationConfig)]
+    if mode not in ("auto", *modes):
+        raise UsageError(f"unknown mode {mode!r}: expected auto, {', '.join(modes)}")
     root_a = Path(data_a).resolve()
     root_b = None if data_b is None else Path(data_b).resolve()
-    forced = None if mode == "auto" else get_mode(mode).config
-    assert forced is None or issubclass(forced, TranslationConfig)
+    forced = None if mode == "auto" else translation_mode(mode)
     if root_b is None and forced is not None and not forced.paired:
         raise UsageError(f"--aligned data is paired: it trains pix2pix, not {mode}")
     found = scan(root_a, root_b, paired=None if forced is None else forced.paired, seed=seed)
@@ -95,41 +108,35 @@ def _translation(
             root_a,
             root_b,
         )
-    chosen = forced or get_mode("pix2pix" if found.paired else "cyclegan").config
-    assert issubclass(chosen, TranslationConfig)
+    chosen = forced or translation_mode("pix2pix" if found.paired else "cyclegan")
     size = int(flags.pop("size", TrainConfig.size))
-    load_size = int(flags.pop("load_size", max(size, round(size * 286 / 256))))
     fields = {
-        "mode": chosen.configure(size, flags),
         "data_a": str(root_a),
         "data_b": None if root_b is None else str(root_b),
         "aligned": root_b is None,
         "domains": _domains(root_a, root_b),
         "size": size,
-        "load_size": load_size,
+        "load_size": int(flags.pop("load_size", default_load_size(size))),
         "holdout_a": tuple(found.holdout_a),
         "holdout_b": tuple(found.holdout_b),
-        "found": found,
     }
     a = len(found.sources_a) - len(found.holdout_a)
     b = len(found.sources_b) - len(found.holdout_b)
-    return chosen, fields, max(a, b, 1)
+    return Plan(chosen.configure(size, flags), fields, found, max(a, b, 1))
 
 
-def _generation(root: Path, flags: dict[str, Any]) -> tuple[type[GanConfig], dict[str, Any], int]:
-    """One folder: a GAN's config fields and the images an epoch walks."""
+def _generation(root: Path, flags: dict[str, Any]) -> Plan:
+    """One folder: a GAN from noise."""
     found = scan_classes(root)
     mode = GanConfig.configure(found, **{k: flags.pop(k) for k in GanConfig.flags if k in flags})
     size = mode.generator.size
     fields = {
-        "mode": mode,
         "data_a": str(root),
         "domains": (domain_name(root), "generated"),
         "size": size,
         "load_size": size,
-        "found": found,
     }
-    return GanConfig, fields, len(found.files)
+    return Plan(mode, fields, found, len(found.files))
 
 
 def _domains(root_a: Path, root_b: Path | None) -> tuple[str, str]:
@@ -140,14 +147,21 @@ def _domains(root_a: Path, root_b: Path | None) -> tuple[str, str]:
     return (f"{a}_A", f"{b}_B") if a == b else (a, b)
 
 
-def _not_for(mode: str, flags: dict[str, Any]) -> str:
+def _not_for(mode: ModeConfig, flags: dict[str, Any]) -> str:
     """The message for flags that ``mode`` does not take."""
     parts = []
     for flag in sorted(flags):
         takers = [m.config.title for m in MODES.values() if flag in m.config.flag_names()]
         where = f"for {' and '.join(takers)}, " if takers else ""
-        parts.append(f"--{flag.replace('_', '-')} is {where}not {get_mode(mode).config.title}")
+        parts.append(f"--{flag.replace('_', '-')} is {where}not {mode.title}")
     return "; ".join(parts)
+
+
+def translation_mode(name: str) -> type[TranslationConfig]:
+    config = get_mode(name).config
+    if not issubclass(config, TranslationConfig):
+        raise UsageError(f"--mode {name} trains on one folder, not two")
+    return config
 
 
 def default_run_dir(config: TrainConfig, root: Path = Path("runs")) -> Path:

@@ -35,6 +35,13 @@ NETWORK_FLAGS = (
 )
 #: Sample grids show squares of up to this many pixels.
 SAMPLE_SIDE = 256
+#: Unless --load-size says, images are scaled to this multiple of the crop
+#: size (the reference: 286 for 256-pixel crops), so that crops move.
+LOAD_SCALE = 286 / 256
+
+
+def default_load_size(size: int) -> int:
+    return max(size, round(size * LOAD_SCALE))
 
 
 @dataclass(frozen=True, kw_only=True)
