@@ -72,6 +72,15 @@ def test_config_json_written_before_modes_had_their_own_configs_still_reads(name
         TrainConfig.from_dict({**old, "mode": "styleganxl"})
 
 
+def test_a_config_whose_networks_do_not_fit_its_mode_is_refused() -> None:
+    gan = json.loads((OLD / "gan.json").read_text())
+    cyclegan = json.loads((OLD / "cyclegan.json").read_text())
+    with pytest.raises(BadCheckpointError, match="generator from noise"):
+        TrainConfig.from_dict({**gan, "generator": cyclegan["generator"]})
+    with pytest.raises(BadCheckpointError, match="image-to-image generator"):
+        TrainConfig.from_dict({**cyclegan, "discriminator": gan["discriminator"]})
+
+
 def test_each_mode_has_its_own_fields_and_defaults() -> None:
     shared = {f.name for f in dataclasses.fields(TrainConfig)}
     for mode in MODES.values():

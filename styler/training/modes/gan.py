@@ -114,6 +114,8 @@ class GanConfig(ModeConfig):
 
     def check(self, config: TrainConfig) -> None:
         g, d = self.generator, self.discriminator
+        if not isinstance(g, NoiseGeneratorConfig) or not isinstance(d, NoiseDiscriminatorConfig):
+            raise UsageError("gan mode needs a generator from noise (mlp or dcgan)")
         if not (config.size == g.size == d.size):
             raise UsageError(f"generator, discriminator and --size disagree ({config.size})")
         if g.num_classes != len(self.classes) or d.num_classes != len(self.classes):

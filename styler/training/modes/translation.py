@@ -117,6 +117,9 @@ class TranslationConfig(ModeConfig):
         return self.generator.size_multiple
 
     def check(self, config: TrainConfig) -> None:
+        g, d = self.generator, self.discriminator
+        if not isinstance(g, GeneratorConfig) or not isinstance(d, ImageDiscriminatorConfig):
+            raise UsageError(f"{self.name} needs an image-to-image generator and a PatchGAN")
         multiple = self.size_multiple
         if config.size < 16 or config.size % multiple:
             raise UsageError(
