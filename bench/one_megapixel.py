@@ -24,7 +24,7 @@ from pathlib import Path
 from PIL import Image
 
 from styler.apply import Stylizer
-from styler.models import resolve_model
+from styler.shipped import resolve_model
 
 PHOTO = Path(__file__).parent.parent / "examples" / "photos" / "picos_de_europa.jpg"
 BIG, SMALL = (1224, 816), (512, 341)

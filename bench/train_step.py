@@ -8,7 +8,7 @@ Both sides train the same networks from the same initial weights
   writes it (six separate generator calls, discriminators run on real and fake
   separately, plain Adam, fp32, eager, PyTorch's own padding and
   convolution layers);
-- styler: ``styler.training.cyclegan.CycleGan.train_step`` in fp32 and with
+- styler: ``styler.training.modes.cyclegan.CycleGan.train_step`` in fp32 and with
   the precision ``styler train`` picks by default here (bf16 autocast on CPUs
   with AVX-512 BF16 or AMX), in a process whose malloc keeps freed memory, as
   ``styler train`` sets it (``styler.training.allocator``). To give the
@@ -95,14 +95,14 @@ if variant == "baseline":
 else:
     from pathlib import Path
     from styler.training.config import TrainConfig
-    from styler.training.cyclegan import CycleGan
+    from styler.training.modes.cyclegan import CycleGan, CycleGanConfig
     from styler.training.distributed import DistInfo
     from styler.training.allocator import keep_freed_memory
     keep_freed_memory()  # as `styler train` does
     precision = variant.split("-")[1]
-    config = TrainConfig(mode="cyclegan", data_a="A", data_b="B",
-                         generator=generator_preset("resnet_9blocks", ngf=64),
-                         discriminator=discriminator_preset("basic", ndf=64, norm="instance"),
+    mode = CycleGanConfig(generator=generator_preset("resnet_9blocks", ngf=64),
+                          discriminator=discriminator_preset("basic", ndf=64, norm="instance"))
+    config = TrainConfig(mode=mode, data_a="A", data_b="B",
                          size=size, load_size=size, steps=1000, decay_steps=500,
                          precision=precision)
     task = CycleGan(config, "cpu", DistInfo())

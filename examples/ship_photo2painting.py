@@ -18,7 +18,8 @@ from pathlib import Path
 from styler.export import export_onnx
 from styler.metadata import ModelMetadata
 from styler.training import state
-from styler.training.loop import BEST, build_task
+from styler.training.modes import build_trainer
+from styler.training.run import BEST
 
 NAME = "photo2painting"
 DESCRIPTION = (
@@ -37,10 +38,10 @@ def main() -> None:
     ckpt = state.load(best) if best.exists() else state.latest(args.run / "checkpoints")
     if ckpt is None:
         raise SystemExit(f"{args.run} has no checkpoint")
-    task = build_task(ckpt.config, "cpu")
-    state.restore(task, ckpt)
-    task.train(False)
-    spec = task.exports()[0]
+    trainer = build_trainer(ckpt.config, "cpu")
+    state.restore(trainer, ckpt)
+    trainer.train(False)
+    spec = trainer.exports()[0]
     meta = ModelMetadata(
         network=spec.config,
         name=NAME,

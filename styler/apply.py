@@ -140,7 +140,7 @@ class Stylizer:
         if isinstance(model, Model):
             self.model = model
         else:
-            from styler.models import resolve_model
+            from styler.shipped import resolve_model
 
             self.model = Model.open(resolve_model(model), device=device, threads=threads)
         if self.model.meta.task != "translate":

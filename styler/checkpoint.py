@@ -1,9 +1,16 @@
-"""styler's own generator checkpoints: safetensors weights that say what they are.
+"""Generator weight files, and the one reader of safetensors files.
 
-A generator checkpoint is one ``.safetensors`` file. Its header metadata holds
-the :class:`~styler.metadata.ModelMetadata` JSON (architecture config, name,
-direction, training size, ...), so the file alone is enough to rebuild the
-network and export it. Nothing in it is pickled; nothing in it can run.
+A generator weight file is one ``.safetensors`` file whose header metadata
+holds the :class:`~styler.metadata.ModelMetadata` JSON (architecture config,
+name, direction, training size, ...), so the file alone is enough to rebuild
+the network and export it (``styler export FILE``). It is the format for
+weights made outside ``styler train``: the Python API and ``bench/`` write it
+with :func:`save_generator`. ``styler train`` writes training checkpoints
+instead (every network, the optimisers, the run's config:
+:mod:`styler.training.state`), which ``styler export RUN_DIR`` reads.
+
+Both are read by :func:`read_safetensors`: nothing in them is pickled,
+nothing in them can run.
 """
 
 from __future__ import annotations
@@ -30,19 +37,28 @@ def save_generator(
     return path
 
 
-def load_generator(path: str | Path) -> tuple[ModelMetadata, dict[str, torch.Tensor]]:
-    """Read a checkpoint written by :func:`save_generator`."""
+def read_safetensors(
+    path: str | Path, what: str = "a safetensors checkpoint"
+) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """The header metadata and the tensors of a safetensors file (``what``
+    names it in the error when it cannot be read)."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise BadCheckpointError("no such file" if not path.exists() else "not a file", path)
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
-        raise BadCheckpointError(f"not a safetensors checkpoint ({exc})", path) from None
+        raise BadCheckpointError(f"not {what} ({exc})", path) from None
+    return header, tensors
+
+
+def load_generator(path: str | Path) -> tuple[ModelMetadata, dict[str, torch.Tensor]]:
+    """Read a file written by :func:`save_generator`."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadCheckpointError("no such file" if not path.exists() else "not a file", path)
+    header, tensors = read_safetensors(path)
     if METADATA_KEY not in header:
         raise BadCheckpointError(
             "safetensors file without styler metadata (for a pytorch-CycleGAN-and-pix2pix "

@@ -28,7 +28,7 @@ import numpy as np
 from styler import imageio, metrics
 from styler.errors import BadImageError, BadModelError, InferenceError, UsageError
 from styler.log import logger
-from styler.paths import collect_jobs
+from styler.paths import list_images, pair_by_stem
 
 if TYPE_CHECKING:
     from styler.features import FeatureExtractor
@@ -94,30 +94,11 @@ def _features_module() -> Any:
 # -- listing ----------------------------------------------------------------------
 
 
-def list_images(folder: str | Path, what: str) -> list[Path]:
-    """Image files below ``folder``, recursively, in a stable order."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise UsageError(f"{what}: not a folder of images", root)
-    files = []
-    for job in collect_jobs([root]):
-        if job.error:
-            logger.warning("%s: %s", job.input, job.error)
-        else:
-            files.append(job.input)
-    if not files:
-        raise UsageError(f"{what}: no image files found", root)
-    return files
-
-
 def match_targets(photos: Sequence[Path], root: Path, targets: Path) -> dict[Path, Path]:
     """For each photo, the target with the same stem and the same relative
     folder below ``targets`` (the first in sorted order if several formats share
     it). Photos without a target are left out, with a warning."""
-    by_key: dict[str, Path] = {}
-    for path in list_images(targets, "targets"):
-        by_key.setdefault(_key(path, targets), path)
-    pairs = {p: by_key[_key(p, root)] for p in photos if _key(p, root) in by_key}
+    pairs = dict(pair_by_stem(photos, root, list_images(targets, "targets"), targets))
     missing = len(photos) - len(pairs)
     if not pairs:
         raise UsageError(f"no photo in {root} has a target with the same name", targets)
@@ -129,10 +110,6 @@ def match_targets(photos: Sequence[Path], root: Path, targets: Path) -> dict[Pat
             targets,
         )
     return pairs
-
-
-def _key(path: Path, root: Path) -> str:
-    return path.relative_to(root).with_suffix("").as_posix()
 
 
 # -- loading ----------------------------------------------------------------------
@@ -150,18 +127,6 @@ def _load(path: Path, skipped: list[str], max_side: int | None = None) -> np.nda
     if max_side is not None:
         image = imageio.limit_size(image, max_side)
     return image.rgb
-
-
-def load_downscaled(files: Sequence[Path], max_side: int, what: str) -> list[np.ndarray]:
-    """The RGB arrays of the readable ``files``, downscaled to ``max_side``;
-    the others are skipped with a warning (``what`` says what they were for)."""
-    images = []
-    for path in files:
-        try:
-            images.append(imageio.limit_size(imageio.load_image(path), max_side).rgb)
-        except BadImageError as exc:
-            logger.warning("%s: skipping %s", what, exc)
-    return images
 
 
 def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:

@@ -16,7 +16,7 @@ import logging
 import os
 import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from styler.errors import BadImageError, OutputError
 from styler.fsutil import atomic_path
+from styler.log import logger
 
 # Pillow logs what it finds wrong in a damaged file (e.g. a TIFF tag) to the
 # "PIL" logger; unless the application set up logging, Python would print it
@@ -357,6 +358,18 @@ def limit_size(image: DecodedImage, max_side: int) -> DecodedImage:
     if image.alpha is not None:
         alpha = np.asarray(Image.fromarray(image.alpha).resize(size, Image.BOX))
     return replace(image, rgb=np.stack(channels, axis=2).astype(np.float32), alpha=alpha)
+
+
+def load_downscaled(files: Sequence[Path], max_side: int, what: str) -> list[np.ndarray]:
+    """The RGB arrays of the readable ``files``, downscaled to ``max_side``;
+    the others are skipped with a warning (``what`` says what they were for)."""
+    images = []
+    for path in files:
+        try:
+            images.append(limit_size(load_image(path), max_side).rgb)
+        except BadImageError as exc:
+            logger.warning("%s: skipping %s", what, exc)
+    return images
 
 
 def to_pil(rgb: np.ndarray, like: DecodedImage) -> Image.Image:

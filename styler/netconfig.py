@@ -174,12 +174,10 @@ class DcganDiscriminatorConfig:
 
 GeneratorConfig = ResnetGeneratorConfig | UnetGeneratorConfig
 NoiseGeneratorConfig = MlpGeneratorConfig | DcganGeneratorConfig
-DiscriminatorConfig = (
-    PatchDiscriminatorConfig
-    | PixelDiscriminatorConfig
-    | MlpDiscriminatorConfig
-    | DcganDiscriminatorConfig
-)
+#: Discriminators of images (style transfer) and of images from noise (GANs).
+ImageDiscriminatorConfig = PatchDiscriminatorConfig | PixelDiscriminatorConfig
+NoiseDiscriminatorConfig = MlpDiscriminatorConfig | DcganDiscriminatorConfig
+DiscriminatorConfig = ImageDiscriminatorConfig | NoiseDiscriminatorConfig
 NetConfig = GeneratorConfig | NoiseGeneratorConfig | DiscriminatorConfig
 
 #: kind -> config class: the only place a class is found from a string.
@@ -212,7 +210,7 @@ def generator_preset(name: str, **overrides: Any) -> GeneratorConfig:
     )
 
 
-def discriminator_preset(name: str, **overrides: Any) -> DiscriminatorConfig:
+def discriminator_preset(name: str, **overrides: Any) -> ImageDiscriminatorConfig:
     """Config of a named discriminator: basic (70x70 PatchGAN), n_layers_N, pixel."""
     if name == "basic":
         return PatchDiscriminatorConfig(n_layers=3, **overrides)
@@ -315,9 +313,11 @@ __all__ = [
     "DcganGeneratorConfig",
     "DiscriminatorConfig",
     "GeneratorConfig",
+    "ImageDiscriminatorConfig",
     "MlpDiscriminatorConfig",
     "MlpGeneratorConfig",
     "NetConfig",
+    "NoiseDiscriminatorConfig",
     "NoiseGeneratorConfig",
     "PatchDiscriminatorConfig",
     "PixelDiscriminatorConfig",

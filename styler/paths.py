@@ -1,9 +1,13 @@
-"""Which files to style and where their outputs go.
+"""Which files to style and where their outputs go; folders of images.
 
 Inputs are files, directories (walked recursively by default) or paths read
 from stdin. Every output lands inside the output folder, whatever the input
 names: a directory argument's tree is mirrored below it; a file given by a
 relative path keeps that path; anything else keeps its name only.
+
+The same walk lists the folders that ``styler train`` and ``styler eval``
+read (:func:`list_images`), and pairs their files by stem
+(:func:`pair_by_stem`): ``a/x.png`` goes with ``b/x.jpg``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path, PurePath
 from typing import BinaryIO
 
 from styler.errors import UsageError
+from styler.log import logger
 
 #: Extensions styler treats as images when walking a directory (files named
 #: on the command line or on stdin are tried whatever their extension).
@@ -182,3 +187,41 @@ def output_path(output_dir: Path, job: Job, extension: str, suffix: str = "") ->
     if os.path.commonpath([root, os.path.abspath(out)]) != root:  # pragma: no cover - defensive
         raise ValueError(f"output {out} would leave {output_dir}")
     return out
+
+
+# -- folders of images ------------------------------------------------------------
+
+
+def list_images(folder: str | Path, what: str = "") -> list[Path]:
+    """Image files below ``folder`` (recursive, stable order); those that
+    cannot be listed are logged and left out. ``what`` says what the folder
+    is for in errors ("photos", "reference")."""
+    root = Path(folder)
+    prefix = f"{what}: " if what else ""
+    if not root.is_dir():
+        raise UsageError(f"{prefix}not a folder of images", root)
+    files = []
+    for job in collect_jobs([root]):
+        if job.error:
+            logger.warning("%s: %s", job.input, job.error)
+        else:
+            files.append(job.input)
+    if not files:
+        raise UsageError(f"{prefix}no image files found", root)
+    return files
+
+
+def stem_key(path: Path, root: Path) -> str:
+    """What pairs two files: the path below its folder, without extension."""
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+def pair_by_stem(
+    files_a: Iterable[Path], root_a: Path, files_b: Iterable[Path], root_b: Path
+) -> list[tuple[Path, Path]]:
+    """Files of A with the file of B of the same stem, in A's order (where
+    several files of B share a stem, in other formats, the first listed)."""
+    by_stem: dict[str, Path] = {}
+    for path in files_b:
+        by_stem.setdefault(stem_key(path, root_b), path)
+    return [(f, by_stem[k]) for f in files_a if (k := stem_key(f, root_a)) in by_stem]

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from styler import metrics, tiling
+from styler import imageio, metrics, tiling
 from styler.errors import BadModelError, ExportError, UsageError
 from styler.fsutil import atomic_write_bytes
 from styler.graph_passes import fast_graph, transposed_to_subpixel
@@ -95,9 +95,7 @@ def _model_inputs(images: Sequence[np.ndarray], meta: ModelMetadata) -> list[np.
 
 
 def load_calibration(files: Sequence[Path], side: int = CALIBRATION_SIDE) -> list[np.ndarray]:
-    from styler.evaluate import load_downscaled
-
-    images = load_downscaled(files, side, "calibration")
+    images = imageio.load_downscaled(files, side, "calibration")
     if len(images) < 2:
         raise UsageError("int8 calibration needs at least 2 readable images")
     return images

@@ -321,7 +321,7 @@ def test_cuda_request_without_cuda_is_an_error(
 
 def test_missing_default_model_is_a_clear_error(tmp_path: Path) -> None:
     from styler.errors import BadModelError
-    from styler.models import resolve_model
+    from styler.shipped import resolve_model
 
     with pytest.raises(BadModelError, match="no default model"):
         resolve_model(None, folder=tmp_path)  # an install without weights

@@ -183,7 +183,7 @@ def test_info_rejects_a_truncated_model(cli: Cli, tmp_path: Path, tiny_resnet_on
 
 
 def test_models_lists_what_ships(cli: Cli) -> None:
-    from styler.models import shipped_models
+    from styler.shipped import shipped_models
 
     listed = json.loads(cli("models", "--json").stdout)
     assert [m["name"] for m in listed] == [m.name for m in shipped_models()]

@@ -67,10 +67,10 @@ def test_one_folder_trains_a_gan_and_class_folders_an_acgan(tmp_path: Path) -> N
     digit_like(plain, None)
     digit_like(classes, 3)
     config, _ = make_config(plain, steps=2)
-    assert config.mode == "gan" and config.classes == () and config.size == 8
-    assert config.generator.out_channels == 1 and config.batch_size == 64 and not config.flip
+    assert config.mode.name == "gan" and config.mode.classes == () and config.size == 8
+    assert config.mode.generator.out_channels == 1 and config.batch_size == 64 and not config.flip
     config, _ = make_config(classes, steps=2, arch="dcgan")
-    assert config.classes == ("0", "1", "2") and config.generator.num_classes == 3
+    assert config.mode.classes == ("0", "1", "2") and config.mode.generator.num_classes == 3
     with pytest.raises(UsageError, match="power of two"):
         make_config(classes, steps=2, arch="dcgan", size=12)
     with pytest.raises(UsageError, match="two folders"):

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from styler.apply import Stylizer
-from styler.models import DEFAULT_MODEL, resolve_model, shipped_models
 from styler.runtime import Model
+from styler.shipped import DEFAULT_MODEL, resolve_model, shipped_models
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 EXAMPLES = Path(__file__).parent.parent / "examples"

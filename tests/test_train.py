@@ -19,11 +19,14 @@ from PIL import Image
 
 torch = pytest.importorskip("torch")
 
+from styler import paths  # noqa: E402
 from styler.errors import BadCheckpointError, DeviceError, UsageError  # noqa: E402
+from styler.training import batches, state  # noqa: E402
 from styler.training import data as D  # noqa: E402
-from styler.training import state  # noqa: E402
+from styler.training.config import TrainConfig  # noqa: E402
 from styler.training.device import Hardware, choose_device, choose_precision  # noqa: E402
-from styler.training.loop import WatchOptions, build_task, resume, train  # noqa: E402
+from styler.training.loop import WatchOptions, resume, train  # noqa: E402
+from styler.training.modes import build_trainer  # noqa: E402
 from styler.training.schedule import lr_factor  # noqa: E402
 from styler.training.setup import make_config  # noqa: E402
 
@@ -72,14 +75,14 @@ def test_paired_folders_train_pix2pix_and_unpaired_cyclegan(
     unpaired: tuple[Path, Path], paired: tuple[Path, Path]
 ) -> None:
     config, _ = make_config(*paired, steps=2, **TINY)
-    assert config.mode == "pix2pix"
-    assert config.gan_loss == "vanilla" and config.discriminator.in_channels == 6
+    assert config.mode.name == "pix2pix"
+    assert config.gan_loss == "vanilla" and config.mode.discriminator.in_channels == 6
     config, _ = make_config(*unpaired, steps=2, **TINY)
-    assert config.mode == "cyclegan" and config.gan_loss == "lsgan"
+    assert config.mode.name == "cyclegan" and config.gan_loss == "lsgan"
     assert config.domains == ("photos", "paintings")
     # The override wins over what the names say.
     config, _ = make_config(*paired, mode="cyclegan", steps=2, **TINY)
-    assert config.mode == "cyclegan"
+    assert config.mode.name == "cyclegan"
     with pytest.raises(UsageError, match="pix2pix needs pairs"):
         make_config(*unpaired, mode="pix2pix", steps=2, **TINY)
 
@@ -88,8 +91,8 @@ def test_pairing_needs_most_stems(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     make_folder(a, [f"{i}.png" for i in range(10)], (1, 1, 1), 0)
     make_folder(b, [f"{i}.jpg" for i in range(4)] + ["z.png"], (1, 1, 1), 1)
-    files_a, files_b = D.list_images(a), D.list_images(b)
-    pairs = D.find_pairs(files_a, a, files_b, b)
+    files_a, files_b = paths.list_images(a), paths.list_images(b)
+    pairs = paths.pair_by_stem(files_a, a, files_b, b)
     assert [p[0].stem for p in pairs] == ["0", "1", "2", "3"]  # extensions may differ
     assert not D.is_paired(len(files_a), len(pairs))
     assert D.is_paired(10, 5) and not D.is_paired(0, 0)
@@ -155,7 +158,7 @@ def test_batch_tensors_are_made_without_torch_threads() -> None:
     import threading
 
     values = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1).repeat(3, axis=3)
-    out = D.to_tensor([values[0], values[1], values[2], values[3]])
+    out = batches.to_tensor([values[0], values[1], values[2], values[3]])
     expected = torch.from_numpy(values.transpose(0, 3, 1, 2).copy()).float().div_(127.5).sub_(1.0)
     assert out.dtype == torch.float32 and out.is_contiguous()
     assert torch.equal(out, expected)
@@ -182,16 +185,13 @@ def test_batch_tensors_are_made_without_torch_threads() -> None:
         return count
 
     alone = threads_during(lambda: None)
-    assert threads_during(lambda: D.to_tensor(big)) <= alone
+    assert threads_during(lambda: batches.to_tensor(big)) <= alone
     if torch.get_num_threads() > 1:  # the check can fail: a torch operation does add threads
         assert threads_during(lambda: torch.zeros(2, 3, 512, 512).div_(127.5)) > alone
 
 
-def build_data(config: object, found: D.Scan) -> D.TrainingData:
-    from styler.training.distributed import DistInfo
-    from styler.training.loop import load_data
-
-    return load_data(config, QUIET, DistInfo(), found)  # type: ignore[arg-type]
+def build_data(config: TrainConfig, found: D.Scan) -> batches.TrainingData:
+    return D.load_data(config, workers=QUIET.workers, found=found)
 
 
 def test_aligned_images_are_split_into_a_and_b(tmp_path: Path) -> None:
@@ -202,7 +202,7 @@ def test_aligned_images_are_split_into_a_and_b(tmp_path: Path) -> None:
         right = np.full((36, 40, 3), 220, np.uint8)
         Image.fromarray(np.concatenate([left, right], axis=1)).save(folder / f"{i}.png")
     config, found = make_config(folder, None, aligned=True, steps=2, **TINY)
-    assert config.mode == "pix2pix" and config.aligned
+    assert config.mode.name == "pix2pix" and config.aligned
     data = build_data(config, found)
     try:
         batch = data.batch(0)
@@ -223,7 +223,7 @@ def test_bad_files_are_reported_once_and_skipped(
     with caplog.at_level("WARNING", logger="styler"):
         data = build_data(config, found)
     data.close()
-    assert isinstance(data, D.UnpairedData)
+    assert isinstance(data, batches.UnpairedData)
     messages = [r.getMessage() for r in caplog.records]
     for name, reason in (
         ("empty.png", "empty file"),
@@ -244,10 +244,10 @@ def test_every_gan_loss_trains_both_modes(
 ) -> None:
     for name, folders in (("cyclegan", unpaired), ("pix2pix", paired)):
         config, found = make_config(*folders, steps=2, gan_loss=gan_loss, **TINY)
-        assert config.mode == name
+        assert config.mode.name == name
         before = {
             k: v.clone()
-            for k, v in build_task(config, "cpu")
+            for k, v in build_trainer(config, "cpu")
             .nets["D_A" if name == "cyclegan" else "D"]
             .state_dict()
             .items()
@@ -281,7 +281,7 @@ def test_bf16_autocast_step_and_batch_norm_cyclegan(
 
 
 def test_color_loss_sees_regional_hue_not_texture_or_brightness() -> None:
-    from styler.training.task import color_loss
+    from styler.training.losses import color_loss
 
     x = torch.rand(1, 3, 32, 32) * 1.6 - 0.8
     shuffled = x[:, :, torch.randperm(32)][:, :, :, torch.randperm(32)]  # same colours, moved
@@ -565,7 +565,7 @@ def test_two_processes_with_gloo_train_in_step(tmp_path: Path, unpaired: tuple[P
         "cfg, found = make_config(sys.argv[1], sys.argv[2], generator='resnet_2blocks', ngf=8,"
         " ndf=8, size=32, steps=3)\n"
         "tasks = []\n"
-        "real_build, real_shutdown = loop.build_task, loop.shutdown\n"
+        "real_build, real_shutdown = loop.build_trainer, loop.shutdown\n"
         "def build(*a, **k):\n"
         "    tasks.append(real_build(*a, **k)); return tasks[-1]\n"
         "def shutdown(info):\n"
@@ -577,7 +577,7 @@ def test_two_processes_with_gloo_train_in_step(tmp_path: Path, unpaired: tuple[P
         "    dist.barrier()\n"
         "    real_shutdown(info)\n"
         "    Path(sys.argv[3] + f'.rank{info.rank}').write_text(f'SAME {same}')\n"
-        "loop.build_task, loop.shutdown = build, shutdown\n"
+        "loop.build_trainer, loop.shutdown = build, shutdown\n"
         "r = loop.train(cfg, Path(sys.argv[3]), device='cpu', found=found,"
         " watch=loop.WatchOptions(display='quiet', export=False, workers=1))\n"
         "Path(sys.argv[3] + f'.rank{tasks[0].dist.rank}').open('a').write(f' STEP {r.step}')\n"
@@ -680,10 +680,10 @@ def test_tensorboard_logging_when_asked(tmp_path: Path, unpaired: tuple[Path, Pa
 def test_luma_discriminators_see_brightness_only(
     tmp_path: Path, unpaired: tuple[Path, Path], paired: tuple[Path, Path]
 ) -> None:
-    from styler.training.cyclegan import to_luma
+    from styler.training.modes.cyclegan import to_luma
 
     config, found = make_config(*unpaired, steps=2, disc_input="luma", lambda_color=5.0, **TINY)
-    assert config.discriminator.in_channels == 1
+    assert config.mode.discriminator.in_channels == 1
     result = train(config, tmp_path / "run", device="cpu", watch=QUIET, found=found)
     assert result.finished
     assert weights(result.run_dir)["net.D_A.model.0.weight"].shape[1] == 1
@@ -728,22 +728,22 @@ def _batched_ways_agree(
     monkeypatch: pytest.MonkeyPatch, identity: float, expected_calls: tuple[list[int], ...]
 ) -> None:
     from styler.netconfig import discriminator_preset, generator_preset
-    from styler.training import cyclegan
-    from styler.training.config import TrainConfig
     from styler.training.distributed import DistInfo
+    from styler.training.modes import cyclegan
 
     config = TrainConfig(
-        mode="cyclegan",
+        mode=cyclegan.CycleGanConfig(
+            generator=generator_preset("resnet_2blocks", ngf=8),
+            discriminator=discriminator_preset("basic", ndf=8, norm="instance"),
+            lambda_identity=identity,
+        ),
         data_a="A",
         data_b="B",
-        generator=generator_preset("resnet_2blocks", ngf=8),
-        discriminator=discriminator_preset("basic", ndf=8, norm="instance"),
         size=32,
         load_size=32,
         steps=10,
         decay_steps=5,
         precision="fp32",
-        lambda_identity=identity,
     )
     gen = torch.Generator().manual_seed(0)
     batches = [

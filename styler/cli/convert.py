@@ -96,7 +96,7 @@ def export(
     from styler.export import export_checkpoint
 
     if checkpoint.is_dir():
-        from styler.training.loop import export_run
+        from styler.training.export import export_run
 
         if output is not None or name is not None:
             raise StylerError("--output and --name do not apply to a run folder")
@@ -104,15 +104,9 @@ def export(
             _report_export(result)
         return
 
-    result = export_checkpoint(
-        checkpoint,
-        output or checkpoint.with_suffix(".fp16.onnx" if fp16 else ".onnx"),
-        fp16=fp16,
-        overwrite=overwrite,
-        name=name,
-        description=description,
-        license=license,
-    )
+    target = output or checkpoint.with_suffix(".fp16.onnx" if fp16 else ".onnx")
+    meta = {"name": name, "description": description, "license": license}
+    result = export_checkpoint(checkpoint, target, fp16=fp16, overwrite=overwrite, **meta)
     _report_export(result)
 
 

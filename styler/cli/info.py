@@ -82,7 +82,7 @@ def models(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list.")] = False,
 ) -> None:
     """List the models that ship with styler, with their cards."""
-    from styler.models import shipped_models
+    from styler.shipped import shipped_models
 
     found = shipped_models()
     if as_json:

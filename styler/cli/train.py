@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from styler.cli.app import app, need_train_extra
-from styler.errors import StylerError, UsageError
+from styler.errors import UsageError
 
 EXIT_INTERRUPTED = 130
 
@@ -48,7 +48,9 @@ def train(
             "[default: resnet_9blocks for cyclegan, unet_<size> for pix2pix].",
         ),
     ] = None,
-    ngf: Annotated[int, typer.Option(help="Generator width (filters of its first layer).")] = 64,
+    ngf: Annotated[
+        int | None, typer.Option(help="Generator width (filters of its first layer) [default: 64].")
+    ] = None,
     norm: Annotated[
         str | None,
         typer.Option(
@@ -56,8 +58,11 @@ def train(
         ),
     ] = None,
     upsample: Annotated[
-        str, typer.Option(help="transpose (as the reference) or resize (no checkerboards).")
-    ] = "transpose",
+        str | None,
+        typer.Option(
+            help="transpose (as the reference) or resize (no checkerboards) [default: transpose]."
+        ),
+    ] = None,
     residual: Annotated[
         bool,
         typer.Option(
@@ -66,12 +71,14 @@ def train(
         ),
     ] = False,
     discriminator: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--discriminator", "--disc", help="basic (70x70 PatchGAN), n_layers_N, pixel."
+            "--discriminator",
+            "--disc",
+            help="basic (70x70 PatchGAN), n_layers_N, pixel [default: basic].",
         ),
-    ] = "basic",
-    ndf: Annotated[int, typer.Option(help="Discriminator width.")] = 64,
+    ] = None,
+    ndf: Annotated[int | None, typer.Option(help="Discriminator width [default: 64].")] = None,
     size: Annotated[
         int | None,
         typer.Option(help="Square crop size trained on [default: 256; one folder: the images']."),
@@ -103,35 +110,51 @@ def train(
             help="Share of the run over which the LR decays to 0 [default: 0.5; one folder: 0]."
         ),
     ] = None,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-4,
-    beta1: Annotated[float, typer.Option(help="Adam beta1.")] = 0.5,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate [default: 0.0002].")] = None,
+    beta1: Annotated[float | None, typer.Option(help="Adam beta1 [default: 0.5].")] = None,
     gan_loss: Annotated[
-        str,
-        typer.Option(help="lsgan, vanilla, hinge or wgangp [default: lsgan; vanilla for pix2pix]."),
-    ] = "auto",
-    lambda_cycle: Annotated[float, typer.Option(help="Cycle-consistency weight.")] = 10.0,
-    lambda_identity: Annotated[
-        float, typer.Option(help="Identity weight, relative to the cycle weight.")
-    ] = 0.5,
-    lambda_l1: Annotated[float, typer.Option(help="pix2pix L1 weight.")] = 100.0,
-    lambda_color: Annotated[
-        float,
-        typer.Option(help="CycleGAN colour loss (regional hues kept; 0: off, as the reference)."),
-    ] = 0.0,
-    disc_input: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="CycleGAN discriminators see rgb (the reference) or luma (colour left alone)."
+            help="lsgan, vanilla, hinge or wgangp [default: lsgan; vanilla for pix2pix and "
+            "one folder]."
         ),
-    ] = "rgb",
-    pool_size: Annotated[int, typer.Option(help="Past fakes per discriminator (0: none).")] = 50,
+    ] = None,
+    lambda_cycle: Annotated[
+        float | None, typer.Option(help="Cycle-consistency weight [default: 10.0].")
+    ] = None,
+    lambda_identity: Annotated[
+        float | None,
+        typer.Option(help="Identity weight, relative to the cycle weight [default: 0.5]."),
+    ] = None,
+    lambda_l1: Annotated[
+        float | None, typer.Option(help="pix2pix L1 weight [default: 100.0].")
+    ] = None,
+    lambda_color: Annotated[
+        float | None,
+        typer.Option(
+            help="CycleGAN colour loss (regional hues kept; 0: off, as the reference) "
+            "[default: 0.0]."
+        ),
+    ] = None,
+    disc_input: Annotated[
+        str | None,
+        typer.Option(
+            help="CycleGAN discriminators see rgb (the reference) or luma (colour left alone) "
+            "[default: rgb]."
+        ),
+    ] = None,
+    pool_size: Annotated[
+        int | None, typer.Option(help="Past fakes per discriminator (0: none) [default: 50].")
+    ] = None,
     flip: Annotated[
         bool | None,
         typer.Option(
             "--flip/--no-flip", help="Random horizontal flips [default: on; one folder: off]."
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of everything random.")] = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of everything random [default: 0].")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     precision: Annotated[
         str,
@@ -144,17 +167,24 @@ def train(
         int | None, typer.Option(help="Steps between checkpoints [default: as samples].")
     ] = None,
     checkpoint_minutes: Annotated[
-        float, typer.Option(help="Also checkpoint at least this often.")
-    ] = 10.0,
-    keep_checkpoints: Annotated[int, typer.Option(help="Checkpoints kept.")] = 3,
+        float | None, typer.Option(help="Also checkpoint at least this often [default: 10.0].")
+    ] = None,
+    keep_checkpoints: Annotated[
+        int | None, typer.Option(help="Checkpoints kept [default: 3].")
+    ] = None,
     display: Annotated[
-        str, typer.Option(help="auto (live on a terminal, else log lines), live, plain, quiet.")
-    ] = "auto",
+        str | None,
+        typer.Option(
+            help="auto (live on a terminal, else log lines), live, plain, quiet [default: auto]."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Same as --display quiet.")] = False,
     tensorboard: Annotated[
         bool, typer.Option("--tensorboard", help="Also log to RUN_DIR/tensorboard.")
     ] = False,
-    workers: Annotated[int | None, typer.Option(help="Image loading threads.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Image loading threads [default: up to 4, one a core].")
+    ] = None,
     eval_every: Annotated[
         int | None,
         typer.Option(help="Score the A->B generator every N steps (KID); keep the best."),
@@ -166,8 +196,11 @@ def train(
         Path | None, typer.Option(help="Reference style to score against [default: B].")
     ] = None,
     export: Annotated[
-        bool, typer.Option("--export/--no-export", help="Export ONNX models at the end.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--export/--no-export", help="Export ONNX models at the end [default: export]."
+        ),
+    ] = None,
 ) -> None:
     """Train a model that turns images like A's into images like B's, or, given
     one folder, one that makes new images like those in it.
@@ -184,88 +217,63 @@ def train(
     from styler.training.allocator import keep_freed_memory
 
     keep_freed_memory()  # this process trains: reuse freed memory (see the module)
-    flip_given = flip is not None
-    flip = True if flip is None else flip
     from styler.log import logger
     from styler.training import loop
-    from styler.training.data import default_workers
+    from styler.training.config import given
 
+    if quiet:
+        display = "quiet"
     watch = loop.WatchOptions(
-        sample_every=sample_every,
-        checkpoint_every=checkpoint_every,
-        checkpoint_minutes=checkpoint_minutes,
-        keep_checkpoints=keep_checkpoints,
-        display="quiet" if quiet else display,
-        tensorboard=tensorboard,
-        workers=workers or default_workers(),
-        export=export,
-        eval_every=eval_every,
-        eval_photos=str(eval_photos) if eval_photos else None,
-        eval_reference=str(eval_reference) if eval_reference else None,
+        **given(
+            sample_every=sample_every,
+            checkpoint_every=checkpoint_every,
+            checkpoint_minutes=checkpoint_minutes,
+            keep_checkpoints=keep_checkpoints,
+            display=display,
+            tensorboard=tensorboard,
+            workers=workers,
+            export=export,
+            eval_every=eval_every,
+            eval_photos=str(eval_photos) if eval_photos else None,
+            eval_reference=str(eval_reference) if eval_reference else None,
+        )
     )
     if resume is not None:
         if data_a or data_b or aligned or output:
             raise UsageError("--resume takes the run folder only: its config says the rest")
         result = loop.resume(resume, device=device, watch=watch, steps=steps)
     else:
-        folders = [f for f in (data_a, data_b) if f is not None]
-        if aligned is not None:
-            if folders:
-                raise UsageError("--aligned takes the place of the A and B folders")
-            first, second = aligned, None
-        elif folders:
-            first, second = folders[0], (folders[1] if len(folders) == 2 else None)
-        else:
-            raise UsageError(
-                "give two folders (A/ B/), one folder (generation), --aligned DIR, "
-                "or --resume RUN_DIR"
-            )
-        from styler.training.device import Hardware, choose_device, choose_precision
+        first, second = _folders(data_a, data_b, aligned)
+        from styler.training.device import choose
         from styler.training.setup import default_run_dir, make_config
 
-        hw = Hardware.probe()
-        chosen_device = choose_device(device, hw)
-        common = {
-            "steps": steps,
-            "epochs": epochs,
-            "size": size,
-            "precision": choose_precision(
-                precision, chosen_device, hw, small=second is None and aligned is None
-            ),
-            "lr": lr,
-            "beta1": beta1,
-            "gan_loss": gan_loss,
-            "seed": seed,
-        }
-        for key, value in (("batch_size", batch_size), ("decay", decay)):
-            if value is not None:
-                common[key] = value
-        if second is None and aligned is None:  # one folder: generation
-            config, found = make_config(
-                first,
-                arch=arch or "mlp",
-                latent_dim=latent_dim or 100,
-                ngf=ngf,
-                ndf=ndf,
-                flip=flip if flip_given else False,
-                **common,
-            )
-        else:
-            if arch is not None or latent_dim is not None:
-                raise UsageError("--arch and --latent-dim are for one folder (generation)")
-            config, found = make_config(
-                first,
-                second,
-                aligned=aligned is not None,
-                mode=mode,
+        one_folder = second is None and aligned is None
+        chosen_device, chosen_precision = choose(device, precision, small=one_folder)
+        config, found = make_config(
+            first,
+            second,
+            aligned=aligned is not None,
+            mode=mode,
+            steps=steps,
+            epochs=epochs,
+            decay=decay,
+            precision=chosen_precision,
+            **given(
                 generator=generator,
                 ngf=ngf,
                 norm=norm,
                 upsample=upsample,
-                residual=residual,
+                residual=residual or None,
                 discriminator=discriminator,
                 ndf=ndf,
+                size=size,
+                arch=arch,
+                latent_dim=latent_dim,
                 load_size=load_size,
+                batch_size=batch_size,
+                lr=lr,
+                beta1=beta1,
+                gan_loss=gan_loss,
                 lambda_cycle=lambda_cycle,
                 lambda_identity=lambda_identity,
                 lambda_l1=lambda_l1,
@@ -273,20 +281,17 @@ def train(
                 disc_input=disc_input,
                 pool_size=pool_size,
                 flip=flip,
-                **common,
-            )
-        heavy = getattr(config.generator, "ngf", 0) >= 64 and config.size >= 256
-        if chosen_device == "cpu" and config.mode != "gan" and heavy and watch.display != "quiet":
-            typer.echo(
-                "styler: note: the published defaults (ngf 64, 256-pixel crops) take several "
-                "seconds per step on a CPU; the shipped model was trained with --gen "
-                "resnet_6blocks --ngf 32 --upsample resize --size 128 --load-size 512 "
-                "(see weights/photo2painting.md)",
-                err=True,
-            )
+                seed=seed,
+            ),
+        )
+        note = config.mode.cpu_note(config) if chosen_device == "cpu" else None
+        if note and watch.display != "quiet":
+            typer.echo(f"styler: note: {note}", err=True)
         run_dir = output or default_run_dir(config)
         if watch.display != "quiet":
-            typer.echo(f"styler: {describe(config, chosen_device)} -> {run_dir}", err=True)
+            typer.echo(
+                f"styler: {config.mode.describe(config, chosen_device)} -> {run_dir}", err=True
+            )
         logger.info("config: %s", config.to_json())
         result = loop.train(config, run_dir, device=chosen_device, watch=watch, found=found)
     for path in result.models:
@@ -307,22 +312,17 @@ def train(
         )
 
 
-def describe(config: object, device: str) -> str:
-    """One line about what a run will do."""
-    from styler.training.config import TrainConfig
-
-    if not isinstance(config, TrainConfig):
-        raise StylerError("not a training config")
-    g = config.generator
-    a, b = config.domains
-    if config.mode == "gan":
-        kind = f"{len(config.classes)} classes" if config.classes else "unconditional"
-        return (
-            f"gan {a} ({kind}): {g.preset} from {g.latent_dim}-d noise, "  # type: ignore[union-attr]
-            f"{config.size} px, {config.steps} steps of {config.batch_size}, "
-            f"{config.gan_loss}, {config.precision} on {device}"
+def _folders(
+    data_a: Path | None, data_b: Path | None, aligned: Path | None
+) -> tuple[Path, Path | None]:
+    """The first folder and the second (None: one folder, or --aligned)."""
+    folders = [f for f in (data_a, data_b) if f is not None]
+    if aligned is not None:
+        if folders:
+            raise UsageError("--aligned takes the place of the A and B folders")
+        return aligned, None
+    if not folders:
+        raise UsageError(
+            "give two folders (A/ B/), one folder (generation), --aligned DIR, or --resume RUN_DIR"
         )
-    return (
-        f"{config.mode} {a} -> {b}: {g.preset} (ngf {g.ngf}), {config.size} px crops, "  # type: ignore[union-attr]
-        f"{config.steps} steps, {config.gan_loss}, {config.precision} on {device}"
-    )
+    return folders[0], folders[1] if len(folders) == 2 else None

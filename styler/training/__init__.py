@@ -1,13 +1,23 @@
-"""Training (the ``train`` extra: torch). Read top to bottom:
+"""Training (the ``train`` extra: torch). Read in this order:
 
-- ``config.py``   the run's typed config (saved as config.json)
-- ``setup.py``    folders and flags -> config (pairing decision, defaults)
-- ``data.py``     decoded-once images and the batches of each step
-- ``task.py``     what every mode shares; ``cyclegan.py``, ``pix2pix.py`` the modes
-- ``losses.py``, ``pool.py``, ``schedule.py``, ``device.py``  the pieces of a step
-- ``loop.py``     the loop: metrics, samples, checkpoints, Ctrl-C, resume, export
-- ``state.py``    checkpoints (safetensors, nothing pickled)
-- ``report.py``   sample grids, curves, report.html; ``display.py`` the live view
-- ``distributed.py``  several processes under torchrun
-- ``allocator.py``  malloc set to keep freed memory (``styler train`` sets it)
+- ``loop.py``        the loop: ``train`` and ``resume``, one step after another
+- ``config.py``      the run's typed config (saved as config.json): shared
+                     fields, and a ``ModeConfig`` for what a mode adds
+- ``modes/``         one module per mode, its config and its trainer
+                     (``cyclegan.py``, ``pix2pix.py``, ``gan.py``; what the
+                     image-to-image modes share in ``translation.py``) and
+                     the registry ``MODES``
+- ``trainer.py``     what every mode's trainer shares (networks, Adam,
+                     precision, gradient averaging)
+- ``losses.py``, ``pool.py``, ``schedule.py``, ``seeds.py``  the pieces of a step
+- ``setup.py``       folders and flags -> config (which mode, defaults, run length)
+- ``data.py``        what is in the folders, and ``load_data``: the run's data;
+                     ``images.py`` decodes, ``batches.py`` plans each step's batch
+- ``upkeep.py``      what happens between steps, and when: ``run.py`` (the run
+                     folder, metrics.jsonl), ``checkpointing.py`` (when to
+                     checkpoint, the best one), ``state.py`` (the checkpoint
+                     file), ``scoring.py`` (--eval-every), ``export.py`` (ONNX
+                     at the end), ``report.py`` and ``display.py`` (what a
+                     person sees)
+- ``device.py``, ``distributed.py``, ``allocator.py``  where and how it runs
 """

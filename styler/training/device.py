@@ -74,6 +74,14 @@ def choose_precision(requested: str, device: str, hw: Hardware, small: bool = Fa
     return "fp32"
 
 
+def choose(device: str, precision: str, small: bool = False) -> tuple[str, str]:
+    """The device and precision a run asks for (``auto`` for either: the best
+    this machine has), probing the hardware once."""
+    hw = Hardware.probe()
+    chosen = choose_device(device, hw)
+    return chosen, choose_precision(precision, chosen, hw, small=small)
+
+
 @contextlib.contextmanager
 def autocast(device: str, precision: str) -> Iterator[None]:
     """Forward passes in ``precision`` (losses are computed in fp32)."""

@@ -121,28 +121,20 @@ class LiveDisplay(Display):
 
     def __init__(self, total: int, start: int, loss_names: Sequence[str]) -> None:
         super().__init__(total, start, loss_names)
+        from rich import progress as bar
         from rich.console import Console, Group
         from rich.live import Live
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
 
         self.console = Console(stderr=True)
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("training"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[speed]}"),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+        self.progress = bar.Progress(
+            bar.SpinnerColumn(),
+            bar.TextColumn("training"),
+            bar.BarColumn(),
+            bar.MofNCompleteColumn(),
+            bar.TextColumn("{task.fields[speed]}"),
+            bar.TimeElapsedColumn(),
+            bar.TextColumn("eta"),
+            bar.TimeRemainingColumn(),
             console=self.console,
         )
         self.task = self.progress.add_task("train", total=total, completed=start, speed="")

@@ -1,4 +1,6 @@
-"""GAN objectives: LSGAN, vanilla (logistic), hinge and WGAN-GP.
+"""Losses: the GAN objectives (LSGAN, vanilla (logistic), hinge and
+WGAN-GP with its gradient penalty) and the generators' other losses (L1, the
+colour loss). A new loss goes here, as a function of tensors.
 
 ``d_loss(real, fake)`` and ``g_loss(fake)`` take discriminator outputs
 (raw scores, any shape) and return scalars, computed in float32 whatever
@@ -57,3 +59,25 @@ def gradient_penalty(
     score = disc(mixed)
     (grad,) = torch.autograd.grad(score.float().sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(2, dim=1) - 1).square().mean()
+
+
+def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.float() - b.float()).abs().mean()
+
+
+#: RGB -> (Cb, Cr) rows of the JPEG/BT.601 transform (offsets cancel in a difference).
+_CHROMA = torch.tensor([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+
+
+def color_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torch.Tensor:
+    """L1 between the mean chroma (Cb, Cr) of ``output`` and ``source`` over a
+    grid of ``cells`` x ``cells`` regions: hues stay where they were, while
+    brightness, contrast and texture are free to change."""
+    size = max(1, source.shape[-1] // cells)
+    weights = _CHROMA.to(source.device)[:, :, None, None]
+    pool = torch.nn.functional.avg_pool2d
+
+    def chroma(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(pool(x.float(), size), weights)
+
+    return l1(chroma(output), chroma(source))

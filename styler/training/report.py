@@ -11,12 +11,15 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from styler.fsutil import atomic_path, atomic_write_bytes
+
+if TYPE_CHECKING:
+    from styler.training.config import TrainConfig
 
 LABEL_HEIGHT = 14
 PAD = 2
@@ -218,6 +221,23 @@ def metric_keys(records: Sequence[dict[str, Any]], losses: Sequence[str]) -> lis
 
 
 # -- report.html ------------------------------------------------------------------------
+
+
+def summary(config: TrainConfig, step: int, device: str, seconds: float) -> dict[str, Any]:
+    """The table at the top of report.html."""
+    mode = config.mode.summary(config)
+    return {
+        "mode": config.mode.name,
+        "data": mode["data"],
+        "generator": mode["generator"],
+        "discriminator": mode["discriminator"],
+        "size": mode["size"],
+        "loss": config.gan_loss,
+        "steps": f"{step} of {config.steps}",
+        "batch size": config.batch_size,
+        "precision": f"{config.precision} on {device}",
+        "training time": f"{seconds / 3600:.2f} h",
+    }
 
 
 def write_report(

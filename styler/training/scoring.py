@@ -10,6 +10,7 @@ generator in eval mode and scores them with :func:`styler.metrics.kid`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,12 @@ from torch import nn
 from styler import metrics
 from styler.errors import UsageError
 from styler.log import logger
+from styler.paths import list_images
+from styler.training.checkpointing import BestKeeper
+from styler.training.config import TrainConfig
+from styler.training.modes.translation import TranslationConfig
+from styler.training.run import MetricsLog
+from styler.training.trainer import Trainer
 
 #: Photos are downscaled to this longer side for evaluation during training.
 EVAL_MAX_SIDE = 512
@@ -30,7 +37,8 @@ class Scorer:
     def __init__(
         self, photos: Sequence[Path], reference: str | Path, *, max_side: int = EVAL_MAX_SIDE
     ) -> None:
-        from styler.evaluate import folder_features, get_extractor, load_downscaled
+        from styler.evaluate import folder_features, get_extractor
+        from styler.imageio import load_downscaled
 
         self.extractor = get_extractor("cpu")
         self.reference, count = folder_features(reference, self.extractor)
@@ -56,7 +64,7 @@ def translate_with(
     rgb: np.ndarray,
     multiple: int,
     device: torch.device,
-    autocast: Callable[[], object],
+    autocast: Callable[[], AbstractContextManager[None]],
 ) -> np.ndarray:
     """One H x W x 3 image in [0, 1] through a generator (eval mode, [-1, 1]),
     reflect-padded to its size multiple and cropped back."""
@@ -66,7 +74,56 @@ def translate_with(
     if pad_h or pad_w:
         mode = "reflect" if pad_h < h and pad_w < w else "replicate"
         x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-    with autocast():  # type: ignore[attr-defined]
+    with autocast():
         y = net(x)
     y = y.float()[0, :, :h, :w].clamp(-1, 1).add(1).div(2)
     return y.permute(1, 2, 0).cpu().numpy()
+
+
+def make_scorer(
+    config: TrainConfig,
+    photos: str | None = None,
+    reference: str | None = None,
+) -> Scorer:
+    """The scorer of a run: ``photos`` (default: the held-out A images)
+    against ``reference`` (default: the B folder)."""
+    if not isinstance(config.mode, TranslationConfig):
+        raise UsageError("--eval-every scores translation models, not generation from noise")
+    if photos:
+        files = list_images(photos)
+    else:
+        files = [Path(config.data_a) / name for name in config.holdout_a]
+        if not files:
+            raise UsageError(
+                "--eval-every: no photos were held out (the folder is small); "
+                "give some with --eval-photos DIR"
+            )
+    reference = reference or config.data_b
+    if reference is None:
+        raise UsageError("--eval-every with --aligned data needs --eval-reference DIR")
+    return Scorer(files, reference)
+
+
+class Evaluator:
+    """Scores the trainer's first generator now and then (a line in
+    metrics.jsonl each time) and keeps the best-scoring checkpoint."""
+
+    def __init__(self, scorer: Scorer, keeper: BestKeeper) -> None:
+        self.scorer = scorer
+        self.keeper = keeper
+
+    def evaluate(self, trainer: Trainer, step: int, seconds: float, log: MetricsLog) -> str:
+        """Score the trainer at ``step`` into ``log``; a note for the display."""
+        spec = trainer.exports()[0]
+        multiple = trainer.config.mode.size_multiple
+        trainer.train(False)
+        kid, kid_std = self.scorer.score(
+            lambda rgb: translate_with(spec.net, rgb, multiple, trainer.device, trainer.autocast)
+        )
+        trainer.train(True)
+        unmodified = self.scorer.baseline[0]
+        record = {"step": step, "eval": True, "kid": kid, "kid_std": kid_std}
+        log.write({**record, "kid_unmodified": unmodified}, plot=False)
+        if self.keeper.offer(trainer, step, {"seconds": seconds, "kid": kid, "kid_std": kid_std}):
+            return f"step {step}: KID {kid:.4f} (best so far; unmodified {unmodified:.4f})"
+        return f"step {step}: KID {kid:.4f} (best {self.keeper.best:.4f})"

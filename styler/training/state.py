@@ -18,11 +18,12 @@ from typing import Any
 
 import torch
 
+from styler.checkpoint import read_safetensors
 from styler.errors import BadCheckpointError
 from styler.fsutil import atomic_write_bytes
 from styler.log import logger
 from styler.training.config import TrainConfig
-from styler.training.task import Task
+from styler.training.trainer import Trainer
 
 HEADER_KEY = "styler_train"
 STATE_VERSION = 1
@@ -30,7 +31,10 @@ _NAME = re.compile(r"^step_(\d{7,})\.safetensors$")
 
 
 @dataclass(frozen=True)
-class Checkpoint:
+class TrainState:
+    """A training checkpoint as read back: the step it was saved after, the
+    run's config, the JSON header and every tensor."""
+
     path: Path
     step: int
     config: TrainConfig
@@ -42,16 +46,16 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:07d}.safetensors"
 
 
-def save(path: Path, task: Task, step: int, info: dict[str, Any] | None = None) -> Path:
+def save(path: Path, trainer: Trainer, step: int, info: dict[str, Any] | None = None) -> Path:
     """Write the whole training state after ``step`` completed steps."""
     from safetensors.torch import save as to_bytes
 
     tensors: dict[str, torch.Tensor] = {}
-    for name, net in task.nets.items():
+    for name, net in trainer.nets.items():
         for key, value in net.state_dict().items():
             tensors[f"net.{name}.{key}"] = value
     groups: dict[str, Any] = {}
-    for name, opt in task.optimizers.items():
+    for name, opt in trainer.optimizers.items():
         state = opt.state_dict()
         for index, entries in state["state"].items():
             for key, value in entries.items():
@@ -59,14 +63,14 @@ def save(path: Path, task: Task, step: int, info: dict[str, Any] | None = None) 
                     value = torch.tensor(value)
                 tensors[f"opt.{name}.{index}.{key}"] = value
         groups[name] = state["param_groups"]
-    for name, value in task.extra_state().items():
+    for name, value in trainer.extra_state().items():
         tensors[f"extra.{name}"] = value
     header = {
         "version": STATE_VERSION,
         "step": step,
-        "config": task.config.to_dict(),
+        "config": trainer.config.to_dict(),
         "param_groups": groups,
-        "scalers": task.scaler_state(),
+        "scalers": trainer.scaler_state(),
         "info": info or {},
     }
     cpu = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
@@ -75,16 +79,9 @@ def save(path: Path, task: Task, step: int, info: dict[str, Any] | None = None) 
     return path
 
 
-def load(path: Path) -> Checkpoint:
+def load(path: Path) -> TrainState:
     """Read a checkpoint (never executing anything from it)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise BadCheckpointError(f"not a readable checkpoint ({exc})", path) from None
+    meta, tensors = read_safetensors(path, "a readable checkpoint")
     if HEADER_KEY not in meta:
         raise BadCheckpointError("not a styler training checkpoint (no training header)", path)
     try:
@@ -95,19 +92,19 @@ def load(path: Path) -> Checkpoint:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         raise BadCheckpointError("damaged training header", path) from None
     config = TrainConfig.from_dict(header["config"], path)
-    return Checkpoint(path, step, config, header, tensors)
+    return TrainState(path, step, config, header, tensors)
 
 
-def restore(task: Task, ckpt: Checkpoint) -> None:
-    """Put a checkpoint's networks, optimisers and extra state into ``task``."""
-    for name, net in task.nets.items():
+def restore(trainer: Trainer, ckpt: TrainState) -> None:
+    """Put a checkpoint's networks, optimisers and extra state into ``trainer``."""
+    for name, net in trainer.nets.items():
         prefix = f"net.{name}."
         weights = {k[len(prefix) :]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
         try:
             net.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
             raise BadCheckpointError(f"network {name} does not fit: {exc}", ckpt.path) from None
-    for name, opt in task.optimizers.items():
+    for name, opt in trainer.optimizers.items():
         prefix = f"opt.{name}."
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in ckpt.tensors.items():
@@ -119,11 +116,11 @@ def restore(task: Task, ckpt: Checkpoint) -> None:
         except (KeyError, ValueError, RuntimeError) as exc:
             raise BadCheckpointError(f"optimiser {name} does not fit: {exc}", ckpt.path) from None
     extra = {k[len("extra.") :]: v for k, v in ckpt.tensors.items() if k.startswith("extra.")}
-    task.load_extra_state(extra)
-    task.load_scaler_state(ckpt.header.get("scalers", {}))
+    trainer.load_extra_state(extra)
+    trainer.load_scaler_state(ckpt.header.get("scalers", {}))
 
 
-def generator_weights(ckpt: Checkpoint, name: str) -> dict[str, torch.Tensor]:
+def generator_weights(ckpt: TrainState, name: str) -> dict[str, torch.Tensor]:
     prefix = f"net.{name}."
     weights = {k[len(prefix) :]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
     if not weights:
@@ -143,7 +140,7 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest(folder: Path) -> Checkpoint | None:
+def latest(folder: Path) -> TrainState | None:
     """The newest checkpoint that reads whole (a damaged one is reported and
     passed over)."""
     for _, path in reversed(list_checkpoints(folder)):

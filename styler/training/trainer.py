@@ -1,8 +1,9 @@
-"""What every training mode shares: networks, Adam optimisers, precision,
-gradient averaging, and the state a checkpoint must hold.
+"""What every training mode's trainer shares: networks, Adam optimisers,
+precision, gradient averaging, and the state a checkpoint must hold.
 
-A mode (``cyclegan.py``, ``pix2pix.py``) builds its networks and defines
-``train_step``; the loop (``loop.py``) drives it and knows nothing of GANs.
+A mode (``modes/cyclegan.py``, ...) subclasses :class:`Trainer`: it builds
+its networks and defines ``train_step``; the loop (``loop.py``) drives it and
+knows nothing of GANs.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import abc
 import itertools
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from styler import zoo
-from styler.netconfig import GeneratorConfig, NoiseGeneratorConfig
+from styler.netconfig import GeneratorConfig, NetConfig, NoiseGeneratorConfig
 from styler.training.config import TrainConfig
 from styler.training.device import autocast
 from styler.training.distributed import DistInfo, average_gradients, broadcast_module
@@ -70,29 +72,7 @@ def pair(
     return a, b
 
 
-def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a.float() - b.float()).abs().mean()
-
-
-#: RGB -> (Cb, Cr) rows of the JPEG/BT.601 transform (offsets cancel in a difference).
-_CHROMA = torch.tensor([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
-
-
-def color_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torch.Tensor:
-    """L1 between the mean chroma (Cb, Cr) of ``output`` and ``source`` over a
-    grid of ``cells`` x ``cells`` regions: hues stay where they were, while
-    brightness, contrast and texture are free to change."""
-    size = max(1, source.shape[-1] // cells)
-    weights = _CHROMA.to(source.device)[:, :, None, None]
-    pool = torch.nn.functional.avg_pool2d
-
-    def chroma(x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.conv2d(pool(x.float(), size), weights)
-
-    return l1(chroma(output), chroma(source))
-
-
-class Task(abc.ABC):
+class Trainer(abc.ABC):
     """Networks ``nets`` (names -> modules), optimisers ``optimizers`` (names
     -> Adam), and one training step."""
 
@@ -112,9 +92,9 @@ class Task(abc.ABC):
 
     # -- building ---------------------------------------------------------------
 
-    def build(self, name: str, net_config: object) -> nn.Module:
+    def build(self, name: str, net_config: NetConfig) -> nn.Module:
         torch.manual_seed(self.config.seed + len(self.nets))
-        net = zoo.build(net_config, init=self.config.init, gain=self.config.init_gain)  # type: ignore[arg-type]
+        net = zoo.build(net_config, init=self.config.init, gain=self.config.init_gain)
         net = net.to(self.device)
         broadcast_module(net, self.dist)
         self.nets[name] = net
@@ -127,7 +107,7 @@ class Task(abc.ABC):
         if self.precision == "fp16":
             self.scalers[name] = torch.amp.GradScaler(self.device.type)
 
-    def autocast(self) -> object:
+    def autocast(self) -> AbstractContextManager[None]:
         return autocast(self.device.type, self.precision)
 
     # -- stepping ---------------------------------------------------------------
@@ -192,5 +172,5 @@ class Task(abc.ABC):
 
     @torch.no_grad()
     def run_generator(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        with self.autocast():  # type: ignore[attr-defined]
+        with self.autocast():
             return self.nets[name](x.to(self.device)).float()

@@ -11,23 +11,24 @@ of A in the same call).
 
 from __future__ import annotations
 
+import functools
+import operator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
 import torch
 
+from styler.errors import UsageError
 from styler.training.config import TrainConfig
-from styler.training.data import seeded
 from styler.training.distributed import DistInfo
-from styler.training.losses import gradient_penalty
+from styler.training.losses import color_loss, gradient_penalty, l1
+from styler.training.modes.translation import TranslationConfig
 from styler.training.pool import ImagePool
-from styler.training.task import (
-    ExportSpec,
-    Task,
-    batched,
-    color_loss,
-    l1,
-    pair,
-    set_requires_grad,
-)
+from styler.training.seeds import seeded
+from styler.training.trainer import ExportSpec, Trainer, batched, pair, set_requires_grad
 from styler.zoo.layers import shared_weight_casts
+
+DiscInput = Literal["rgb", "luma"]
 
 #: Largest input batch (elements) for which the generator step batches a
 #: generator's third image (the reconstruction) with its other two: three
@@ -48,7 +49,40 @@ def _same(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class CycleGan(Task):
+@dataclass(frozen=True, kw_only=True)
+class CycleGanConfig(TranslationConfig):
+    """CycleGAN's networks and loss weights (the reference's defaults)."""
+
+    name: ClassVar[str] = "cyclegan"
+    title: ClassVar[str] = "CycleGAN"
+
+    lambda_cycle: float = 10.0
+    #: Identity loss weight, relative to ``lambda_cycle`` (as in CycleGAN).
+    lambda_identity: float = 0.5
+    #: Colour loss: L1 between the chroma (Cb, Cr) of input and output
+    #: averaged over (size/8)-pixel cells, which keeps each region's hue
+    #: while leaving brightness and texture free (0, as the reference, is off).
+    lambda_color: float = 0.0
+    #: What the discriminators see: ``rgb`` (the reference), or ``luma``
+    #: (brightness only), which leaves colour to the generator's other
+    #: losses so that a style's palette does not replace the photo's.
+    disc_input: DiscInput = "rgb"
+    #: Past fakes each discriminator sees (the image pool); 0 disables it.
+    pool_size: int = 50
+
+    @classmethod
+    def disc_channels(cls, own: dict[str, Any]) -> int:
+        return 1 if own.get("disc_input", cls.disc_input) == "luma" else 3
+
+    def check(self, config: TrainConfig) -> None:
+        if self.disc_input not in ("rgb", "luma"):
+            raise UsageError(f"unknown --disc-input {self.disc_input!r}: expected rgb or luma")
+        super().check(config)
+        if self.pool_size < 0:
+            raise UsageError("--pool-size must be >= 0")
+
+
+class CycleGan(Trainer):
     loss_names = (
         "D_A",
         "G_A",
@@ -64,22 +98,24 @@ class CycleGan(Task):
 
     def __init__(self, config: TrainConfig, device: str, dist: DistInfo) -> None:
         super().__init__(config, device, dist)
-        self.G_A = self.build("G_A", config.generator)  # A -> B
-        self.G_B = self.build("G_B", config.generator)  # B -> A
-        self.D_A = self.build("D_A", config.discriminator)  # judges B images
-        self.D_B = self.build("D_B", config.discriminator)  # judges A images
+        assert isinstance(config.mode, CycleGanConfig)
+        self.options = m = config.mode
+        self.G_A = self.build("G_A", m.generator)  # A -> B
+        self.G_B = self.build("G_B", m.generator)  # B -> A
+        self.D_A = self.build("D_A", m.discriminator)  # judges B images
+        self.D_B = self.build("D_B", m.discriminator)  # judges A images
         self.optimise("G", ["G_A", "G_B"])
         self.optimise("D", ["D_A", "D_B"])
-        self.pool_A = ImagePool(config.pool_size)  # fake A images, for D_B
-        self.pool_B = ImagePool(config.pool_size)  # fake B images, for D_A
+        self.pool_A = ImagePool(m.pool_size)  # fake A images, for D_B
+        self.pool_B = ImagePool(m.pool_size)  # fake B images, for D_A
         # Batching two images through one call changes nothing only when the
         # networks normalise each image by itself.
-        self.batch_calls = config.generator.norm != "batch"
-        self.batch_disc = getattr(config.discriminator, "norm", "none") != "batch"
-        self.see = to_luma if config.disc_input == "luma" else _same
+        self.batch_calls = m.generator.norm != "batch"
+        self.batch_disc = m.discriminator.norm != "batch"
+        self.see = to_luma if m.disc_input == "luma" else _same
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-        c = self.config
+        c = self.options
         real_A = batch["A"].to(self.device, non_blocking=True)
         real_B = batch["B"].to(self.device, non_blocking=True)
         identity = c.lambda_identity > 0
@@ -89,7 +125,7 @@ class CycleGan(Task):
         # Generators, discriminators frozen.
         set_requires_grad(discs, False)
         # G_A runs twice (translation, reconstruction): its weights are cast once.
-        with self.autocast(), shared_weight_casts((self.G_A, self.G_B)):  # type: ignore[attr-defined]
+        with self.autocast(), shared_weight_casts((self.G_A, self.G_B)):
             out_A = batched(self.G_A, [real_A, real_B] if identity else [real_A], together)
             fake_B = out_A[0]
             inputs_B = [real_B, real_A] if identity else [real_B]
@@ -114,21 +150,21 @@ class CycleGan(Task):
         if c.lambda_color > 0:
             loss["color_A"] = color_loss(fake_B, real_A) * c.lambda_color
             loss["color_B"] = color_loss(fake_A, real_B) * c.lambda_color
-        self.update("G", sum(loss.values()))  # type: ignore[arg-type]
+        self.update("G", functools.reduce(operator.add, loss.values()))
 
         # Discriminators, on real images and pooled fakes.
         set_requires_grad(discs, True)
-        gen = seeded(c.seed, "pool", step, self.dist.rank)
+        gen = seeded(self.config.seed, "pool", step, self.dist.rank)
         pooled_B = self.pool_B.query(fake_B.detach().float(), gen)
         pooled_A = self.pool_A.query(fake_A.detach().float(), gen)
         real_B, real_A = self.see(real_B), self.see(real_A)
         pooled_B, pooled_A = self.see(pooled_B), self.see(pooled_A)
-        with self.autocast():  # type: ignore[attr-defined]
+        with self.autocast():
             loss["D_A"] = self.gan.d_loss(*pair(self.D_A, real_B, pooled_B, self.batch_disc))
             loss["D_B"] = self.gan.d_loss(*pair(self.D_B, real_A, pooled_A, self.batch_disc))
         d_total = loss["D_A"] + loss["D_B"]
         if self.gan.needs_penalty:
-            d_total = d_total + c.lambda_gp * (
+            d_total = d_total + self.config.lambda_gp * (
                 gradient_penalty(self.D_A, real_B, pooled_B, gen)
                 + gradient_penalty(self.D_B, real_A, pooled_A, gen)
             )
@@ -155,7 +191,7 @@ class CycleGan(Task):
 
     def exports(self) -> list[ExportSpec]:
         a, b = self.config.domains
-        g = self.config.generator
+        g = self.options.generator
         return [
             ExportSpec(f"{a}_to_{b}", self.G_A, g, "AtoB", (a, b)),
             ExportSpec(f"{b}_to_{a}", self.G_B, g, "BtoA", (a, b)),

@@ -1,0 +1,102 @@
+"""When a run checkpoints, which checkpoints it keeps, and its best one.
+
+:class:`Checkpointer` saves every ``every`` steps and at least every
+``minutes`` of wall-clock time, and keeps the newest few; :class:`BestKeeper`
+keeps ``best.safetensors``, the checkpoint with the lowest score so far.
+Both take their clock and their trainer from the caller, so their decisions
+can be tested without a training run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from styler.errors import StylerError
+from styler.log import logger
+from styler.training import state
+from styler.training.trainer import Trainer
+
+#: Unless asked for by step count, checkpoints are at least this far apart
+#: (fast runs would otherwise spend their time writing them).
+MIN_CHECKPOINT_SECONDS = 60.0
+
+
+class Checkpointer:
+    """Checkpoints in ``folder``: due every ``every`` steps (at least
+    :data:`MIN_CHECKPOINT_SECONDS` apart unless ``by_steps``, the step count
+    was asked for) and whenever ``minutes`` have passed; the newest ``keep``
+    are kept. ``saved`` and ``path``: the checkpoint the run started from."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        every: int,
+        by_steps: bool = False,
+        minutes: float = 10.0,
+        keep: int = 3,
+        saved: int = 0,
+        path: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.folder = folder
+        self.every = every
+        self.by_steps = by_steps
+        self.minutes = minutes
+        self.keep = keep
+        self.saved = saved
+        self.path = path
+        self.clock = clock
+        self.last = clock()
+
+    def due(self, done: int) -> bool:
+        """Whether to checkpoint after ``done`` steps."""
+        since = self.clock() - self.last
+        on_step = done % self.every == 0 and (self.by_steps or since >= MIN_CHECKPOINT_SECONDS)
+        return on_step or since > 60 * self.minutes
+
+    def save(self, trainer: Trainer, done: int, info: dict[str, Any]) -> Path:
+        """Checkpoint the whole training state after ``done`` steps."""
+        path = state.save(self.folder / state.checkpoint_name(done), trainer, done, info)
+        state.prune(self.folder, self.keep)
+        self.saved, self.path, self.last = done, path, self.clock()
+        return path
+
+    def save_last(self, trainer: Trainer, done: int, info: dict[str, Any]) -> Path:
+        """The checkpoint of the last step, written unless it already was."""
+        if self.saved != done or self.path is None:
+            return self.save(trainer, done, info)
+        return self.path
+
+
+class BestKeeper:
+    """``path``, the checkpoint with the lowest score of the run (read back
+    from the file on resume)."""
+
+    def __init__(self, path: Path, key: str = "kid") -> None:
+        self.path = path
+        self.key = key
+        self.best = self._read()
+
+    def _read(self) -> float:
+        if not self.path.exists():
+            return math.inf
+        try:
+            return float(state.load(self.path).header.get("info", {}).get(self.key, math.inf))
+        except StylerError as exc:
+            logger.warning("ignoring %s", exc)
+            return math.inf
+
+    def offer(self, trainer: Trainer, step: int, info: dict[str, Any]) -> bool:
+        """Save ``trainer`` as the best if its score (``info[key]``) is lower
+        than the best so far; ``info`` goes into the checkpoint."""
+        score = float(info[self.key])
+        if not score < self.best:
+            return False
+        self.best = score
+        state.save(self.path, trainer, step, info)
+        return True

@@ -1,0 +1,198 @@
+"""What the main process does around the training steps: a line in
+metrics.jsonl per step, and now and then a sample grid, report.html, a score
+(keeping the best checkpoint) and a checkpoint; at the end the last
+checkpoint, samples and score, and the export.
+
+Each of these has its own small object (:class:`~styler.training.run.MetricsLog`,
+:class:`~styler.training.checkpointing.Checkpointer`,
+:class:`~styler.training.scoring.Evaluator`, :mod:`~styler.training.export`);
+:class:`Upkeep` says when each one runs. Processes other than the main one
+(``torchrun``) keep nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from styler.training import report, state
+from styler.training.batches import TrainingData
+from styler.training.checkpointing import BestKeeper, Checkpointer
+from styler.training.config import TrainConfig
+from styler.training.display import Display
+from styler.training.export import export_trainer
+from styler.training.run import MetricsLog, RunFolder
+from styler.training.trainer import Trainer
+
+if TYPE_CHECKING:
+    from styler.training.loop import WatchOptions
+    from styler.training.scoring import Evaluator
+
+#: Sample grids (and report updates) per run unless --sample-every says.
+SAMPLES_PER_RUN = 40
+
+
+@dataclass
+class Progress:
+    """How far a run is: steps done, seconds spent in them, newest checkpoint."""
+
+    step: int = 0
+    seconds: float = 0.0
+    checkpoint: Path | None = None
+
+
+def sample_every(watch: WatchOptions, steps: int) -> int:
+    """Steps between sample grids: as asked, else about 40 per run (at most 1000 apart)."""
+    return watch.sample_every or max(1, min(1000, steps // SAMPLES_PER_RUN or 1))
+
+
+class Idle:
+    """The upkeep of the processes other than the main one: nothing."""
+
+    def begin(self) -> None:
+        pass
+
+    def step_done(self, losses: dict[str, float], seconds: float, lr: float) -> None:
+        pass
+
+    def between_steps(self, display: Display) -> None:
+        pass
+
+    def finish(self, display: Display) -> list[Path]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Idle:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class Upkeep(Idle):
+    """When the main process writes metrics, samples, reports, scores and
+    checkpoints, and what it does at the end."""
+
+    def __init__(
+        self,
+        run: RunFolder,
+        trainer: Trainer,
+        data: TrainingData,
+        watch: WatchOptions,
+        progress: Progress,
+        device: str,
+    ) -> None:
+        config = trainer.config
+        self.run, self.trainer, self.config, self.watch = run, trainer, config, watch
+        self.progress, self.device = progress, device
+        self.evaluator = _evaluator(config, run, watch) if watch.eval_every else None
+        self.every = sample_every(watch, config.steps)
+        self.checkpointer = Checkpointer(
+            run.checkpoints,
+            every=watch.checkpoint_every or self.every,
+            by_steps=watch.checkpoint_every is not None,
+            minutes=watch.checkpoint_minutes,
+            keep=watch.keep_checkpoints,
+            saved=progress.step,
+            path=progress.checkpoint,
+        )
+        self.sample_inputs = data.samples()
+        self.epoch_steps = data.epoch_steps
+        self.log = MetricsLog(run, tensorboard=watch.tensorboard)
+
+    def begin(self) -> None:
+        """A fresh run shows its untrained networks."""
+        if self.progress.step == 0:
+            self.samples(0)
+            self.report(0)
+
+    def step_done(self, losses: dict[str, float], seconds: float, lr: float) -> None:
+        """The step's line in metrics.jsonl."""
+        done = self.progress.step
+        record = {
+            "step": done,
+            "epoch": round(done / self.epoch_steps, 4),
+            "lr": lr,
+            "sec_per_step": round(seconds, 4),
+            "time": round(self.progress.seconds, 2),
+            **losses,
+        }
+        self.log.write(record)
+
+    def between_steps(self, display: Display) -> None:
+        """After a step that is not the last: whatever is due."""
+        done = self.progress.step
+        if self.evaluator is not None and done % (self.watch.eval_every or 1) == 0:
+            self.evaluate(display)
+        if done % self.every == 0:
+            self.samples(done)
+            self.report(done)
+        if self.checkpointer.due(done):
+            path = self.checkpointer.save(self.trainer, done, self.info())
+            display.note(f"saved {path.name}")
+
+    def finish(self, display: Display) -> list[Path]:
+        """The last checkpoint and samples; a finished run's score and its
+        exported models."""
+        done, finished = self.progress.step, self.progress.step >= self.config.steps
+        self.progress.checkpoint = self.checkpointer.save_last(self.trainer, done, self.info())
+        self.samples(done)
+        if finished and self.evaluator is not None:
+            self.evaluate(display)
+        models = self.export(display) if finished and self.watch.export else []
+        self.report(done)
+        return models
+
+    def export(self, display: Display) -> list[Path]:
+        """Export the best checkpoint's generators (with --eval-every), else the last's."""
+        step = self.progress.step
+        if self.run.best.exists():
+            best = state.load(self.run.best)
+            state.restore(self.trainer, best)
+            step = best.step
+            kid = best.header["info"].get("kid", float("nan"))
+            display.note(f"exporting the best checkpoint: step {step}, KID {kid:.4f}")
+        else:
+            display.note("exporting the generators to ONNX")
+        results = export_trainer(self.trainer, self.config, self.run.root, step)
+        return [r.path for r in results]
+
+    def evaluate(self, display: Display) -> None:
+        if self.evaluator is not None:
+            step, seconds = self.progress.step, self.progress.seconds
+            display.note(self.evaluator.evaluate(self.trainer, step, seconds, self.log))
+
+    def info(self) -> dict[str, Any]:
+        return {"seconds": self.progress.seconds, "device": self.device}
+
+    def samples(self, step: int) -> None:
+        self.trainer.train(False)
+        rows = self.trainer.sample_rows(self.sample_inputs)
+        self.trainer.train(True)
+        image = report.grid_image(rows, self.trainer.column_names(), f"step {step}")
+        report.save_png(image, self.run.samples / f"step_{step:07d}.png")
+
+    def report(self, step: int) -> None:
+        report.write_report(
+            self.run.root,
+            title=f"styler {self.config.mode.name}: {self.run.root.name}",
+            losses=self.trainer.loss_names,
+            summary=report.summary(self.config, step, self.device, self.progress.seconds),
+            models=self.run.models(),
+        )
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def _evaluator(config: TrainConfig, run: RunFolder, watch: WatchOptions) -> Evaluator:
+    from styler.training.scoring import Evaluator, make_scorer
+
+    scorer = make_scorer(config, watch.eval_photos, watch.eval_reference)
+    return Evaluator(scorer, BestKeeper(run.best))
