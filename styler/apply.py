@@ -33,6 +33,7 @@ from styler.errors import (
 )
 from styler.fsutil import remove_stale_parts
 from styler.log import logger
+from styler.metadata import ModelMetadata
 from styler.paths import Job, output_path
 from styler.runtime import Model
 
@@ -167,38 +168,14 @@ class Stylizer:
     # -- arrays ---------------------------------------------------------------
 
     def _to_model(self, rgb: np.ndarray) -> np.ndarray:
-        """H x W x 3 in [0, 1] -> 1 x C x H x W in the model's value range."""
-        lo, hi = self.meta.value_range
-        if not _finite(rgb):
-            raise BadImageError("the image holds NaN or infinite values")
-        x = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
-        if self.meta.in_channels == 1:
-            x = x.mean(axis=1, keepdims=True)
-        x *= hi - lo
-        x += lo
-        return x
+        return model_input(rgb, self.meta)
 
     def _from_model(self, y: np.ndarray) -> np.ndarray:
-        """C x H x W in the model's range -> H x W x 3 in [0, 1] (in place:
-        a 6000x4000 image is 288 MB per float copy)."""
-        lo, hi = self.meta.value_range
-        if not _finite(y):
-            raise InferenceError("the model's output holds NaN or infinite values")
-        out = np.ascontiguousarray(y[:3].transpose(1, 2, 0), dtype=np.float32)
-        out -= lo
-        out *= 1.0 / (hi - lo)
-        np.clip(out, 0.0, 1.0, out=out)
-        if out.shape[2] == 1:
-            out = np.repeat(out, 3, axis=2)
-        return out
+        return model_output(y, self.meta)
 
     @property
     def min_side(self) -> int:
-        """The shortest side a run takes: a ResNet's reflection pads need at
-        least 2 pixels after its two downsamplings, so images thinner than
-        twice its size multiple (1 x N, 3 x 3, ...) are padded further."""
-        multiple = self.meta.size_multiple
-        return 2 * multiple if getattr(self.meta.network, "kind", "") == "resnet" else multiple
+        return min_side(self.meta)
 
     def uses_tiles(self, height: int, width: int) -> bool:
         return self.tile is not None or height * width > self.whole_pixels
@@ -217,8 +194,7 @@ class Stylizer:
                 return [self.apply_batch([im])[0] for im in images]
             return [self._tiled(images[0])]
         x = np.concatenate([self._to_model(im) for im in images])
-        padded, size = tiling.pad_to_multiple(x, self.meta.size_multiple)
-        padded = _pad_to_at_least(padded, self.min_side)
+        padded, size = pad_for_model(x, self.meta)
         y = tiling.crop(self.model.run(padded), size)
         return [self._from_model(y[i]) for i in range(len(images))]
 
@@ -492,6 +468,8 @@ class _Pipeline:
         notes = []
         if image.alpha is not None and fmt in ("JPEG", "BMP"):
             notes.append(f"{fmt} cannot store transparency: alpha dropped")
+        if imageio.exif_too_long(image, fmt):
+            notes.append(f"EXIF of {len(image.exif or b'')} bytes is too long for JPEG: dropped")
         try:
             imageio.save_image(out, rgb, image, fmt, self.options.quality)
         except Exception as exc:
@@ -512,6 +490,51 @@ def _settle(item: _Item, status: Status, error: str | None = None) -> _Item:
     output = None if item.output is None else str(item.output)
     item.result = Result(str(item.job.input), output, status, error, _ms(item))
     return item
+
+
+def model_input(rgb: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """H x W x 3 in [0, 1] -> 1 x C x H x W in the model's value range
+    (averaged to grey for a one-channel model); NaN or infinity refused."""
+    lo, hi = meta.value_range
+    if not _finite(rgb):
+        raise BadImageError("the image holds NaN or infinite values")
+    x = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
+    if meta.in_channels == 1:
+        x = x.mean(axis=1, keepdims=True)
+    x *= hi - lo
+    x += lo
+    return x
+
+
+def model_output(y: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """C x H x W in the model's range -> H x W x 3 in [0, 1] (in place: a
+    6000x4000 image is 288 MB per float copy); NaN or infinity is an
+    :class:`InferenceError` (that image fails)."""
+    lo, hi = meta.value_range
+    if not _finite(y):
+        raise InferenceError("the model's output holds NaN or infinite values")
+    out = np.ascontiguousarray(y[:3].transpose(1, 2, 0), dtype=np.float32)
+    out -= lo
+    out *= 1.0 / (hi - lo)
+    np.clip(out, 0.0, 1.0, out=out)
+    if out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    return out
+
+
+def min_side(meta: ModelMetadata) -> int:
+    """The shortest side a run takes: a ResNet's reflection pads need at
+    least 2 pixels after its two downsamplings, so images thinner than twice
+    its size multiple (1 x N, 3 x 3, ...) are padded further."""
+    multiple = meta.size_multiple
+    return 2 * multiple if getattr(meta.network, "kind", "") == "resnet" else multiple
+
+
+def pad_for_model(x: np.ndarray, meta: ModelMetadata) -> tuple[np.ndarray, tuple[int, int]]:
+    """(N, C, H, W) padded to what the model runs on (a multiple of its size
+    multiple, at least :func:`min_side`), and the (H, W) to crop back to."""
+    padded, size = tiling.pad_to_multiple(x, meta.size_multiple)
+    return _pad_to_at_least(padded, min_side(meta)), size
 
 
 def _pad_to_at_least(x: np.ndarray, side: int) -> np.ndarray:

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from styler._version import __version__
-from styler.errors import ExportError, UsageError
-from styler.fsutil import atomic_write_bytes
+from styler.errors import ExportError
+from styler.fsutil import atomic_write_bytes, check_new_output
 from styler.log import logger
 from styler.metadata import (
     METADATA_KEY,
@@ -307,8 +307,7 @@ def export_checkpoint(
     from styler.checkpoint import build_generator, load_generator
 
     checkpoint, output = Path(checkpoint), Path(output)
-    if output.exists() and not overwrite:
-        raise UsageError(f"{output} exists; pass --overwrite to replace it")
+    check_new_output(checkpoint, output, overwrite)
     meta, state = load_generator(checkpoint)
     changes = {"name": name, "description": description, "license": license}
     meta = dataclasses.replace(meta, **{k: v for k, v in changes.items() if v is not None})

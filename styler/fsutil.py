@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from styler.errors import OutputError
+from styler.errors import OutputError, UsageError
 
 
 def _read_umask() -> int:
@@ -113,3 +113,36 @@ def remove_stale_parts(folder: Path) -> list[Path]:
         except OSError:
             pass
     return removed
+
+
+def check_output_folder(folder: Path) -> None:
+    """Refuse at once (a :class:`UsageError`, before any work) an output folder
+    that cannot be created or written to: every output would fail."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError("the output folder is a file", folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot create the output folder: {exc.strerror or exc}", folder
+        ) from None
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write in the output folder: {exc.strerror or exc}", folder
+        ) from None
+
+
+def check_new_output(source: Path, output: Path, overwrite: bool) -> None:
+    """Refuse to write ``output`` when it exists (unless ``overwrite``) or is
+    ``source`` itself (even with ``overwrite``: the input would be lost)."""
+    try:
+        same = output.exists() and os.path.samefile(source, output)
+    except OSError:
+        same = False
+    if same:
+        raise UsageError(f"the output is the input {source}; choose another --output", output)
+    if output.exists() and not overwrite:
+        raise UsageError(f"{output} exists; pass --overwrite to replace it")

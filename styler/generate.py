@@ -8,6 +8,7 @@ and ``n=10`` gives the first ten of ``n=64``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,8 @@ class ImageGenerator:
         images whatever ``n`` is."""
         if n < 1:
             raise UsageError("the number of images must be at least 1")
+        if not 0 <= seed < 2**63:
+            raise UsageError(f"the seed must be in 0..2**63-1, got {seed}")
         self.labels_for(0, 0, label)  # an unknown class fails before any work
         lo, hi = self.meta.value_range
         for start, noise in noise_chunks(seed, n, self.meta.latent_dim):
@@ -136,7 +139,10 @@ def save_png(image: Image.Image, path: Path) -> None:
 def file_name(item: Generated, classes: tuple[str, ...]) -> str:
     if item.label is None:
         return f"sample_{item.index:05d}.png"
+    # Letters, digits, - and _ only, at most 100 bytes: never a path, never too long.
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in classes[item.label])
+    while len(os.fsencode(name)) > 100:
+        name = name[:-1]
     return f"{name}_{item.index:05d}.png"
 
 

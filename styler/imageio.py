@@ -165,8 +165,10 @@ def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
         with _decoder_errors(head, path):
             img = Image.open(f, formats=SUPPORTED_FORMATS)
             _check_size(img, max_pixels, path)
-            frames = getattr(img, "n_frames", 1)
-            if frames > 1 and img.format not in ("TIFF", "MPO"):
+            # Only the first page of a TIFF (or MPO) is read: never count
+            # its pages (Pillow walks a chain of 200,000 in minutes).
+            frames = 1 if img.format in ("TIFF", "MPO") else getattr(img, "n_frames", 1)
+            if frames > 1:
                 raise BadImageError(f"animated image ({frames} frames) is not supported", path)
             yield img
 
@@ -390,6 +392,17 @@ def to_pil(rgb: np.ndarray, like: DecodedImage) -> Image.Image:
     return out
 
 
+#: Most EXIF bytes a JPEG holds: one APP1 segment (65,535 bytes with its
+#: length field) less the "Exif\0\0" header.
+JPEG_MAX_EXIF = 65_533 - 6
+
+
+def exif_too_long(like: DecodedImage, fmt: str) -> bool:
+    """Whether ``like``'s EXIF cannot go into a ``fmt`` file (it is then left
+    out: a PNG's or WebP's EXIF may be larger than a JPEG's segment)."""
+    return fmt == "JPEG" and like.exif is not None and len(like.exif) > JPEG_MAX_EXIF
+
+
 def save_image(
     path: str | Path, rgb: np.ndarray, like: DecodedImage, fmt: str, quality: int = 95
 ) -> None:
@@ -407,7 +420,7 @@ def save_image(
     params: dict[str, object] = {}
     if like.icc_profile and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
         params["icc_profile"] = like.icc_profile
-    if like.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+    if like.exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF") and not exif_too_long(like, fmt):
         params["exif"] = like.exif
     if fmt == "JPEG":
         params.update(quality=quality, subsampling=0 if quality >= 90 else 2)

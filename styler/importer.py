@@ -18,10 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from styler.errors import BadCheckpointError, UsageError
+from styler.errors import BadCheckpointError, BadModelError
+from styler.fsutil import check_new_output
 from styler.log import logger
 from styler.metadata import ModelMetadata
-from styler.netconfig import GeneratorConfig, ResnetGeneratorConfig, UnetGeneratorConfig
+from styler.netconfig import (
+    GeneratorConfig,
+    ResnetGeneratorConfig,
+    UnetGeneratorConfig,
+    check_values,
+)
 
 if TYPE_CHECKING:
     from styler.export import ExportResult
@@ -63,6 +69,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise BadCheckpointError(
                 f"not a state_dict: entry {key!r} is a {type(value).__name__}, not a tensor", path
             )
+        if value.layout != torch.strided or value.is_meta or value.is_complex():
+            kind = "complex" if value.is_complex() else "meta" if value.is_meta else "sparse"
+            raise BadCheckpointError(f"entry {key!r} is a {kind} tensor, not weights", path)
         # DataParallel wraps names in "module."
         tensors[key.removeprefix("module.")] = value
     return tensors
@@ -200,6 +209,10 @@ def import_checkpoint(path: str | Path, **overrides: Any) -> ImportedGenerator:
             config = dataclasses.replace(config, **overrides)
         except TypeError as exc:
             raise BadCheckpointError(f"cannot apply overrides: {exc}", path) from None
+    try:  # sizes within bounds before a network of that size is built
+        check_values(config)
+    except BadModelError as exc:
+        raise BadCheckpointError(f"not a usable generator: {exc.reason}", path) from None
     net = zoo.build(config, init=None)
     expected = net.state_dict()
     ignored: list[str] = []
@@ -263,8 +276,7 @@ def import_to_onnx(
     from styler.export import export_onnx
 
     checkpoint, output = Path(checkpoint), Path(output)
-    if output.exists() and not overwrite:
-        raise UsageError(f"{output} exists; pass --overwrite to replace it")
+    check_new_output(checkpoint, output, overwrite)
     imported = import_checkpoint(checkpoint, **overrides)
     net = zoo.build(imported.config, init=None)
     net.load_state_dict(imported.state_dict, strict=True)

@@ -253,7 +253,7 @@ def config_from_dict(data: dict[str, Any]) -> NetConfig:
                 raise BadModelError(f"{kind} config field {name!r} must be a list of sizes")
             data = {**data, name: tuple(value)}
     config = cls(**data)
-    _check_values(config)
+    check_values(config)
     return config
 
 
@@ -273,7 +273,8 @@ LIMITS = {
 MAX_HIDDEN = 65536
 
 
-def _check_values(config: NetConfig) -> None:
+def check_values(config: NetConfig) -> None:
+    """Refuse a config with unknown names or sizes out of bounds (:data:`LIMITS`)."""
     if getattr(config, "norm", "none") not in NORMS:
         raise BadModelError(f"unknown norm {config.norm!r}")
     for name in ("in_channels", "out_channels", "ngf", "ndf"):
@@ -323,6 +324,7 @@ __all__ = [
     "PixelDiscriminatorConfig",
     "ResnetGeneratorConfig",
     "UnetGeneratorConfig",
+    "check_values",
     "config_from_dict",
     "config_to_dict",
     "discriminator_preset",

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from styler import imageio, metrics, tiling
+from styler import imageio, metrics
 from styler.errors import BadModelError, ExportError, UsageError
-from styler.fsutil import atomic_write_bytes
+from styler.fsutil import atomic_write_bytes, check_new_output
 from styler.graph_passes import fast_graph, transposed_to_subpixel
 from styler.log import logger
 from styler.metadata import METADATA_KEY, ModelMetadata
@@ -84,14 +84,11 @@ class QuantizeResult:
 
 
 def _model_inputs(images: Sequence[np.ndarray], meta: ModelMetadata) -> list[np.ndarray]:
-    """H x W x 3 images in [0, 1] -> padded 1 x C x H x W batches in the model's range."""
-    lo, hi = meta.value_range
-    out = []
-    for rgb in images:
-        x = rgb.transpose(2, 0, 1)[None].astype(np.float32) * (hi - lo) + lo
-        padded, _ = tiling.pad_to_multiple(x, meta.size_multiple)
-        out.append(np.ascontiguousarray(padded))
-    return out
+    """H x W x 3 images in [0, 1] -> padded 1 x C x H x W batches, as
+    ``styler apply`` gives them to the model (tiny images padded further)."""
+    from styler.apply import model_input, pad_for_model
+
+    return [np.ascontiguousarray(pad_for_model(model_input(rgb, meta), meta)[0]) for rgb in images]
 
 
 def load_calibration(files: Sequence[Path], side: int = CALIBRATION_SIDE) -> list[np.ndarray]:
@@ -120,8 +117,7 @@ def quantize_int8(
 
     start = time.perf_counter()
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise UsageError(f"{output} exists; pass --overwrite to replace it")
+    check_new_output(Path(model_path), output, overwrite)
     source = Model.open(model_path, device="cpu")
     meta = source.meta
     if meta.task != "translate" or meta.precision != "fp32":

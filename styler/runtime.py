@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from styler.errors import BadModelError, DeviceError
+from styler.errors import BadModelError, DeviceError, UsageError
 from styler.log import logger
 from styler.metadata import (
     LABEL_INPUT,
@@ -67,7 +67,14 @@ def quiet_onnxruntime() -> Any:
     return onnxruntime
 
 
+#: Most CPU threads one session may be given (beyond any real machine; a
+#: mistyped --threads 3000 would spend minutes starting threads).
+MAX_THREADS = 1024
+
+
 def session_options(threads: int | None = None) -> Any:
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be in 1..{MAX_THREADS}, got {threads}")
     ort = quiet_onnxruntime()
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -202,10 +209,11 @@ class Model:
             if path.stat().st_size == 0:
                 raise BadModelError("empty file, not an ONNX model", path)
         taken, providers = choose_providers(device, ort.get_available_providers())
+        options = session_options(threads)
         try:
             session = ort.InferenceSession(
                 model if isinstance(model, bytes) else os.fspath(model),
-                sess_options=session_options(threads),
+                sess_options=options,
                 providers=providers,
             )
         except Exception as exc:  # onnxruntime raises its own types for bad files

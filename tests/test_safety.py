@@ -24,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 import hostile
-from test_hostile import styler
+from test_hostile import files_below, styler
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -552,7 +552,7 @@ def test_a_nan_model_is_a_model_error_for_eval_generate_and_quantize(tmp_path: P
         assert result.returncode == 2, (args, lines)
         assert len(lines) == 1 and lines[0].startswith(f"styler: error: {model}: "), lines
         assert "NaN or infinite" in lines[0]
-    assert not (tmp_path / "gen").exists() and not (tmp_path / "nan.int8.onnx").exists()
+    assert files_below(tmp_path / "gen") == set() and not (tmp_path / "nan.int8.onnx").exists()
 
 
 def _has_metrics() -> bool:
@@ -581,3 +581,137 @@ def test_styling_in_place_never_styles_its_own_results(
         assert set(os.listdir(p)) == expected
         for name in expected - {f"p{i}.png" for i in range(2)}:
             (p / name).unlink()
+
+
+# -- siblings from a hostile review of every command --------------------------------------------
+
+
+def _tiff_chain(path: Path, pages: int) -> None:
+    """A 4 x 4 grey TIFF with ``pages`` chained IFDs sharing one strip."""
+    import struct
+
+    def ifd(next_offset: int) -> bytes:
+        tags = [(256, 3, 4), (257, 3, 4), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 8)]
+        tags += [(277, 3, 1), (278, 3, 4), (279, 4, 16)]
+        body = b"".join(
+            struct.pack("<HHII", t, k, 1, v) if k == 4 else struct.pack("<HHIHH", t, k, 1, v, 0)
+            for t, k, v in tags
+        )
+        return struct.pack("<H", len(tags)) + body + struct.pack("<I", next_offset)
+
+    size = len(ifd(0))
+    data = bytearray(b"II*\x00" + struct.pack("<I", 24) + bytes(range(0, 256, 16)))
+    for i in range(pages):
+        data += ifd(24 + (i + 1) * size if i < pages - 1 else 0)
+    path.write_bytes(bytes(data))
+
+
+def test_a_tiff_with_a_long_page_chain_is_read_at_once(
+    tiny_resnet_onnx: Path, tmp_path: Path
+) -> None:
+    """200,000 pages: Pillow counts them in quadratic time (minutes); styler
+    reads the first page only and never counts."""
+    photos = tmp_path / "in"
+    photos.mkdir()
+    _tiff_chain(photos / "chain.tif", 200_000)
+    args = ["apply", str(photos), "-m", str(tiny_resnet_onnx), "-o", str(tmp_path / "out"), "-q"]
+    result = styler(*args, timeout=60)  # the old code took 223 s here
+    assert result.returncode == 0, _lines(result)
+    with Image.open(tmp_path / "out" / "chain.tif") as styled:
+        assert styled.size == (4, 4)
+
+
+def test_import_export_quantize_never_replace_their_input(
+    tiny_resnet_onnx: Path, tmp_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    from conftest import REFERENCE
+
+    pth = tmp_path / "latest_net_G_A.pth"
+    pth.write_bytes((REFERENCE / "resnet_6blocks_ngf16_instance.pth").read_bytes())
+    model = tmp_path / "m.onnx"
+    model.write_bytes(tiny_resnet_onnx.read_bytes())
+    photos = tmp_path / "in"
+    for i in range(2):
+        _png(photos / f"p{i}.png", seed=i)
+    from styler.checkpoint import save_generator
+    from styler.metadata import ModelMetadata as Meta
+
+    config = generator_preset("resnet_2blocks", ngf=8)
+    from styler import zoo
+
+    weights = tmp_path / "g.safetensors"
+    save_generator(weights, zoo.build(config).state_dict(), Meta(network=config, name="g"))
+    for args, source in (
+        (["import", str(pth), "-o", str(pth), "--overwrite"], pth),
+        (["export", str(weights), "-o", str(weights), "--overwrite"], weights),
+        (["quantize", str(model), "--calibration", str(photos), "-o", str(model)], model),
+    ):
+        before = source.read_bytes()
+        result = styler(*args, "--overwrite") if args[0] == "quantize" else styler(*args)
+        lines = _lines(result)
+        assert result.returncode == 2 and len(lines) == 1, (args, lines)
+        assert "the output is the input" in lines[0]
+        assert source.read_bytes() == before
+
+    # A .pth whose tensors are not weights, or claim a huge network, is refused first.
+    state = torch.load(pth, weights_only=True)
+    for name, change in (
+        ("complex", lambda sd: sd.__setitem__("model.1.bias", sd["model.1.bias"] * 1j)),
+        ("huge", lambda sd: sd.__setitem__("model.1.weight", torch.zeros(1).expand(5000, 3, 7, 7))),
+    ):
+        forged = dict(state)
+        change(forged)
+        path = tmp_path / f"{name}.pth"
+        torch.save(forged, path)
+        result = styler("import", str(path), "-o", str(tmp_path / f"{name}.onnx"))
+        lines = _lines(result)
+        assert result.returncode == 2 and len(lines) == 1 and str(path) in lines[0], lines
+        assert not (tmp_path / f"{name}.onnx").exists()
+
+
+def test_generate_checks_its_output_folder_seed_and_names(tmp_path: Path) -> None:
+    model = _noise_model(tmp_path / "g.onnx", 4)
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    result = styler("generate", str(model), "-n", "2", "-o", str(blocker))
+    assert result.returncode == 2 and _lines(result) == [
+        f"styler: error: {blocker}: the output folder is a file"
+    ]
+    assert blocker.read_text() == "mine"
+    result = styler("generate", str(model), "-n", "2", "--seed", "-1", "-o", str(tmp_path / "o"))
+    assert result.returncode == 2 and "seed" in _lines(result)[0]
+    # A model returning other rows than asked for is a model error, not 1 or 512 files.
+    forged = onnx.load(str(model))
+    doubled = helper.make_node("Concat", ["image_half", "image_half"], ["image"], axis=0)
+    forged.graph.node[-1].output[0] = "image_half"
+    forged.graph.node.append(doubled)
+    extra = tmp_path / "doubled.onnx"
+    extra.write_bytes(forged.SerializeToString())
+    result = styler("generate", str(extra), "-n", "3", "-o", str(tmp_path / "d"))
+    assert result.returncode == 2 and "metadata promises 3 x 1 x 4 x 4" in _lines(result)[0]
+    assert files_below(tmp_path / "d") == set()
+
+
+def test_apply_refuses_absurd_threads_and_drops_exif_jpeg_cannot_hold(
+    tiny_resnet_onnx: Path, tmp_path: Path
+) -> None:
+    photos = tmp_path / "in"
+    photos.mkdir()
+    img = Image.fromarray(hostile.photo(24, 16))
+    exif = img.getexif()
+    exif[0x010E] = "x" * 70_000  # ImageDescription: 70 kB of EXIF
+    img.save(photos / "big_exif.png", exif=exif.tobytes())
+    model = str(tiny_resnet_onnx)
+    for threads in ("0", "-1", "99999999999"):
+        result = styler("apply", str(photos), "-m", model, "--threads", threads, "-o", "x")
+        assert result.returncode == 2 and "--threads" in _lines(result)[0], _lines(result)
+    out = tmp_path / "out"
+    result = styler("apply", str(photos), "-m", model, "-o", str(out), "--format", "jpg", "-q")
+    assert result.returncode == 0, _lines(result)
+    assert _lines(result) == [
+        f"styler: {photos / 'big_exif.png'}: warning: EXIF of "
+        f"{len(exif.tobytes())} bytes is too long for JPEG: dropped"
+    ]
+    with Image.open(out / "big_exif.jpg") as styled:
+        assert styled.size == (24, 16)

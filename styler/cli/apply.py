@@ -14,6 +14,7 @@ import typer
 
 from styler.cli.app import app, one_line
 from styler.errors import StylerError
+from styler.fsutil import check_output_folder
 
 
 @app.command("apply")
@@ -91,7 +92,7 @@ def apply(
     )
     stylizer = Stylizer(model, device=device, threads=threads, tile=tile)
     if not dry_run:
-        _check_output_folder(output)
+        check_output_folder(output)
     if not quiet:
         meta = stylizer.meta
         typer.echo(
@@ -188,30 +189,6 @@ def _out(line: str) -> None:
     sys.stdout.flush()
     buffer.write(data)
     buffer.flush()
-
-
-def _check_output_folder(folder: Path) -> None:
-    """Refuse at once (exit 2, before any image is decoded) an output folder
-    that cannot be created or written to: every output would fail."""
-    import tempfile
-
-    from styler.errors import UsageError
-
-    if folder.exists() and not folder.is_dir():
-        raise UsageError("the output folder is a file", folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot create the output folder: {exc.strerror or exc}", folder
-        ) from None
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise UsageError(
-            f"cannot write in the output folder: {exc.strerror or exc}", folder
-        ) from None
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from styler.cli.app import app
+from styler.fsutil import check_output_folder
 
 
 @app.command("generate")
@@ -41,6 +42,7 @@ def generate(
     if grid_path is not None and count > MAX_GRID:
         raise UsageError(f"--grid holds at most {MAX_GRID} images; -n is {count}")
     gen = ImageGenerator(model, device=device)
+    check_output_folder(output)
     items = []  # kept only for the grid: memory stays bounded without one
     skipped = 0
     for item in gen.iter_sample(count, seed, label):

@@ -25,7 +25,7 @@ def info(
     data["file"] = str(model)
     data["file_size"] = model.stat().st_size
     if as_json:
-        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+        typer.echo(json.dumps(data, indent=2, sort_keys=True, allow_nan=False))
         return
     net = meta.network
     if meta.task == "generate":
