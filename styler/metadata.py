@@ -128,7 +128,7 @@ class ModelMetadata:
         try:
             data = strictjson.loads(text)
         except ValueError as exc:
-            raise BadModelError(f"styler metadata is not usable JSON: {exc}") from None
+            raise BadModelError(f"styler metadata is not valid JSON ({exc})") from None
         return cls.from_dict(data)
 
     @classmethod

@@ -59,8 +59,9 @@ def _depth(text: str) -> int:
 
 
 def loads(text: str | bytes) -> Any:
-    """``text`` parsed as JSON, or ``ValueError`` saying why not (not UTF-8,
-    not JSON, NaN or Infinity, a huge number, nested too deep)."""
+    """``text`` parsed as JSON, or ``ValueError`` whose message says why not
+    in a few words (not UTF-8, the decoder's complaint, NaN or Infinity, a
+    huge number, nested too deep)."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -76,6 +77,6 @@ def loads(text: str | bytes) -> Any:
             parse_constant=_refuse_constant,
         )
     except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc.msg})") from None
+        raise ValueError(exc.msg) from None
     except RecursionError:
         raise ValueError("nested too deep") from None

@@ -328,20 +328,31 @@ def test_a_model_that_outputs_nan_fails_each_image(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "value_range", ["[0, Infinity]", "[NaN, 1]", "[0, 1e300]", "[1, 1]", "[0, 1e-9]"]
+    ("value_range", "reason"),
+    [
+        ("[0, Infinity]", "not valid JSON (Infinity, which JSON does not allow)"),
+        ("[NaN, 1]", "not valid JSON (NaN, which JSON does not allow)"),
+        ("[0, 1e400]", "not valid JSON (a number out of range"),
+        ("[0, 1e300]", "value_range must be"),
+        ("[1, 1]", "value_range must be"),
+        ("[0, 1e-9]", "value_range must be"),
+    ],
 )
-def test_absurd_value_ranges_are_model_errors(tmp_path: Path, value_range: str) -> None:
+def test_absurd_value_ranges_are_model_errors(
+    tmp_path: Path, value_range: str, reason: str
+) -> None:
     photos = tmp_path / "in"
     _png(photos / "a.png")
     meta = _metadata().replace('"value_range": [-1.0, 1.0]', f'"value_range": {value_range}')
     assert value_range in meta
-    model = _model(tmp_path / "m.onnx", [helper.make_node("Identity", ["image"], ["styled"])])
-    model = _model(model, [helper.make_node("Identity", ["image"], ["styled"])], metadata=meta)
+    identity = [helper.make_node("Identity", ["image"], ["styled"])]
+    model = _model(tmp_path / "m.onnx", identity, metadata=meta)
     for args in (["apply", str(photos), "-m", str(model), "-o", str(tmp_path / "o")], ["info"]):
         result = styler(*args, *([str(model)] if args == ["info"] else []))
         assert result.returncode == 2
         lines = _lines(result)
-        assert len(lines) == 1 and "value_range" in lines[0], lines
+        assert len(lines) == 1 and lines[0].startswith(f"styler: error: {model}: "), lines
+        assert reason in lines[0].removeprefix(f"styler: error: {model}: "), lines
     assert not (tmp_path / "o").exists()
 
 

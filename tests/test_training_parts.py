@@ -208,7 +208,7 @@ def test_run_folder(tmp_path: Path) -> None:
     assert [json.loads(x)["step"] for x in run.metrics.read_text().splitlines()] == [1, 2, 3]
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = run.checkpoints / f".step_0000004.safetensors.{dead.pid}.a1b2c3d4.part"
+    stale = run.checkpoints / f".styler-{dead.pid}-a1b2c3d4.part"
     stale.write_bytes(b"half")  # what a kill mid-write leaves
     run.remove_stale()
     assert not stale.exists()
