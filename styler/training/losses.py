@@ -81,3 +81,41 @@ def color_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> to
         return torch.nn.functional.conv2d(pool(x.float(), size), weights)
 
     return l1(chroma(output), chroma(source))
+
+
+def patch_nce(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """PatchNCE (CUT): for each of P patches (N x P x D unit vectors), the
+    cross-entropy of picking its own key among the P keys of the same image
+    (the others are negatives); keys carry no gradient."""
+    key = key.detach()
+    positive = (query * key).sum(-1, keepdim=True)  # N x P x 1
+    logits = torch.bmm(query, key.transpose(1, 2))  # N x P x P
+    eye = torch.eye(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    negatives = logits.masked_fill(eye, -10.0)  # a patch is no negative of itself
+    scores = torch.cat([positive, negatives], dim=-1) / temperature
+    target = torch.zeros(scores.shape[:2], dtype=torch.long, device=scores.device)
+    return F.cross_entropy(scores.flatten(0, 1).float(), target.flatten())
+
+
+def content_loss(output: list[torch.Tensor], source: list[torch.Tensor]) -> torch.Tensor:
+    """L1 between feature maps of the output and of the source image, each
+    map divided by the source's mean magnitude so that every scale counts."""
+    total = torch.zeros((), device=source[0].device)
+    for o, s in zip(output, source, strict=True):
+        s = s.detach().float()
+        total = total + (o.float() - s).abs().mean() / (s.abs().mean() + 1e-6)
+    return total / len(source)
+
+
+def style_loss(output: list[torch.Tensor], style: list[torch.Tensor]) -> torch.Tensor:
+    """L1 between the per-channel mean and standard deviation of feature
+    maps of the output and of style images (AdaIN's style statistics; the
+    style batch's statistics are averaged over its images)."""
+    total = torch.zeros((), device=style[0].device)
+    for o, s in zip(output, style, strict=True):
+        o, s = o.float(), s.detach().float()
+        o_mean, o_std = o.mean((2, 3)), o.std((2, 3))
+        s_mean, s_std = s.mean((2, 3)).mean(0, keepdim=True), s.std((2, 3)).mean(0, keepdim=True)
+        scale = s_mean.abs().mean() + s_std.mean() + 1e-6
+        total = total + ((o_mean - s_mean).abs().mean() + (o_std - s_std).abs().mean()) / scale
+    return total / len(style)

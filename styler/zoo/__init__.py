@@ -18,6 +18,7 @@ from styler.netconfig import (
     NetConfig,
     PatchDiscriminatorConfig,
     PixelDiscriminatorConfig,
+    ProjectedDiscriminatorConfig,
     ResnetGeneratorConfig,
     UnetGeneratorConfig,
     discriminator_preset,
@@ -26,6 +27,7 @@ from styler.netconfig import (
 from styler.zoo.discriminators import PatchDiscriminator, PixelDiscriminator
 from styler.zoo.init import INIT_TYPES, InitType, init_weights
 from styler.zoo.noise import DcganDiscriminator, DcganGenerator, MlpDiscriminator, MlpGenerator
+from styler.zoo.projected import ProjectedDiscriminator
 from styler.zoo.resnet import ResnetGenerator
 from styler.zoo.unet import UnetGenerator
 
@@ -34,6 +36,7 @@ BUILDERS: dict[type, Callable[..., nn.Module]] = {
     UnetGeneratorConfig: UnetGenerator,
     PatchDiscriminatorConfig: PatchDiscriminator,
     PixelDiscriminatorConfig: PixelDiscriminator,
+    ProjectedDiscriminatorConfig: ProjectedDiscriminator,
     MlpGeneratorConfig: MlpGenerator,
     DcganGeneratorConfig: DcganGenerator,
     MlpDiscriminatorConfig: MlpDiscriminator,
@@ -51,6 +54,9 @@ def build(config: NetConfig, init: InitType | None = "normal", gain: float = 0.0
     net = cls(config)
     if init is not None:
         init_weights(net, init, gain)
+        start = getattr(net, "start_as_identity", None)
+        if start is not None:
+            start()
     return net
 
 

@@ -83,7 +83,7 @@ class _Walk:
         if isinstance(module, ResnetGenerator):
             return module.finish(x, self.run(module.model, x))
         if isinstance(module, UnetGenerator):
-            return self.run(module.model, x)
+            return module.finish(x, self.run(module.model, x))
         return module(x)
 
     def norm(self, layer: nn.InstanceNorm2d, x: torch.Tensor) -> torch.Tensor:

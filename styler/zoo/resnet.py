@@ -87,8 +87,59 @@ class ResnetGenerator(nn.Module):
         return self.finish(x, self.model(x))
 
     def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The output from the input ``x`` and the last layer's ``y``."""
-        if not self.config.residual:
-            return y
-        # At sizes that are not a multiple of 4 the network's output is larger.
-        return (x + y[:, :, : x.shape[2], : x.shape[3]]).clamp(-1.0, 1.0)
+        return residual_output(self.config.residual, x, y)
+
+    def start_as_identity(self) -> None:
+        """A residual generator's last convolution starts at zero: the
+        network starts as the identity (called after initialisation)."""
+        if self.config.residual:
+            last = self.model[-2]
+            torch.nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                torch.nn.init.zeros_(last.bias)
+
+    def features(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
+        """The outputs of the layers (indices into ``model``) in ``layers``,
+        running the network only as far as the last of them."""
+        out = []
+        for i, layer in enumerate(self.model[: max(layers) + 1]):
+            x = layer(x)
+            if i in layers:
+                out.append(x)
+        return out
+
+    def forward_with_features(
+        self, x: torch.Tensor, layers: tuple[int, ...]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The output and, on the way, :meth:`features` (one forward pass)."""
+        y, out = x, []
+        for i, layer in enumerate(self.model):
+            y = layer(y)
+            if i in layers:
+                out.append(y)
+        return self.finish(x, y), out
+
+
+def residual_output(residual: bool, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A generator's output from its input ``x`` and its last layer's ``y``:
+    ``y``, or for a residual generator ``x + y`` clipped to [-1, 1]."""
+    if not residual:
+        return y
+    # At sizes that are not a multiple of the size multiple the output is larger.
+    return (x + y[:, :, : x.shape[2], : x.shape[3]]).clamp(-1.0, 1.0)
+
+
+def nce_layers(config: ResnetGeneratorConfig) -> tuple[int, ...]:
+    """The layers CUT's PatchNCE compares (its 0, 4, 8, 12, 16 on its
+    anti-aliased network): the input (after padding), the two downsampling
+    convolutions, the first residual block and the fifth (or the last)."""
+    first_block = 10
+    last = first_block + min(4, config.n_blocks - 1)
+    return (0, 4, 7, *sorted({first_block, last})) if config.n_blocks else (0, 4, 7)
+
+
+def nce_channels(config: ResnetGeneratorConfig) -> tuple[int, ...]:
+    """Channels of each of :func:`nce_layers`."""
+    ngf = config.ngf
+    blocks = len(nce_layers(config)) - 3
+    return (config.in_channels, ngf * 2, ngf * 4, *[ngf * 4] * blocks)

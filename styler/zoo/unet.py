@@ -11,6 +11,7 @@ from torch import nn
 
 from styler.netconfig import Norm, UnetGeneratorConfig
 from styler.zoo.layers import ResizeConv, conv_bias, norm_layer
+from styler.zoo.resnet import residual_output
 
 
 def _up(c_in: int, c_out: int, bias: bool, resize: bool) -> nn.Module:
@@ -99,4 +100,17 @@ class UnetGenerator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.finish(x, self.model(x))
+
+    def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return residual_output(self.config.residual, x, y)
+
+    def start_as_identity(self) -> None:
+        """A residual U-Net's last (up) convolution starts at zero: the
+        network starts as the identity (called after initialisation)."""
+        if self.config.residual:
+            up = self.model.model[-2]  # a transposed convolution, or a resize-convolution
+            last = [m for m in up.modules() if getattr(m, "weight", None) is not None][-1]
+            torch.nn.init.zeros_(last.weight)
+            if last.bias is not None:
+                torch.nn.init.zeros_(last.bias)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from styler.errors import UsageError
 from styler.training.config import ModeConfig, TrainConfig
 from styler.training.distributed import DistInfo
+from styler.training.modes.cut import Cut, CutConfig, FastCutConfig
 from styler.training.modes.cyclegan import CycleGan, CycleGanConfig
 from styler.training.modes.gan import Gan, GanConfig
 from styler.training.modes.pix2pix import Pix2Pix, Pix2PixConfig
@@ -29,6 +30,8 @@ class Mode:
 #: name -> mode: the only place a mode is found from its name.
 MODES: dict[str, Mode] = {
     "cyclegan": Mode(CycleGanConfig, CycleGan),
+    "cut": Mode(CutConfig, Cut),
+    "fastcut": Mode(FastCutConfig, Cut),
     "pix2pix": Mode(Pix2PixConfig, Pix2Pix),
     "gan": Mode(GanConfig, Gan),
 }

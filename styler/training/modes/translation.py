@@ -91,8 +91,6 @@ class TranslationConfig(ModeConfig):
             if upsample is not None:
                 changes["upsample"] = upsample
             if residual:
-                if not hasattr(base, "residual"):
-                    raise UsageError(f"--residual is for ResNet generators, not {arch}")
                 changes["residual"] = True
             disc = {"in_channels": cls.disc_channels(own), "norm": cls.norm}
             if ndf is not None:

