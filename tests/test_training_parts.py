@@ -38,8 +38,8 @@ TRAINING = Path(__file__).parent.parent / "styler" / "training"
 def tiny_cyclegan(**changes: object) -> TrainConfig:
     mode = CycleGanConfig(
         generator=generator_preset("resnet_2blocks", ngf=4),
-        discriminator=discriminator_preset("basic", ndf=4, norm="instance"),
-    )
+        discriminator=discriminator_preset("n_layers_2", ndf=4, norm="instance"),
+    )  # (the basic discriminator needs crops of 24 px)
     config = TrainConfig(
         mode=mode, data_a="A", data_b="B", size=16, load_size=16, steps=10, decay_steps=5
     )
@@ -208,7 +208,7 @@ def test_run_folder(tmp_path: Path) -> None:
     assert [json.loads(x)["step"] for x in run.metrics.read_text().splitlines()] == [1, 2, 3]
     dead = subprocess.Popen(["true"])
     dead.wait()
-    stale = run.checkpoints / f".step_0000004.safetensors.{dead.pid}.a1b2c3d4.part"
+    stale = run.checkpoints / f".styler-{dead.pid}-a1b2c3d4.part"
     stale.write_bytes(b"half")  # what a kill mid-write leaves
     run.remove_stale()
     assert not stale.exists()
