@@ -404,7 +404,14 @@ def test_cli_run_folder_and_models_work_with_apply(
     applied = cli("apply", str(photo), "-m", models[0], "-o", str(tmp_path / "out"), "-q")
     assert applied.returncode == 0, applied.stderr
     assert Image.open(applied.stdout.strip()).size == (51, 37)
-    # styler export RUN_DIR re-exports from the latest checkpoint.
+    # styler export RUN_DIR re-exports from the latest checkpoint, and keeps
+    # the models already there unless told to replace them.
+    before = {m: Path(m).read_bytes() for m in models}
+    kept = cli("export", str(run))
+    assert kept.returncode == 2 and "pass --overwrite" in kept.stderr
+    assert all(Path(m).read_bytes() == data for m, data in before.items())
+    for m in models:
+        Path(m).unlink()
     again = cli("export", str(run))
     assert again.returncode == 0, again.stderr
     assert again.stdout.split() == models

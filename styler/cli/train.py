@@ -245,7 +245,11 @@ def train(
     else:
         first, second = _folders(data_a, data_b, aligned)
         from styler.training.device import choose
+        from styler.training.run import RunFolder
         from styler.training.setup import default_run_dir, make_config
+
+        if output is not None:  # before any image is decoded
+            RunFolder(output).check_writable()
 
         one_folder = second is None and aligned is None
         chosen_device, chosen_precision = choose(device, precision, small=one_folder)

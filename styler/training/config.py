@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from styler.errors import BadCheckpointError, UsageError
+from styler import strictjson
+from styler.errors import BadCheckpointError, BadModelError, UsageError
 from styler.netconfig import config_from_dict
+from styler.training import limits
 
 if TYPE_CHECKING:
     from styler.training.data import Layout
@@ -74,8 +76,15 @@ class ModeConfig:
         """Every flag the mode takes."""
         return cls.own_flags() | set(cls.flags)
 
+    def __post_init__(self) -> None:
+        limits.check_fields(self)
+
     def check(self, config: TrainConfig) -> None:
-        """Refuse what this mode cannot train, saying which flag."""
+        """Refuse what this mode cannot train, saying which flag (a subclass
+        calls this first: it checks the networks' sizes)."""
+        limits.check_weights(self)
+        for name in ("generator", "discriminator"):
+            limits.check_network(name, getattr(self, name), config)
 
     def layout(self, config: TrainConfig) -> Layout:
         """How the run's data is laid out (see :mod:`styler.training.data`)."""
@@ -107,7 +116,10 @@ class ModeConfig:
         values = dict(data)
         for f in dataclasses.fields(cls):
             if f.name in ("generator", "discriminator") and f.name in values:
-                values[f.name] = config_from_dict(values[f.name])
+                try:
+                    values[f.name] = config_from_dict(values[f.name])
+                except BadModelError as exc:
+                    raise ValueError(f"{f.name}: {exc.reason}") from None
             elif isinstance(values.get(f.name), list):
                 values[f.name] = tuple(values[f.name])
         return cls(**values)
@@ -156,6 +168,9 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.mode, ModeConfig) or not isinstance(self.data_a, str):
+            raise UsageError("a config needs a mode and a data folder")
+        limits.check_fields(self)
         check(self)
         self.mode.check(self)
 
@@ -184,7 +199,10 @@ class TrainConfig:
                     f"config version {version!r} is newer than this styler understands "
                     f"({CONFIG_VERSION}); upgrade styler"
                 )
-            mode_cls = mode_config_class(str(data.pop("mode")))
+            mode = data.pop("mode")
+            if not isinstance(mode, str):
+                raise ValueError(f"mode must be a string, got {type(mode).__name__}")
+            mode_cls = mode_config_class(mode)
             shared = {f.name for f in dataclasses.fields(cls)} - {"mode"}
             own = {f.name for f in dataclasses.fields(mode_cls)}
             unknown = sorted(set(data) - shared - own - FORMER_SHARED_FIELDS)
@@ -193,18 +211,19 @@ class TrainConfig:
             mode = mode_cls.from_dict({k: v for k, v in data.items() if k in own})
             values = {k: v for k, v in data.items() if k in shared}
             for key in ("domains", "holdout_a", "holdout_b"):
-                if key in values:
+                if isinstance(values.get(key), list):
                     values[key] = tuple(values[key])
             return cls(mode=mode, **values)
         except (KeyError, TypeError, ValueError, UsageError) as exc:
             raise BadCheckpointError(f"not a valid training config ({exc})", source) from None
 
     @classmethod
-    def from_json(cls, text: str, source: str | Path = "") -> TrainConfig:
+    def from_json(cls, text: str | bytes, source: str | Path = "") -> TrainConfig:
+        """Parse config.json strictly (UTF-8, no NaN, bounded numbers and nesting)."""
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadCheckpointError(f"training config is not JSON ({exc.msg})", source) from None
+            data = strictjson.loads(text)
+        except ValueError as exc:
+            raise BadCheckpointError(f"training config is not JSON: {exc}", source) from None
         if not isinstance(data, dict):
             raise BadCheckpointError("training config must be a JSON object", source)
         return cls.from_dict(data, source)
@@ -218,18 +237,20 @@ def given(**values: Any) -> dict[str, Any]:
 
 def check(config: TrainConfig) -> None:
     """Refuse shared settings that cannot train, with a message that says which flag."""
+    from styler.zoo.init import INIT_TYPES
+
+    limits.check_sizes(config)
+    limits.check_domains(config.domains)
+    if config.init not in INIT_TYPES:
+        raise UsageError(f"unknown init {config.init!r}: expected one of {', '.join(INIT_TYPES)}")
     if config.gan_loss not in GAN_LOSSES:
         raise UsageError(
             f"unknown GAN loss {config.gan_loss!r}: expected one of {', '.join(GAN_LOSSES)}"
         )
     if config.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {config.precision!r}")
-    if config.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
     if config.steps < 1 or not 0 <= config.decay_steps <= config.steps:
         raise UsageError(
             f"--steps must be positive and the decay ({config.decay_steps} steps) "
             f"no longer than the run ({config.steps} steps)"
         )
-    if not config.lr > 0:
-        raise UsageError(f"--lr must be positive, got {config.lr}")

@@ -5,6 +5,7 @@ from a run's best (or else latest) checkpoint."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from styler.log import logger
 from styler.metadata import ModelMetadata
 from styler.training import state
 from styler.training.config import TrainConfig
+from styler.training.limits import safe_name
 from styler.training.modes import build_trainer
 from styler.training.run import RunFolder
 from styler.training.trainer import ExportSpec, Trainer
@@ -49,6 +51,18 @@ def metadata(spec: ExportSpec, config: TrainConfig, run_dir: Path, step: int) ->
     )
 
 
+def model_paths(trainer: Trainer, run_dir: Path, fp16: bool = False) -> list[Path]:
+    """Where the trainer's generators go: ``run_dir/<name>.onnx``, names made
+    of the domain names, which hold only letters, digits, ``-`` and ``_``."""
+    paths = []
+    for spec in trainer.exports():
+        stem = f"{spec.name}.fp16" if fp16 and spec.task != "generate" else spec.name
+        if not all(safe_name(part) for part in spec.name.split("_to_")):
+            raise UsageError(f"unsafe model name {spec.name!r}")  # domains are checked on read
+        paths.append(run_dir / f"{stem}.onnx")
+    return paths
+
+
 def export_trainer(
     trainer: Trainer, config: TrainConfig, run_dir: Path, step: int, fp16: bool = False
 ) -> list[ExportResult]:
@@ -56,26 +70,33 @@ def export_trainer(
     from styler.export import export_generator, export_onnx
 
     results = []
-    for spec in trainer.exports():
+    for spec, path in zip(trainer.exports(), model_paths(trainer, run_dir, fp16), strict=True):
         meta = metadata(spec, config, run_dir, step)
         if spec.task == "generate":
-            results.append(export_generator(spec.net, meta, run_dir / f"{spec.name}.onnx"))
+            results.append(export_generator(spec.net, meta, path))
         else:
-            path = run_dir / f"{spec.name}{'.fp16' if fp16 else ''}.onnx"
             results.append(export_onnx(spec.net, meta, path, fp16=fp16))
     return results
 
 
-def export_run(run_dir: str | Path, fp16: bool = False) -> list[ExportResult]:
+def export_run(
+    run_dir: str | Path, fp16: bool = False, overwrite: bool = False
+) -> list[ExportResult]:
     """Export the generators of a run's best checkpoint (with --eval-every),
-    else of its latest (``styler export RUN_DIR``)."""
+    else of its latest (``styler export RUN_DIR``); models already in the
+    run folder are replaced only with ``overwrite``."""
     run = RunFolder(Path(run_dir))
-    run.read_config()
-    ckpt = state.load(run.best) if run.best.exists() else run.latest()
-    if ckpt is None:
-        raise UsageError(f"{run.root} has no checkpoint yet")
+    if os.path.lexists(run.best):
+        run.read_config()
+        run.check_own()
+        ckpt = state.load(run.best)
+    else:
+        ckpt = run.resume_point()
     logger.info("exporting %s (step %d)", ckpt.path, ckpt.step)
     trainer = build_trainer(ckpt.config, "cpu")
+    taken = [p for p in model_paths(trainer, run.root, fp16) if os.path.lexists(p)]
+    if taken and not overwrite:
+        raise UsageError(f"{taken[0]} exists; pass --overwrite to replace it")
     state.restore(trainer, ckpt)
     trainer.train(False)
     return export_trainer(trainer, ckpt.config, run.root, ckpt.step, fp16)

@@ -24,13 +24,25 @@ from styler.log import logger
 DEFAULT_CACHE_BYTES = 4 * 1024**3
 
 
-def scale_shorter(img: Image.Image, shorter: int) -> Image.Image:
+#: Largest image (pixels) a training image is scaled to: a panorama 4 times
+#: as wide as the largest load size (768 MB as RGB). A longer strip would be
+#: mostly never cropped, and could take any memory.
+MAX_SCALED_PIXELS = 2**28
+
+
+def scale_shorter(img: Image.Image, shorter: int, path: Path | None = None) -> Image.Image:
     """Scale so that the shorter side is ``shorter`` (aspect ratio kept)."""
     w, h = img.size
     scale = shorter / min(w, h)
     size = (max(shorter, round(w * scale)), max(shorter, round(h * scale)))
     if size == (w, h):
         return img
+    if size[0] * size[1] > MAX_SCALED_PIXELS:
+        raise BadImageError(
+            f"too long and thin to train on: {w}x{h} scaled to a shorter side of {shorter} "
+            f"px would be {size[0]}x{size[1]}",
+            path,
+        )
     return img.resize(size, Image.BICUBIC, reducing_gap=3.0)
 
 
@@ -43,7 +55,7 @@ def decode_rgb8(path: Path) -> Image.Image:
 
 def load_single(path: Path, load_size: int) -> np.ndarray:
     """H x W x 3 uint8, shorter side ``load_size``."""
-    return np.asarray(scale_shorter(decode_rgb8(path), load_size))
+    return np.asarray(scale_shorter(decode_rgb8(path), load_size, path))
 
 
 def load_pair(a: Path, b: Path | None, load_size: int) -> np.ndarray:
@@ -59,7 +71,7 @@ def load_pair(a: Path, b: Path | None, load_size: int) -> np.ndarray:
         img_a = img_a.crop((0, 0, half, h))
     else:
         img_b = decode_rgb8(b)
-    img_a = scale_shorter(img_a, load_size)
+    img_a = scale_shorter(img_a, load_size, a)
     if img_b.size != img_a.size:
         img_b = img_b.resize(img_a.size, Image.BICUBIC, reducing_gap=3.0)
     return np.concatenate([np.asarray(img_a), np.asarray(img_b)], axis=2)

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from styler.errors import StylerError, UsageError
+from styler.errors import UsageError
 from styler.log import logger
-from styler.training import state
+from styler.training import limits, state
 from styler.training.batches import TrainingData, default_workers
 from styler.training.config import TrainConfig
 from styler.training.data import Found, load_data
@@ -43,12 +43,13 @@ from styler.training.modes import build_trainer
 from styler.training.run import RunFolder
 from styler.training.schedule import lr_factor
 from styler.training.seeds import step_seed
-from styler.training.trainer import Trainer
+from styler.training.trainer import KEPT, Trainer, TrainingError
 from styler.training.upkeep import Idle, Progress, Upkeep
 
-
-class TrainingError(StylerError):
-    """Training cannot go on (for example the losses became NaN)."""
+#: How PyTorch's CPU allocator says it is out of memory (a RuntimeError).
+OOM = "can't allocate memory"
+#: What --display takes.
+DISPLAYS = ("auto", "live", "plain", "quiet")
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,20 @@ class WatchOptions:
     #: Stop (as a Ctrl-C would: checkpoint, no export) once this many steps
     #: are done; for running a long job in slices.
     stop_at: int | None = None
+
+    def __post_init__(self) -> None:
+        for flag, value in (
+            ("--sample-every", self.sample_every),
+            ("--checkpoint-every", self.checkpoint_every),
+            ("--eval-every", self.eval_every),
+        ):
+            if value is not None:
+                limits.check_count(flag, value, 1, limits.MAX_STEPS)
+        limits.check_number("--checkpoint-minutes", self.checkpoint_minutes, 0.01, 1e9)
+        limits.check_count("--keep-checkpoints", self.keep_checkpoints, 1, 1_000_000)
+        limits.check_count("--workers", self.workers, 1, 1024)
+        if self.display not in DISPLAYS:
+            raise UsageError(f"unknown --display {self.display!r}: expected {', '.join(DISPLAYS)}")
 
 
 @dataclass
@@ -140,15 +155,8 @@ def train(
     """Train ``config`` into ``run_dir`` (new, or with ``resume`` continued
     from its latest checkpoint) on ``device`` (``auto``: the best there is)."""
     run = RunFolder(Path(run_dir))
-    dist = from_env()
-    device = choose_device(device, Hardware.probe())
-    init(dist, device)
-    try:
-        result = _train(config, run, device, watch, found, resume, dist)
-        barrier(dist)  # no process leaves while another still talks to it
-        return result
-    finally:
-        shutdown(dist)
+    start = run.resume_point() if resume else None
+    return _run(config, run, device, watch, found, start)
 
 
 def resume(
@@ -158,68 +166,71 @@ def resume(
     watch: WatchOptions = WatchOptions(),
     steps: int | None = None,
 ) -> TrainResult:
-    """Continue a run from its latest checkpoint (optionally to a new length)."""
+    """Continue a run from its latest checkpoint (optionally to a new length);
+    a run folder without a usable checkpoint is refused and left as it is."""
     run = RunFolder(Path(run_dir))
-    config = run.read_config()
-    latest = run.latest()
-    if latest is not None:
-        config = latest.config
+    start = run.resume_point()
+    config = start.config
     if steps is not None and steps != config.steps:
-        if latest is not None and steps < latest.step:
-            raise UsageError(f"--steps {steps} is before the checkpoint's step {latest.step}")
+        if steps < start.step:
+            raise UsageError(f"--steps {steps} is before the checkpoint's step {start.step}")
         decay = round(steps * config.decay_steps / config.steps)
         config = dataclasses.replace(config, steps=steps, decay_steps=decay)
-    return train(config, run.root, device=device, watch=watch, resume=True)
+    return _run(config, run, device, watch, None, start)
 
 
-def _train(
+def _run(
     config: TrainConfig,
     run: RunFolder,
     device: str,
     watch: WatchOptions,
     found: Found,
-    resuming: bool,
-    dist: DistInfo,
+    start: state.TrainState | None,
 ) -> TrainResult:
-    """Set the run up (its folder, data, trainer and restored state), then loop."""
-    main = dist.is_main
-    if main and resuming:
-        run.remove_stale()
-    elif main:
-        run.check_new()
-    data = load_data(
-        config,
-        workers=watch.workers,
-        cache_bytes=watch.cache_bytes,
-        rank=dist.rank,
-        world=dist.world,
-        found=found,
-    )
+    """Set the run up (its processes, folder, data, trainer and the state of
+    ``start``, the checkpoint it resumes from), then loop."""
+    dist = from_env()
+    device = choose_device(device, Hardware.probe())
+    init(dist, device)
     try:
-        if main and not resuming:
-            run.create(config)
-        trainer = build_trainer(config, device, dist)
-        progress = _restore(trainer, run, main) if resuming else Progress()
-        upkeep = Upkeep(run, trainer, data, watch, progress, device) if main else Idle()
-        return _loop(trainer, data, progress, watch, dist, upkeep, run)
+        main = dist.is_main
+        if main and start is not None:
+            run.remove_stale()
+        elif main:
+            run.check_writable()
+        data = load_data(
+            config,
+            workers=watch.workers,
+            cache_bytes=watch.cache_bytes,
+            rank=dist.rank,
+            world=dist.world,
+            found=found,
+        )
+        try:
+            if main and start is None:
+                run.create(config)
+            trainer = build_trainer(config, device, dist)
+            progress = _restore(trainer, run, start, main) if start is not None else Progress()
+            upkeep = Upkeep(run, trainer, data, watch, progress, device) if main else Idle()
+            result = _loop(trainer, data, progress, watch, dist, upkeep, run)
+        finally:
+            data.close()
+        barrier(dist)  # no process leaves while another still talks to it
+        return result
     finally:
-        data.close()
+        shutdown(dist)
 
 
-def _restore(trainer: Trainer, run: RunFolder, main: bool) -> Progress:
-    """Put the run's latest checkpoint into ``trainer``; forget the metrics
+def _restore(trainer: Trainer, run: RunFolder, ckpt: state.TrainState, main: bool) -> Progress:
+    """Put the checkpoint ``ckpt`` into ``trainer``; forget the metrics
     written after it; keep a changed config (a new --steps)."""
-    progress = Progress()
-    ckpt = run.latest()
-    if ckpt is not None:
-        state.restore(trainer, ckpt)
-        seconds = float(ckpt.header.get("info", {}).get("seconds", 0.0))
-        progress = Progress(ckpt.step, seconds, ckpt.path)
-        logger.info("resuming %s from step %d", run.root, ckpt.step)
+    state.restore(trainer, ckpt)
+    seconds = float(ckpt.header["info"].get("seconds", 0.0))
+    logger.info("resuming %s from step %d", run.root, ckpt.step)
     if main:
-        run.truncate_metrics(progress.step)
+        run.truncate_metrics(ckpt.step)
         run.update_config(trainer.config)
-    return progress
+    return Progress(ckpt.step, seconds, ckpt.path)
 
 
 def _loop(
@@ -272,12 +283,19 @@ def _step(
     trainer.set_lr(factor)
     batch = data.batch(step)
     began = time.perf_counter()
-    losses = trainer.train_step(batch, step)
+    try:
+        losses = trainer.train_step(batch, step)
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError | torch.OutOfMemoryError) and OOM not in str(exc):
+            raise
+        raise TrainingError(
+            f"out of memory at step {step + 1}: lower --batch-size, --size, --ngf or --ndf"
+        ) from None
     seconds = time.perf_counter() - began
     if not all(math.isfinite(v) for v in losses.values()):
         raise TrainingError(
             f"the losses became NaN or infinite at step {step + 1} ({_fmt(losses)}); "
-            "resume from the last checkpoint with a lower --lr, or use --precision fp32"
+            f"{KEPT}: train again with a lower --lr, or --precision fp32"
         )
     return losses, seconds, config.lr * factor
 

@@ -38,7 +38,16 @@ class ImagePool:
         """The stored images as one tensor (None when empty), for checkpoints."""
         return torch.cat(self.images, 0).cpu() if self.images else None
 
-    def load(self, images: torch.Tensor | None, device: torch.device | str) -> None:
+    def load(
+        self, images: torch.Tensor | None, device: torch.device | str, shape: tuple[int, ...]
+    ) -> None:
+        """Put back the images of :meth:`state`, each of ``shape`` (C, H, W)."""
+        if images is not None and (
+            tuple(images.shape[1:]) != shape
+            or not images.is_floating_point()
+            or not bool(torch.isfinite(images).all())
+        ):
+            raise ValueError(f"checkpoint pool of shape {list(images.shape)}, not (N, *{shape})")
+        if images is not None and len(images) > self.size:
+            raise ValueError(f"checkpoint pool holds {len(images)} images, size {self.size}")
         self.images = [] if images is None else [x.unsqueeze(0).to(device) for x in images]
-        if len(self.images) > self.size:
-            raise ValueError(f"checkpoint pool holds {len(self.images)} images, size {self.size}")

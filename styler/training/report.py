@@ -7,8 +7,9 @@ no JavaScript, no plotting library.
 from __future__ import annotations
 
 import html
-import json
 import math
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from styler import strictjson
+from styler.errors import OutputError
 from styler.fsutil import atomic_path, atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -35,7 +38,8 @@ def to_uint8(x: Any) -> np.ndarray:
     arr = np.asarray(x.detach().float().cpu() if hasattr(x, "detach") else x, np.float32)
     if arr.shape[0] == 1:
         arr = np.repeat(arr, 3, axis=0)
-    arr = (np.clip(arr[:3], -1, 1) + 1) * 127.5 + 0.5
+    arr = np.nan_to_num(arr[:3], nan=0.0, posinf=1.0, neginf=-1.0)  # never a cast warning
+    arr = (np.clip(arr, -1, 1) + 1) * 127.5 + 0.5
     return arr.transpose(1, 2, 0).astype(np.uint8)
 
 
@@ -90,18 +94,29 @@ def save_png(image: Image.Image, path: Path) -> Path:
 # -- curves ---------------------------------------------------------------------------
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of metrics.jsonl (a damaged last line, from a kill, is skipped)."""
+def read_metrics(path: Path, damaged: list[str] | None = None) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl: JSON objects with a whole-number
+    ``step``. Other lines (the half line a kill leaves, a line that is not
+    UTF-8, not JSON or without a step) are skipped, and said in ``damaged``."""
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise OutputError(f"cannot read: {exc.strerror or exc}", path) from None
     records = []
-    if not path.exists():
-        return records
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(lines, 1):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "step" in record:
+            record = strictjson.loads(line)
+        except ValueError as exc:
+            record = str(exc)
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
             records.append(record)
+        elif damaged is not None and line.strip():
+            why = record if isinstance(record, str) else "no step number"
+            damaged.append(f"line {number}: {why}")
     return records
 
 
@@ -117,7 +132,7 @@ def smooth(values: Sequence[float], window: int) -> list[float]:
 
 
 def _ticks(lo: float, hi: float, count: int = 4) -> list[float]:
-    if hi <= lo:
+    if not hi - lo > 0 or not math.isfinite(hi - lo):
         return [lo]
     raw = (hi - lo) / count
     mag = 10 ** math.floor(math.log10(raw))
@@ -222,6 +237,16 @@ def metric_keys(records: Sequence[dict[str, Any]], losses: Sequence[str]) -> lis
 
 # -- report.html ------------------------------------------------------------------------
 
+#: The sample grids styler writes (other files in samples/ are the user's).
+SAMPLE_NAME = re.compile(r"step_([0-9]{7,12})\.png")
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return []
+
 
 def summary(config: TrainConfig, step: int, device: str, seconds: float) -> dict[str, Any]:
     """The table at the top of report.html."""
@@ -253,7 +278,11 @@ def write_report(
     keys = metric_keys(records, losses)
     svg = curves_svg(records, keys)
     atomic_write_bytes(run_dir / "curves.svg", svg.encode())
-    samples = sorted((run_dir / "samples").glob("step_*.png"), reverse=True)
+    samples = sorted(
+        (int(m.group(1)), m.group(0))
+        for m in map(SAMPLE_NAME.fullmatch, _names(run_dir / "samples"))
+        if m is not None
+    )
     rows = "".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
         for k, v in summary.items()
@@ -262,9 +291,9 @@ def write_report(
         f'<li><a href="{html.escape(p.name)}">{html.escape(p.name)}</a></li>' for p in models
     )
     grids = "".join(
-        f"<figure><figcaption>step {int(p.stem.split('_')[1])}</figcaption>"
-        f'<img src="samples/{html.escape(p.name)}" loading="lazy"></figure>'
-        for p in samples
+        f"<figure><figcaption>step {step}</figcaption>"
+        f'<img src="samples/{name}" loading="lazy"></figure>'
+        for step, name in reversed(samples)
     )
     last = records[-1] if records else {}
     latest = " · ".join(f"{k} {last[k]:.4g}" for k in losses if isinstance(last.get(k), float))

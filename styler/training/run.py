@@ -11,11 +11,16 @@ RUN_DIR/tensorboard/       with --tensorboard
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
+import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from styler.errors import UsageError
+from styler.errors import BadCheckpointError, UsageError
 from styler.fsutil import atomic_write_bytes, remove_stale_parts
 from styler.log import logger
 from styler.training import report, state
@@ -23,6 +28,8 @@ from styler.training.config import TrainConfig
 
 #: The best-scoring checkpoint of a run with --eval-every.
 BEST = "best.safetensors"
+#: config.json is a few KB; a larger one is not styler's.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class RunFolder:
@@ -43,6 +50,41 @@ class RunFolder:
                 f"`styler train --resume {self.root}` or choose another --output"
             )
 
+    def check_writable(self) -> None:
+        """Refuse at once (before any image is decoded) a new run folder that
+        cannot be created or written to; what this made to find out is removed."""
+        self.check_new()
+        made = [p for p in (self.root, *self.root.parents) if not os.path.lexists(p)]
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.root):
+                pass
+        except OSError as exc:
+            raise UsageError(
+                f"cannot create or write the run folder: {exc.strerror or exc}", self.root
+            ) from None
+        finally:
+            for folder in made:  # deepest first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+
+    def check_own(self) -> None:
+        """Refuse a run folder whose parts are not what styler made: its
+        subfolders must be folders (a symlink would send checkpoints, and
+        their pruning, elsewhere) and the files it rewrites regular files."""
+        folders = (self.checkpoints, self.samples, self.root / "tensorboard")
+        files = (self.metrics, self.root / "report.html", self.root / "curves.svg")
+        for path, folder in [*((f, True) for f in folders), *((f, False) for f in files)]:
+            try:
+                mode = path.lstat().st_mode
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise BadCheckpointError(f"cannot read: {exc.strerror or exc}", path) from None
+            if not (stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)):
+                kind = "a folder" if folder else "a regular file"
+                raise BadCheckpointError(f"not {kind}, as in a styler run folder", path)
+
     def create(self, config: TrainConfig) -> None:
         self.check_new()
         self.checkpoints.mkdir(parents=True, exist_ok=True)
@@ -52,7 +94,28 @@ class RunFolder:
     def read_config(self) -> TrainConfig:
         if not self.config.is_file():
             raise UsageError(f"{self.root} is not a styler run folder (no config.json)")
-        return TrainConfig.from_json(self.config.read_text(encoding="utf-8"), self.config)
+        try:
+            with open(self.config, "rb") as f:
+                data = f.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise BadCheckpointError(f"cannot read: {exc.strerror or exc}", self.config) from None
+        if len(data) > MAX_CONFIG_BYTES:
+            raise BadCheckpointError(f"larger than {MAX_CONFIG_BYTES} bytes", self.config)
+        return TrainConfig.from_json(data, self.config)
+
+    def resume_point(self) -> state.TrainState:
+        """The newest checkpoint that reads whole (damaged newer ones are
+        reported and left alone); a run folder with none is refused, and left
+        as it is."""
+        self.read_config()
+        self.check_own()
+        found, skipped = state.newest(self.checkpoints)
+        if found is None:
+            why = f" ({len(skipped)} passed over; the newest: {skipped[0]})" if skipped else ""
+            raise BadCheckpointError(f"no usable checkpoint{why}; nothing was changed", self.root)
+        for exc in skipped:
+            state.report_damaged(exc)
+        return found
 
     def update_config(self, config: TrainConfig) -> None:
         """Rewrite config.json when a resume changed the config (a new --steps)."""
@@ -64,12 +127,19 @@ class RunFolder:
         for stale in [*remove_stale_parts(self.checkpoints), *remove_stale_parts(self.root)]:
             logger.info("removed %s, left by an interrupted run", stale)
 
-    def latest(self) -> state.TrainState | None:
-        return state.latest(self.checkpoints)
-
     def truncate_metrics(self, step: int) -> None:
-        """Drop records after ``step`` (written after the checkpoint a resume starts from)."""
-        records = [r for r in report.read_metrics(self.metrics) if r["step"] <= step]
+        """Drop records after ``step`` (written after the checkpoint a resume
+        starts from), and lines that do not read (said once)."""
+        damaged: list[str] = []
+        records = [r for r in report.read_metrics(self.metrics, damaged) if r["step"] <= step]
+        if damaged:
+            logger.warning(
+                "%s: dropping %d damaged line%s (%s)",
+                self.metrics,
+                len(damaged),
+                "s" if len(damaged) > 1 else "",
+                damaged[0],
+            )
         atomic_write_bytes(self.metrics, "".join(json.dumps(r) + "\n" for r in records).encode())
 
     def models(self) -> list[Path]:
@@ -86,17 +156,23 @@ class MetricsLog:
         self.writer = _tensorboard(run.root) if tensorboard else None
 
     def write(self, record: dict[str, Any], plot: bool = True) -> None:
+        # A NaN or infinity is not JSON: written as null (a gap in the curve).
+        record = {k: None if _not_finite(v) else v for k, v in record.items()}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if plot and self.writer is not None:
             for key, value in record.items():
-                if key != "step":
+                if key != "step" and value is not None:
                     self.writer.add_scalar(key, value, record["step"])
 
     def close(self) -> None:
         self.file.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def _not_finite(value: object) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _tensorboard(root: Path) -> Any:

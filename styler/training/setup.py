@@ -18,6 +18,7 @@ from typing import Any
 
 from styler.errors import UsageError
 from styler.log import logger
+from styler.training import limits
 from styler.training.config import ModeConfig, TrainConfig, given
 from styler.training.data import ClassScan, Scan, domain_name, scan, scan_classes
 from styler.training.modes import MODES, get_mode
@@ -59,10 +60,18 @@ def make_config(
     other options (lr, batch_size, generator, lambda_cycle, arch, ...)."""
     if steps is not None and epochs is not None:
         raise UsageError("give --steps or --epochs, not both")
+    if epochs is not None:
+        limits.check_number("--epochs", epochs, 0.0)
+        if epochs == 0:
+            raise UsageError("--epochs must be positive")
     flags = given(**flags)
     if flags.get("gan_loss") == "auto":
         del flags["gan_loss"]
     shared = {k: flags.pop(k) for k in SHARED_FLAGS if k in flags}
+    if "seed" in shared:  # chooses the held-out images before the config is checked
+        limits.check_seed(shared["seed"])
+    if "batch_size" in shared:  # divides the images into epochs
+        limits.check_count("--batch-size", shared["batch_size"], 1, limits.MAX_BATCH)
     if data_b is None and not aligned:
         if mode not in ("auto", "gan"):
             raise UsageError(f"--mode {mode} needs two folders (or --aligned for pix2pix)")
@@ -79,7 +88,11 @@ def make_config(
     if steps is None:
         batch = int(shared.get("batch_size", TrainConfig.batch_size))
         epoch_steps = max(1, math.ceil(plan.images / batch))
-        steps = max(1, round((epochs if epochs is not None else plan.mode.epochs) * epoch_steps))
+        epochs = epochs if epochs is not None else plan.mode.epochs
+        length = epochs * epoch_steps
+        if length > limits.MAX_STEPS:
+            raise UsageError(f"--epochs {epochs:g} makes more than {limits.MAX_STEPS:,} steps")
+        steps = max(1, round(length))
     decay_steps = round(steps * decay)
     config = TrainConfig(
         mode=plan.mode, steps=steps, decay_steps=decay_steps, **plan.fields, **shared

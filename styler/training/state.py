@@ -11,17 +11,22 @@ kill leaves the previous checkpoint whole.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from styler import strictjson
 from styler.checkpoint import read_safetensors
 from styler.errors import BadCheckpointError
 from styler.fsutil import atomic_write_bytes
 from styler.log import logger
+from styler.training import limits
 from styler.training.config import TrainConfig
 from styler.training.trainer import Trainer
 
@@ -81,43 +86,172 @@ def save(path: Path, trainer: Trainer, step: int, info: dict[str, Any] | None = 
 
 def load(path: Path) -> TrainState:
     """Read a checkpoint (never executing anything from it)."""
+    _regular_file(path)
     meta, tensors = read_safetensors(path, "a readable checkpoint")
-    if HEADER_KEY not in meta:
-        raise BadCheckpointError("not a styler training checkpoint (no training header)", path)
-    try:
-        header = json.loads(meta[HEADER_KEY])
-        step = int(header["step"])
-        if int(header.get("version", 0)) > STATE_VERSION:
-            raise BadCheckpointError("written by a newer styler; upgrade styler", path)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        raise BadCheckpointError("damaged training header", path) from None
-    config = TrainConfig.from_dict(header["config"], path)
+    step, config, header = _header(meta, path)
     return TrainState(path, step, config, header, tensors)
 
 
+def peek(path: Path) -> int:
+    """The step of the checkpoint ``path`` if its header reads whole (the
+    file is complete and its header valid), without reading its tensors;
+    else :class:`BadCheckpointError`."""
+    from safetensors import SafetensorError, safe_open
+
+    _regular_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BadCheckpointError(f"not a readable checkpoint ({exc})", path) from None
+    return _header(meta, path)[0]
+
+
+def _regular_file(path: Path) -> None:
+    """Only regular files are read (not a folder, a device, a FIFO or a symlink)."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError as exc:
+        raise BadCheckpointError(f"cannot read: {exc.strerror or exc}", path) from None
+    if not stat.S_ISREG(mode):
+        raise BadCheckpointError("not a checkpoint (not a regular file)", path)
+
+
+def _header(meta: dict[str, str], path: Path) -> tuple[int, TrainConfig, dict[str, Any]]:
+    """The step, config and whole header of a checkpoint, every value checked."""
+    if HEADER_KEY not in meta:
+        raise BadCheckpointError("not a styler training checkpoint (no training header)", path)
+    try:
+        header = strictjson.loads(meta[HEADER_KEY])
+    except ValueError as exc:
+        raise BadCheckpointError(f"damaged training header ({exc})", path) from None
+    if not isinstance(header, dict):
+        raise BadCheckpointError("damaged training header (not an object)", path)
+    version = header.get("version", 0)
+    if not _is_int(version) or version > STATE_VERSION:
+        raise BadCheckpointError(f"written by a newer styler (version {version!r})", path)
+    step = header.get("step")
+    if not _is_int(step) or not 0 <= step <= limits.MAX_STEPS:
+        raise BadCheckpointError(f"damaged training header (step {step!r})", path)
+    for key in ("config", "param_groups", "scalers", "info"):
+        if not isinstance(header.setdefault(key, {}), dict):
+            raise BadCheckpointError(f"damaged training header ({key} is not an object)", path)
+    _check_info(header["info"], path)
+    return step, TrainConfig.from_dict(header["config"], path), header
+
+
+def _check_info(info: dict[str, Any], path: Path) -> None:
+    """What a checkpoint says about its run: seconds spent, a score, the device."""
+    for key, low in (("seconds", 0.0), ("kid", -math.inf), ("kid_std", 0.0)):
+        value = info.get(key, 0.0)  # (KID, unbiased, can be a little below 0)
+        if not _is_number(value) or not low <= value <= 1e12:
+            raise BadCheckpointError(f"damaged training header (info {key} {value!r})", path)
+    if not isinstance(info.get("device", ""), str):
+        raise BadCheckpointError("damaged training header (info device)", path)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def restore(trainer: Trainer, ckpt: TrainState) -> None:
-    """Put a checkpoint's networks, optimisers and extra state into ``trainer``."""
+    """Put a checkpoint's networks, optimisers and extra state into ``trainer``
+    (anything that does not fit it is a :class:`BadCheckpointError`)."""
     for name, net in trainer.nets.items():
-        prefix = f"net.{name}."
-        weights = {k[len(prefix) :]: v for k, v in ckpt.tensors.items() if k.startswith(prefix)}
+        weights = _with_prefix(ckpt.tensors, f"net.{name}.")
+        bad = next((k for k, v in weights.items() if not _finite(v)), None)
+        if bad is not None:
+            raise BadCheckpointError(f"network {name} holds NaN or infinite weights", ckpt.path)
         try:
             net.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
             raise BadCheckpointError(f"network {name} does not fit: {exc}", ckpt.path) from None
     for name, opt in trainer.optimizers.items():
-        prefix = f"opt.{name}."
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in ckpt.tensors.items():
-            if key.startswith(prefix):
-                index, field = key[len(prefix) :].split(".", 1)
-                state.setdefault(int(index), {})[field] = value
         try:
-            opt.load_state_dict({"state": state, "param_groups": ckpt.header["param_groups"][name]})
-        except (KeyError, ValueError, RuntimeError) as exc:
+            _restore_optimizer(opt, _with_prefix(ckpt.tensors, f"opt.{name}."), ckpt, name)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise BadCheckpointError(f"optimiser {name} does not fit: {exc}", ckpt.path) from None
-    extra = {k[len("extra.") :]: v for k, v in ckpt.tensors.items() if k.startswith("extra.")}
-    trainer.load_extra_state(extra)
-    trainer.load_scaler_state(ckpt.header.get("scalers", {}))
+    try:
+        trainer.load_extra_state(_with_prefix(ckpt.tensors, "extra."))
+        trainer.load_scaler_state(ckpt.header["scalers"])
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+        raise BadCheckpointError(f"extra training state does not fit: {exc}", ckpt.path) from None
+
+
+def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    return not tensor.is_floating_point() or bool(torch.isfinite(tensor).all())
+
+
+#: Adam's state tensors per parameter: the step count and the two moments
+#: (and the largest second moment with amsgrad), each the parameter's shape.
+_ADAM_STATE = {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+
+
+def _restore_optimizer(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], ckpt: TrainState, name: str
+) -> None:
+    """Adam's state from ``INDEX.FIELD`` tensors and the header's hyper-parameters,
+    each checked against the fresh optimiser (shapes, types, ranges)."""
+    fresh = opt.state_dict()["param_groups"]
+    groups = ckpt.header["param_groups"].get(name)
+    if groups is None:
+        raise ValueError("the header holds no hyper-parameters for it")
+    if not isinstance(groups, list) or len(groups) != len(fresh):
+        raise ValueError("its parameter groups differ")
+    for saved, new in zip(groups, fresh, strict=True):
+        _check_group(saved, new)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        index, _, field = key.partition(".")
+        if not index.isdigit() or int(index) >= len(params) or field not in _ADAM_STATE:
+            raise ValueError(f"unexpected state {key!r}")
+        expected = () if field == "step" else params[int(index)].shape
+        if tuple(value.shape) != tuple(expected) or not value.is_floating_point():
+            raise ValueError(f"state {key!r} has shape {list(value.shape)} or type {value.dtype}")
+        if not _finite(value):
+            raise ValueError(f"state {key!r} holds NaN or infinite values")
+        state.setdefault(int(index), {})[field] = value
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _check_group(saved: object, fresh: dict[str, Any]) -> None:
+    """A saved parameter group holds the fresh one's hyper-parameters, each
+    of its type (numbers finite, betas in [0, 1), eps positive); keys another
+    PyTorch version added or dropped are plain values."""
+    if not isinstance(saved, dict) or not {"params", "lr", "betas", "eps"} <= set(saved):
+        raise ValueError("its hyper-parameters are missing")
+    for key, got in saved.items():
+        value = fresh.get(key)
+        if isinstance(value, list | tuple):
+            ok = isinstance(got, list | tuple) and len(got) == len(value)
+            ok = ok and all(_same_kind(g, v) for g, v in zip(got, value, strict=False))
+        else:
+            ok = _same_kind(got, value) if key in fresh else _same_kind(got, None)
+        if not ok:
+            raise ValueError(f"{key} is {got!r}")
+    if not (all(0 <= b < 1 for b in saved["betas"]) and saved["lr"] >= 0 and saved["eps"] > 0):
+        raise ValueError(f"betas {saved['betas']!r}, lr or eps out of range")
+
+
+def _same_kind(got: object, fresh: object) -> bool:
+    """``got`` is of ``fresh``'s JSON type (int and float count as one, and
+    so do None and true/false: switches PyTorch may leave unset)."""
+    if fresh is None or isinstance(fresh, bool):
+        return got is None or isinstance(got, bool | int | float | str)
+    if isinstance(fresh, str):
+        return isinstance(got, str)
+    if isinstance(fresh, int | float):
+        return _is_number(got) and math.isfinite(got)  # type: ignore[arg-type]
+    return False
 
 
 def generator_weights(ckpt: TrainState, name: str) -> dict[str, torch.Tensor]:
@@ -129,29 +263,62 @@ def generator_weights(ckpt: TrainState, name: str) -> dict[str, torch.Tensor]:
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """(step, path) of the checkpoints in ``folder``, oldest first."""
-    if not folder.is_dir():
+    """(step, path) of what is named like a checkpoint in ``folder``, oldest
+    first (whether it reads is for :func:`load` and :func:`peek` to say)."""
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
         return []
     found = []
-    for path in folder.iterdir():
-        match = _NAME.match(path.name)
+    for name in names:
+        match = _NAME.match(name)
         if match:
-            found.append((int(match.group(1)), path))
+            found.append((int(match.group(1)), folder / name))
     return sorted(found)
 
 
-def latest(folder: Path) -> TrainState | None:
-    """The newest checkpoint that reads whole (a damaged one is reported and
-    passed over)."""
+def newest(folder: Path) -> tuple[TrainState | None, list[BadCheckpointError]]:
+    """The newest checkpoint that reads whole, and why each newer one does not."""
+    skipped = []
     for _, path in reversed(list_checkpoints(folder)):
         try:
-            return load(path)
+            return load(path), skipped
         except BadCheckpointError as exc:
-            logger.warning("passing over %s", exc)
-    return None
+            skipped.append(exc)
+    return None, skipped
+
+
+def latest(folder: Path) -> TrainState | None:
+    """The newest checkpoint that reads whole (a damaged one is reported, once,
+    and passed over)."""
+    found, skipped = newest(folder)
+    for exc in skipped:
+        report_damaged(exc)
+    return found
+
+
+#: Damaged checkpoints reported so far by this process (each is reported once).
+_REPORTED: set[str] = set()
+
+
+def report_damaged(exc: BadCheckpointError) -> None:
+    """Say once that a checkpoint is passed over (and left where it is)."""
+    if exc.path not in _REPORTED:
+        _REPORTED.add(str(exc.path))
+        logger.warning("passing over %s (left as it is)", exc)
 
 
 def prune(folder: Path, keep: int) -> None:
-    """Remove all but the newest ``keep`` checkpoints."""
-    for _, path in list_checkpoints(folder)[:-keep] if keep > 0 else []:
+    """Remove all but the newest ``keep`` (at least 1) checkpoints that read
+    whole. What does not read (damaged, a folder, a symlink) is never
+    counted and never removed: it is reported once and left alone."""
+    good = []
+    for _, path in list_checkpoints(folder):
+        try:
+            peek(path)
+        except BadCheckpointError as exc:
+            report_damaged(exc)
+            continue
+        good.append(path)
+    for path in good[: -max(1, keep)]:
         path.unlink(missing_ok=True)

@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import abc
 import itertools
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from styler import zoo
+from styler.errors import StylerError
 from styler.netconfig import GeneratorConfig, NetConfig, NoiseGeneratorConfig
 from styler.training.config import TrainConfig
 from styler.training.device import autocast
 from styler.training.distributed import DistInfo, average_gradients, broadcast_module
 from styler.training.losses import GanLoss
+
+
+class TrainingError(StylerError):
+    """Training cannot go on (for example the losses became NaN)."""
+
+
+#: What a run that stops on NaN keeps (nothing is saved after the blow-up).
+KEPT = "the checkpoints saved before are kept"
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,16 @@ class Trainer(abc.ABC):
     def autocast(self) -> AbstractContextManager[None]:
         return autocast(self.device.type, self.precision)
 
+    @contextmanager
+    def exact(self) -> Iterator[None]:
+        """Run the networks in float32, as the exported models will (bf16
+        saturates where float32 overflows to NaN)."""
+        saved, self.precision = self.precision, "fp32"
+        try:
+            yield
+        finally:
+            self.precision = saved
+
     # -- stepping ---------------------------------------------------------------
 
     def update(self, name: str, loss: torch.Tensor) -> None:
@@ -134,6 +153,17 @@ class Trainer(abc.ABC):
     def train(self, mode: bool = True) -> None:
         for net in self.nets.values():
             net.train(mode)
+
+    def check_finite(self, step: int) -> None:
+        """Refuse to go on (to sample, score, save or export) with a NaN or
+        infinite weight: what was saved before the blow-up is kept."""
+        for name, net in self.nets.items():
+            for key, value in net.state_dict().items():
+                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                    raise TrainingError(
+                        f"the weights became NaN or infinite by step {step} (in {name}.{key}); "
+                        f"{KEPT}: train again with a lower --lr, or --precision fp32"
+                    )
 
     @abc.abstractmethod
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:

@@ -17,6 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from styler.training import report, state
 from styler.training.batches import TrainingData
 from styler.training.checkpointing import BestKeeper, Checkpointer
@@ -24,12 +26,14 @@ from styler.training.config import TrainConfig
 from styler.training.display import Display
 from styler.training.export import export_trainer
 from styler.training.run import MetricsLog, RunFolder
-from styler.training.trainer import Trainer
+from styler.training.trainer import KEPT, Trainer, TrainingError
 
 if TYPE_CHECKING:
     from styler.training.loop import WatchOptions
     from styler.training.scoring import Evaluator
 
+#: A sample grid's rows: (label, images (N, C, H, W) per column).
+Rows = list[tuple[str, list[torch.Tensor]]]
 #: Sample grids (and report updates) per run unless --sample-every says.
 SAMPLES_PER_RUN = 40
 
@@ -126,14 +130,18 @@ class Upkeep(Idle):
         self.log.write(record)
 
     def between_steps(self, display: Display) -> None:
-        """After a step that is not the last: whatever is due."""
+        """After a step that is not the last: whatever is due (nothing with
+        NaN weights)."""
         done = self.progress.step
-        if self.evaluator is not None and done % (self.watch.eval_every or 1) == 0:
+        score = self.evaluator is not None and done % (self.watch.eval_every or 1) == 0
+        sample, save = done % self.every == 0, self.checkpointer.due(done)
+        rows = self.check(done) if score or sample or save else []
+        if score:
             self.evaluate(display)
-        if done % self.every == 0:
-            self.samples(done)
+        if sample:
+            self.samples(done, rows)
             self.report(done)
-        if self.checkpointer.due(done):
+        if save:
             path = self.checkpointer.save(self.trainer, done, self.info())
             display.note(f"saved {path.name}")
 
@@ -141,8 +149,9 @@ class Upkeep(Idle):
         """The last checkpoint and samples; a finished run's score and its
         exported models."""
         done, finished = self.progress.step, self.progress.step >= self.config.steps
+        rows = self.check(done)
         self.progress.checkpoint = self.checkpointer.save_last(self.trainer, done, self.info())
-        self.samples(done)
+        self.samples(done, rows)
         if finished and self.evaluator is not None:
             self.evaluate(display)
         models = self.export(display) if finished and self.watch.export else []
@@ -171,10 +180,29 @@ class Upkeep(Idle):
     def info(self) -> dict[str, Any]:
         return {"seconds": self.progress.seconds, "device": self.device}
 
-    def samples(self, step: int) -> None:
+    def check(self, step: int) -> Rows:
+        """The sample grid's rows, made in float32 (as the exported models
+        run) to check the networks first: nothing is sampled, scored, saved
+        or exported from weights or outputs that are NaN or infinite (a run
+        that blew up keeps the checkpoints saved before)."""
+        self.trainer.check_finite(step)
+        with self.trainer.exact():
+            rows = self.sample_rows()
+        if not all(bool(torch.isfinite(t).all()) for _, cols in rows for t in cols):
+            raise TrainingError(
+                f"the generators' outputs became NaN or infinite by step {step}; {KEPT}: "
+                "train again with a lower --lr, or --precision fp32"
+            )
+        return rows
+
+    def sample_rows(self) -> Rows:
         self.trainer.train(False)
         rows = self.trainer.sample_rows(self.sample_inputs)
         self.trainer.train(True)
+        return rows
+
+    def samples(self, step: int, rows: Rows | None = None) -> None:
+        rows = rows or self.sample_rows()
         image = report.grid_image(rows, self.trainer.column_names(), f"step {step}")
         report.save_png(image, self.run.samples / f"step_{step:07d}.png")
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from styler.errors import UsageError
+from styler.training import limits
 from styler.training.config import TrainConfig
 from styler.training.distributed import DistInfo
 from styler.training.losses import color_loss, gradient_penalty, l1
@@ -78,8 +79,12 @@ class CycleGanConfig(TranslationConfig):
         if self.disc_input not in ("rgb", "luma"):
             raise UsageError(f"unknown --disc-input {self.disc_input!r}: expected rgb or luma")
         super().check(config)
-        if self.pool_size < 0:
-            raise UsageError("--pool-size must be >= 0")
+        limits.check_count("--pool-size", self.pool_size, 0, limits.MAX_POOL)
+        if self.pool_size * config.size**2 > limits.MAX_POOL_PIXELS:
+            raise UsageError(
+                f"--pool-size {self.pool_size} of {config.size} px fakes is more than "
+                f"{limits.MAX_POOL_PIXELS:,} pixels a pool: lower it"
+            )
 
 
 class CycleGan(Trainer):
@@ -206,5 +211,8 @@ class CycleGan(Trainer):
         return out
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.pool_A.load(tensors.get("pool_A"), self.device)
-        self.pool_B.load(tensors.get("pool_B"), self.device)
+        size = self.config.size
+        shape_A = (self.options.generator.in_channels, size, size)  # G_B makes A images
+        shape_B = (self.options.generator.out_channels, size, size)
+        self.pool_A.load(tensors.get("pool_A"), self.device, shape_A)
+        self.pool_B.load(tensors.get("pool_B"), self.device, shape_B)

@@ -116,6 +116,7 @@ class GanConfig(ModeConfig):
         g, d = self.generator, self.discriminator
         if not isinstance(g, NoiseGeneratorConfig) or not isinstance(d, NoiseDiscriminatorConfig):
             raise UsageError("gan mode needs a generator from noise (mlp or dcgan)")
+        super().check(config)
         if not (config.size == g.size == d.size):
             raise UsageError(f"generator, discriminator and --size disagree ({config.size})")
         if g.num_classes != len(self.classes) or d.num_classes != len(self.classes):

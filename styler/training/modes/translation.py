@@ -17,6 +17,7 @@ from styler.errors import UsageError
 from styler.netconfig import (
     GeneratorConfig,
     ImageDiscriminatorConfig,
+    PatchDiscriminatorConfig,
     discriminator_preset,
     generator_preset,
 )
@@ -118,12 +119,14 @@ class TranslationConfig(ModeConfig):
         g, d = self.generator, self.discriminator
         if not isinstance(g, GeneratorConfig) or not isinstance(d, ImageDiscriminatorConfig):
             raise UsageError(f"{self.name} needs an image-to-image generator and a PatchGAN")
+        super().check(config)
         multiple = self.size_multiple
         if config.size < 16 or config.size % multiple:
             raise UsageError(
                 f"--size {config.size} must be at least 16 and a multiple of {multiple} "
                 f"for a {self.generator.preset} generator"
             )
+        _check_patches(d, config.size)
         if config.load_size < config.size:
             raise UsageError(f"--load-size {config.load_size} is smaller than --size {config.size}")
         if config.aligned != (config.data_b is None):
@@ -168,6 +171,17 @@ class TranslationConfig(ModeConfig):
             "discriminator": self.discriminator.preset,
             "size": f"{config.size} px crops of images scaled to {config.load_size} px",
         }
+
+
+def _check_patches(disc: ImageDiscriminatorConfig, size: int) -> None:
+    """A PatchGAN halves the crop n_layers times, then takes two 4x4
+    convolutions: at least 3 pixels must be left for the second one to see
+    a patch (and for its norm to see more than one)."""
+    if isinstance(disc, PatchDiscriminatorConfig) and size >> max(disc.n_layers, 1) < 3:
+        least = 3 << max(disc.n_layers, 1)
+        raise UsageError(
+            f"a {disc.preset} discriminator needs crops of at least {least} px, not --size {size}"
+        )
 
 
 def unet_for(size: int) -> str:
