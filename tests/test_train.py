@@ -415,6 +415,9 @@ def test_cli_run_folder_and_models_work_with_apply(
     again = cli("export", str(run))
     assert again.returncode == 0, again.stderr
     assert again.stdout.split() == models
+    replaced = cli("export", str(run), "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert replaced.stdout.split() == models
 
 
 def test_cli_ctrl_c_saves_and_resume_finishes(tmp_path: Path, unpaired: tuple[Path, Path]) -> None:

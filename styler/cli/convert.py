@@ -100,7 +100,7 @@ def export(
 
         if output is not None or name is not None:
             raise StylerError("--output and --name do not apply to a run folder")
-        for result in export_run(checkpoint, fp16=fp16):
+        for result in export_run(checkpoint, fp16=fp16, overwrite=overwrite):
             _report_export(result)
         return
 
