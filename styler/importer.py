@@ -247,6 +247,11 @@ def import_checkpoint(path: str | Path, **overrides: Any) -> ImportedGenerator:
         k: sd[k].detach().to(torch.float32) if sd[k].is_floating_point() else sd[k]
         for k in expected
     }
+    bad = next(
+        (k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()), None
+    )
+    if bad is not None:  # a diverged or damaged checkpoint: black images, whatever parity says
+        raise BadCheckpointError(f"the weights hold NaN or infinite values (in {bad})", path)
     return ImportedGenerator(config, state, _direction_from_name(path), tuple(ignored))
 
 
