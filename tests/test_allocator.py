@@ -71,7 +71,8 @@ def test_styler_train_makes_the_setting(tmp_path: Path) -> None:
         for i in range(3):
             Image.new("RGB", (40, 40), colour).save(tmp_path / folder / f"{folder}{i}.png")
     args = ["train", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "run")]
-    args += ["--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "32"]
+    args += ["--mode", "cyclegan", "--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8"]
+    args += ["--size", "32"]
     args += ["--steps", "1", "--no-export", "--display", "quiet"]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
     result = subprocess.run(

@@ -33,7 +33,8 @@ from hostile import Case
 
 PACKAGE = Path(__file__).parent.parent / "styler"
 Preexec = Callable[[], None] | None
-TINY_TRAIN = ["--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "32"]
+TINY_TRAIN = ["--mode", "cyclegan", "--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8"]
+TINY_TRAIN += ["--size", "32"]
 #: A pickle that runs a shell command when unpickled without weights_only.
 EVIL_PICKLE = b"\x80\x04cposix\nsystem\n(V%s\ntR."
 #: What this module did, reported after it (the numbers in docs/RELIABILITY.md).
@@ -783,7 +784,8 @@ def test_training_killed_mid_checkpoint_resumes_from_the_last_whole_one(tmp_path
     a, b = _training_folders(tmp_path, 6)
     run = tmp_path / "run"
     ckpts = run / "checkpoints"
-    model = ["--gen", "resnet_6blocks", "--ngf", "32", "--ndf", "32", "--size", "32"]
+    model = ["--mode", "cyclegan", "--gen", "resnet_6blocks", "--ngf", "32", "--ndf", "32"]
+    model += ["--size", "32"]
     watch = ["--checkpoint-every", "1", "--keep-checkpoints", "3", "--no-export", "-q"]
     watch += ["--workers", "1"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}

@@ -32,7 +32,8 @@ from test_hostile import files_below, snapshot, styler
 
 pytest.importorskip("torch")
 
-TINY = ["--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "32", "--workers", "1"]
+TINY = ["--mode", "cyclegan", "--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "32"]
+TINY += ["--workers", "1"]
 QUIET = ["--no-export", "-q"]
 #: One step, no export: what a case that should be refused would cost if it were not.
 ONE = ["--steps", "1", "--no-export"]

@@ -359,6 +359,8 @@ def test_cli_run_folder_and_models_work_with_apply(
         str(b),
         "-o",
         str(run),
+        "--mode",
+        "cyclegan",
         "--gen",
         "resnet_2blocks",
         "--ngf",
@@ -424,6 +426,8 @@ def test_cli_ctrl_c_saves_and_resume_finishes(tmp_path: Path, unpaired: tuple[Pa
         str(b),
         "-o",
         str(run),
+        "--mode",
+        "cyclegan",
         "--gen",
         "resnet_2blocks",
         "--ngf",
@@ -518,7 +522,8 @@ def test_training_keeps_an_inherited_ignored_sigint_and_stops_on_sigterm(
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "styler", "train", str(a), str(b), "-o", str(run)),
-            *("--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "32"),
+            *("--mode", "cyclegan", "--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8"),
+            *("--size", "32"),
             *("--steps", "100000", "--display", "plain", "--no-export"),
         ],
         stdout=subprocess.PIPE,
@@ -646,7 +651,8 @@ def test_cli_residual_generators_and_luma_discriminators(
 ) -> None:
     a, b = unpaired
     run = tmp_path / "run"
-    tiny = ["--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "32"]
+    tiny = ["--mode", "cyclegan", "--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8"]
+    tiny += ["--size", "32"]
     result = cli(
         "train", str(a), str(b), "-o", str(run), *tiny, "--steps", "2",
         "--residual", "--disc-input", "luma", "--lambda-color", "5", "-q",

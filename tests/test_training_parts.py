@@ -26,6 +26,7 @@ from styler.training.checkpointing import (  # noqa: E402
 )
 from styler.training.config import TrainConfig  # noqa: E402
 from styler.training.modes import MODES, build_trainer  # noqa: E402
+from styler.training.modes.cut import CutConfig, FastCutConfig  # noqa: E402
 from styler.training.modes.cyclegan import CycleGanConfig  # noqa: E402
 from styler.training.modes.gan import GanConfig  # noqa: E402
 from styler.training.modes.pix2pix import Pix2PixConfig  # noqa: E402
@@ -64,6 +65,11 @@ def test_config_json_written_before_modes_had_their_own_configs_still_reads(name
             added = set(new[net]) - set(old[net])
             assert added <= {"residual"} and not any(new[net][k] for k in added)
             new[net] = {k: v for k, v in new[net].items() if k not in added}
+    # So are the shared fields added since (DiffAugment, the time budget).
+    added = set(new) - set(old)
+    assert added <= {"augment", "augment_color", "time_budget"}
+    assert not any(new[k] for k in added)
+    new = {k: v for k, v in new.items() if k not in added}
     assert new == {k: v for k, v in old.items() if k in new}
     dropped = set(old) - set(new)
     assert dropped <= {"lambda_l1", "classes", "lambda_cycle", "lambda_identity"} | {
@@ -148,6 +154,10 @@ def test_train_help_shows_the_configs_defaults() -> None:
         "checkpoint_minutes": WatchOptions.checkpoint_minutes,
         "keep_checkpoints": WatchOptions.keep_checkpoints,
         "display": WatchOptions.display,
+        "lambda_nce": CutConfig.lambda_nce,
+        "lambda_content": CutConfig.lambda_content,
+        "lambda_style": CutConfig.lambda_style,
+        "ema": CutConfig.ema,
     }
     for name, value in expected.items():
         shown = re.search(r"\[default: ([^;\]]+)", helps[name])
@@ -155,6 +165,7 @@ def test_train_help_shows_the_configs_defaults() -> None:
     for param in command.params:
         assert param.default in (None, False, "auto"), param.name  # no second default
     assert "vanilla for pix2pix" in helps["gan_loss"]
+    assert f"fastcut: {FastCutConfig.lambda_nce}" in helps["lambda_nce"]
     assert Pix2PixConfig.overrides["gan_loss"] == GanConfig.overrides["gan_loss"] == "vanilla"
 
 

@@ -37,8 +37,27 @@ def train(
         typer.Option(help="One folder of side-by-side A|B images (trains pix2pix)."),
     ] = None,
     mode: Annotated[
-        str, typer.Option(help="auto (paired folders: pix2pix, else cyclegan), cyclegan, pix2pix.")
+        str,
+        typer.Option(
+            help="auto (paired folders: pix2pix; unpaired: the --recipe), cyclegan, cut, "
+            "fastcut, pix2pix."
+        ),
     ] = "auto",
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="fast (the best model per CPU-hour) or reference (the published CycleGAN) "
+            "[default: fast for unpaired folders without --mode]."
+        ),
+    ] = None,
+    time: Annotated[
+        str | None,
+        typer.Option(
+            "--time",
+            help="Train for this long (90s, 30m, 1h, 1h30m): the schedule is laid out from "
+            "the measured speed [default: the recipe's, 1h for fast].",
+        ),
+    ] = None,
     generator: Annotated[
         str | None,
         typer.Option(
@@ -64,18 +83,41 @@ def train(
         ),
     ] = None,
     residual: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--residual/--no-residual",
-            help="ResNet generators add the input to their output (keeps its colours).",
+            help="The generator adds its input to its output and starts as the identity "
+            "(keeps the photo's colours) [default: off; on in the fast recipe].",
         ),
-    ] = False,
+    ] = None,
     discriminator: Annotated[
         str | None,
         typer.Option(
             "--discriminator",
             "--disc",
-            help="basic (70x70 PatchGAN), n_layers_N, pixel [default: basic].",
+            help="basic (70x70 PatchGAN), n_layers_N, pixel, projected (on frozen "
+            "EfficientNet-Lite0 features) [default: basic].",
+        ),
+    ] = None,
+    projected: Annotated[
+        bool | None,
+        typer.Option(
+            "--projected/--no-projected",
+            help="cut/fastcut: a projected discriminator beside the PatchGAN [default: off].",
+        ),
+    ] = None,
+    augment: Annotated[
+        bool | None,
+        typer.Option(
+            "--augment/--no-augment",
+            help="DiffAugment (translation, cut-out) of all the discriminators see [default: off].",
+        ),
+    ] = None,
+    augment_color: Annotated[
+        bool | None,
+        typer.Option(
+            "--augment-color/--no-augment-color",
+            help="DiffAugment's colour changes too [default: off].",
         ),
     ] = None,
     ndf: Annotated[int | None, typer.Option(help="Discriminator width [default: 64].")] = None,
@@ -145,6 +187,32 @@ def train(
     ] = None,
     pool_size: Annotated[
         int | None, typer.Option(help="Past fakes per discriminator (0: none) [default: 50].")
+    ] = None,
+    lambda_nce: Annotated[
+        float | None,
+        typer.Option(help="cut/fastcut PatchNCE weight [default: 1.0; fastcut: 10.0]."),
+    ] = None,
+    nce_idt: Annotated[
+        bool | None,
+        typer.Option(
+            "--nce-idt/--no-nce-idt",
+            help="cut/fastcut: PatchNCE on G(B) too [default: on for cut, off for fastcut].",
+        ),
+    ] = None,
+    lambda_content: Annotated[
+        float | None,
+        typer.Option(help="cut/fastcut content loss (Lite0 features) [default: 0.0]."),
+    ] = None,
+    lambda_style: Annotated[
+        float | None,
+        typer.Option(help="cut/fastcut style loss (Lite0 feature statistics) [default: 0.0]."),
+    ] = None,
+    ema: Annotated[
+        float | None,
+        typer.Option(
+            help="cut/fastcut: decay of the generator's weight average, exported (0: none) "
+            "[default: 0.0]."
+        ),
     ] = None,
     flip: Annotated[
         bool | None,
@@ -244,31 +312,47 @@ def train(
         result = loop.resume(resume, device=device, watch=watch, steps=steps)
     else:
         first, second = _folders(data_a, data_b, aligned)
+        from styler.training.budget import parse_duration
         from styler.training.device import choose
+        from styler.training.recipes import get_recipe
         from styler.training.run import RunFolder
-        from styler.training.setup import default_run_dir, make_config
+        from styler.training.setup import default_run_dir, make_config, recipe_for
 
         if output is not None:  # before any image is decoded
             RunFolder(output).check_writable()
 
         one_folder = second is None and aligned is None
+        name = recipe_for(recipe or "auto", first, second, aligned is not None, mode, seed)
+        chosen_recipe = get_recipe(name) if name else None
+        if precision == "auto" and chosen_recipe is not None:
+            precision = chosen_recipe.flags.get("precision", "auto")
         chosen_device, chosen_precision = choose(device, precision, small=one_folder)
         config, found = make_config(
             first,
             second,
             aligned=aligned is not None,
             mode=mode,
+            recipe=name,
             steps=steps,
             epochs=epochs,
             decay=decay,
+            time=parse_duration(time) if time is not None else None,
             precision=chosen_precision,
             **given(
                 generator=generator,
                 ngf=ngf,
                 norm=norm,
                 upsample=upsample,
-                residual=residual or None,
+                residual=residual,
                 discriminator=discriminator,
+                projected=projected,
+                augment=augment,
+                augment_color=augment_color,
+                lambda_nce=lambda_nce,
+                nce_idt=nce_idt,
+                lambda_content=lambda_content,
+                lambda_style=lambda_style,
+                ema=ema,
                 ndf=ndf,
                 size=size,
                 arch=arch,
@@ -288,6 +372,14 @@ def train(
                 seed=seed,
             ),
         )
+        if chosen_recipe is not None and watch.display != "quiet":
+            why = (
+                ""
+                if recipe
+                else " (the default for unpaired folders; --recipe reference: "
+                "the published CycleGAN)"
+            )
+            typer.echo(f"styler: recipe {name}{why}: {chosen_recipe.summary}", err=True)
         note = config.mode.cpu_note(config) if chosen_device == "cpu" else None
         if note and watch.display != "quiet":
             typer.echo(f"styler: note: {note}", err=True)

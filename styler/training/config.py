@@ -149,6 +149,9 @@ class TrainConfig:
     #: ``steps - decay_steps`` steps, then falls linearly to zero.
     steps: int = 1000
     decay_steps: int = 500
+    #: A time budget in seconds (``--time``; 0: none): ``steps`` is then the
+    #: count the measured speed gives (see :mod:`styler.training.budget`).
+    time_budget: float = 0.0
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -156,6 +159,11 @@ class TrainConfig:
     #: Weight of the WGAN-GP gradient penalty.
     lambda_gp: float = 10.0
     flip: bool = True
+    #: DiffAugment before every discriminator (every mode): random
+    #: translation and cut-out of real and fake images alike ...
+    augment: bool = False
+    #: ... and random brightness, saturation and contrast.
+    augment_color: bool = False
     seed: int = 0
     #: Arithmetic of the forward passes: fp32, or autocast to bf16 / fp16.
     precision: Precision = "fp32"
@@ -173,6 +181,11 @@ class TrainConfig:
         limits.check_fields(self)
         check(self)
         self.mode.check(self)
+
+    @property
+    def decay_share(self) -> float:
+        """The share of the run whose learning rate decays."""
+        return self.decay_steps / self.steps
 
     @property
     def constant_steps(self) -> int:
@@ -249,6 +262,8 @@ def check(config: TrainConfig) -> None:
         )
     if config.precision not in PRECISIONS:
         raise UsageError(f"unknown precision {config.precision!r}")
+    if config.time_budget:
+        limits.check_number("--time", config.time_budget, 1.0, 366 * 86400.0)
     if config.steps < 1 or not 0 <= config.decay_steps <= config.steps:
         raise UsageError(
             f"--steps must be positive and the decay ({config.decay_steps} steps) "

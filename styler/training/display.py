@@ -9,6 +9,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from styler.training.budget import PROVISIONAL_STEPS
+
 #: Steps over which speed and ETA are measured.
 RATE_WINDOW = 50
 
@@ -60,6 +62,8 @@ class Display:
         return (t1 - t0) / (s1 - s0) if s1 > s0 else float("nan")
 
     def eta(self) -> float:
+        if self.total >= PROVISIONAL_STEPS:
+            return float("nan")
         return self.rate() * (self.total - self.step)
 
     def update(self, step: int, losses: dict[str, float], lr: float) -> None:
@@ -69,6 +73,10 @@ class Display:
 
     def note(self, message: str) -> None:
         del message
+
+    def set_total(self, total: int) -> None:
+        """The run's length changed (a time budget's estimate)."""
+        self.total = total
 
     def close(self) -> None:
         pass
@@ -98,9 +106,13 @@ class PlainDisplay(Display):
 
     def line(self, lr: float) -> str:
         losses = "  ".join(f"{k} {v:.3f}" for k, v in self.smoother.values.items())
-        pct = 100 * self.step / max(self.total, 1)
+        if self.total >= PROVISIONAL_STEPS:  # a time budget, not yet measured
+            where = f"step {self.step} (timing the first steps)"
+        else:
+            pct = 100 * self.step / max(self.total, 1)
+            where = f"step {self.step}/{self.total} ({pct:.1f}%)"
         return (
-            f"step {self.step}/{self.total} ({pct:.1f}%)  {self.rate():.2f} s/step  "
+            f"{where}  {self.rate():.2f} s/step  "
             f"eta {format_duration(self.eta())}  lr {lr:.2e}  {losses}"
         )
 
@@ -148,6 +160,7 @@ class LiveDisplay(Display):
 
     def _render(self) -> Any:
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
         names = [k for k in self.loss_names if k in self.smoother.values]
@@ -157,7 +170,7 @@ class LiveDisplay(Display):
         if names:
             table.add_row(*(f"{self.smoother.values[k]:.3f}" for k in names), f"{self.lr:.2e}")
         parts: list[Any] = [self.progress, table]
-        parts += [f"[dim]{n}[/dim]" for n in self.notes[-3:]]
+        parts += [Text(n, style="dim") for n in self.notes[-3:]]  # never read as markup
         return self._group(*parts)
 
     def update(self, step: int, losses: dict[str, float], lr: float) -> None:
@@ -171,6 +184,10 @@ class LiveDisplay(Display):
     def note(self, message: str) -> None:
         self.notes.append(message)
         self.live.update(self._render())
+
+    def set_total(self, total: int) -> None:
+        super().set_total(total)
+        self.progress.update(self.task, total=total)
 
     def close(self) -> None:
         self.live.stop()

@@ -33,10 +33,11 @@ from styler.errors import UsageError
 from styler.log import logger
 from styler.training import limits, state
 from styler.training.batches import TrainingData, default_workers
+from styler.training.budget import Budget
 from styler.training.config import TrainConfig
 from styler.training.data import Found, load_data
 from styler.training.device import Hardware, choose_device
-from styler.training.display import make_display
+from styler.training.display import Display, make_display
 from styler.training.distributed import DistInfo, barrier, from_env, init, shutdown
 from styler.training.images import DEFAULT_CACHE_BYTES
 from styler.training.modes import build_trainer
@@ -171,6 +172,8 @@ def resume(
     run = RunFolder(Path(run_dir))
     start = run.resume_point()
     config = start.config
+    if steps is not None and config.time_budget:
+        raise UsageError("this run has a time budget (--time): resume it without --steps")
     if steps is not None and steps != config.steps:
         if steps < start.step:
             raise UsageError(f"--steps {steps} is before the checkpoint's step {start.step}")
@@ -225,12 +228,13 @@ def _restore(trainer: Trainer, run: RunFolder, ckpt: state.TrainState, main: boo
     """Put the checkpoint ``ckpt`` into ``trainer``; forget the metrics
     written after it; keep a changed config (a new --steps)."""
     state.restore(trainer, ckpt)
-    seconds = float(ckpt.header["info"].get("seconds", 0.0))
+    info = ckpt.header["info"]
+    seconds, wall = float(info.get("seconds", 0.0)), float(info.get("wall", 0.0))
     logger.info("resuming %s from step %d", run.root, ckpt.step)
     if main:
         run.truncate_metrics(ckpt.step)
         run.update_config(trainer.config)
-    return Progress(ckpt.step, seconds, ckpt.path)
+    return Progress(ckpt.step, seconds, ckpt.path, wall)
 
 
 def _loop(
@@ -242,44 +246,87 @@ def _loop(
     upkeep: Idle,
     run: RunFolder,
 ) -> TrainResult:
-    """The steps from ``progress`` to the end of the run (or a stop request)."""
-    config = trainer.config
+    """The steps from ``progress`` to the end of the run (or a stop request,
+    or the end of its time budget)."""
     stop = StopRequest()
     view = watch.display if dist.is_main else "quiet"
-    display = make_display(view, config.steps, progress.step, trainer.loss_names)
+    display = make_display(view, trainer.config.steps, progress.step, trainer.loss_names)
+    budget = _budget(trainer.config, progress)
     trainer.train(True)
     with stop.installed(), display, upkeep:
         upkeep.begin()
-        for step in range(progress.step, config.steps):
-            losses, seconds, lr = _step(trainer, data, step, dist.rank)
+        while progress.step < trainer.config.steps:
+            step = progress.step
+            factor = _agree(budget.lr_factor(), dist) if budget is not None else None
+            losses, seconds, lr = _step(trainer, data, step, dist.rank, factor)
             progress.step, progress.seconds = step + 1, progress.seconds + seconds
+            if budget is not None:
+                _follow_budget(budget, trainer, progress, upkeep, display, dist)
+                progress.wall = budget.elapsed()
             upkeep.step_done(losses, seconds, lr)
             display.update(progress.step, losses, lr)
             if watch.stop_at is not None and progress.step >= watch.stop_at:
                 stop.requested = True
             if _stop_everywhere(stop.requested, dist):
                 break
-            if progress.step < config.steps:
+            if progress.step < trainer.config.steps:
                 upkeep.between_steps(display)
         models = upkeep.finish(display)
+    total = trainer.config.steps
     return TrainResult(
         run_dir=run.root,
         step=progress.step,
-        total=config.steps,
-        interrupted=stop.requested and progress.step < config.steps,
+        total=total,
+        interrupted=stop.requested and progress.step < total,
         seconds=progress.seconds,
         models=models,
         checkpoint=progress.checkpoint,
     )
 
 
+def _budget(config: TrainConfig, progress: Progress) -> Budget | None:
+    """The clock of a run with a time budget (None for a run in steps)."""
+    if not config.time_budget:
+        return None
+    budget = Budget(config.time_budget, spent=progress.wall, decay=config.decay_share)
+    budget.start(progress.step)
+    return budget
+
+
+def _follow_budget(
+    budget: Budget,
+    trainer: Trainer,
+    progress: Progress,
+    upkeep: Idle,
+    display: Display,
+    dist: DistInfo,
+) -> None:
+    """After a step of a run with a time budget: end it when the time is up,
+    or lay its schedule out again from the speed measured so far. Every
+    process follows the main one's clock."""
+    config = trainer.config
+    over = _agree(float(budget.over), dist) > 0
+    steps = progress.step if over else budget.estimate(progress.step, config.steps)
+    if steps is None:
+        return
+    steps = int(_agree(float(steps), dist))
+    decay = round(steps * config.decay_share)
+    trainer.config = dataclasses.replace(config, steps=steps, decay_steps=decay)
+    upkeep.replan(trainer.config)
+    display.set_total(steps)
+    if not over:
+        logger.info("time budget: %d steps in all at the speed measured so far", steps)
+
+
 def _step(
-    trainer: Trainer, data: TrainingData, step: int, rank: int
+    trainer: Trainer, data: TrainingData, step: int, rank: int, factor: float | None = None
 ) -> tuple[dict[str, float], float, float]:
-    """One optimisation step: its losses, how long it took, its learning rate."""
+    """One optimisation step: its losses, how long it took, its learning
+    rate (``factor`` of the config's: the time budget's, else the step's)."""
     config = trainer.config
     torch.manual_seed(step_seed(config.seed, step, rank))
-    factor = lr_factor(step, config.steps, config.decay_steps)
+    if factor is None:
+        factor = lr_factor(step, config.steps, config.decay_steps)
     trainer.set_lr(factor)
     batch = data.batch(step)
     began = time.perf_counter()
@@ -302,6 +349,15 @@ def _step(
 
 def _fmt(losses: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.3g}" for k, v in losses.items())
+
+
+def _agree(value: float, dist: DistInfo) -> float:
+    """The main process's ``value``, in every process."""
+    if not dist.enabled:
+        return value
+    box = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.broadcast(box, src=0)
+    return float(box.item())
 
 
 def _stop_everywhere(requested: bool, dist: DistInfo) -> bool:

@@ -19,15 +19,19 @@ from typing import Any
 from styler.errors import UsageError
 from styler.log import logger
 from styler.training import limits
+from styler.training.budget import PROVISIONAL_STEPS
 from styler.training.config import ModeConfig, TrainConfig, given
 from styler.training.data import ClassScan, Scan, domain_name, scan, scan_classes
 from styler.training.modes import MODES, get_mode
 from styler.training.modes.gan import GanConfig
 from styler.training.modes.translation import TranslationConfig, default_load_size
+from styler.training.recipes import DEFAULT as DEFAULT_RECIPE
+from styler.training.recipes import apply_recipe, get_recipe
 
 #: The fields of TrainConfig a flag may set (the others come from the folders).
 SHARED_FLAGS = frozenset(
     {"batch_size", "lr", "beta1", "beta2", "gan_loss", "lambda_gp", "flip", "seed"}
+    | {"augment", "augment_color"}
     | {"precision", "init", "init_gain", "extra"}
 )
 
@@ -49,17 +53,63 @@ def make_config(
     *,
     aligned: bool = False,
     mode: str = "auto",
-    steps: int | None = None,
-    epochs: float | None = None,
-    decay: float | None = None,
+    recipe: str | None = None,
     **flags: Any,
 ) -> tuple[TrainConfig, Scan | ClassScan]:
     """Look at the folders and build the run's config: two folders train
     CycleGAN (unpaired) or pix2pix (paired by file name), one ``aligned``
-    folder pix2pix, one plain folder a GAN from noise. ``flags`` are the
-    other options (lr, batch_size, generator, lambda_cycle, arch, ...)."""
-    if steps is not None and epochs is not None:
-        raise UsageError("give --steps or --epochs, not both")
+    folder pix2pix, one plain folder a GAN from noise. The run's length is
+    ``steps``, ``epochs`` or ``time`` (seconds, a time budget). ``flags``
+    are the other options (lr, batch_size, generator, lambda_cycle, arch, ...).
+
+    ``recipe`` names a set of flags (:mod:`~styler.training.recipes`) that
+    the given ones override; ``"auto"`` takes the default recipe for two
+    unpaired folders given no mode (what ``styler train A B`` does), and none
+    otherwise. The recipe used is kept in the config (``extra["recipe"]``)."""
+    name = recipe_for(recipe, data_a, data_b, aligned, mode, flags.get("seed"))
+    if name is None:
+        return _make_config(data_a, data_b, aligned=aligned, mode=mode, **flags)
+    chosen = get_recipe(name)
+    given_flags = given(**flags)
+    if mode != "auto":
+        given_flags["mode"] = mode
+    merged = apply_recipe(chosen, given_flags)
+    extra = {**merged.pop("extra", {}), "recipe": name}
+    return _make_config(data_a, data_b, aligned=aligned, extra=extra, **merged)
+
+
+def recipe_for(
+    recipe: str | None,
+    data_a: str | Path,
+    data_b: str | Path | None,
+    aligned: bool,
+    mode: str,
+    seed: int | None,
+) -> str | None:
+    """The recipe a run takes: the one named, or for ``"auto"`` the default
+    one when the two folders are unpaired and no mode was asked for."""
+    if recipe != "auto":
+        return recipe
+    if data_b is None or aligned or mode != "auto":
+        return None
+    found = scan(Path(data_a).resolve(), Path(data_b).resolve(), paired=None, seed=seed or 0)
+    return None if found.paired else DEFAULT_RECIPE
+
+
+def _make_config(
+    data_a: str | Path,
+    data_b: str | Path | None = None,
+    *,
+    aligned: bool = False,
+    mode: str = "auto",
+    steps: int | None = None,
+    epochs: float | None = None,
+    decay: float | None = None,
+    time: float | None = None,
+    **flags: Any,
+) -> tuple[TrainConfig, Scan | ClassScan]:
+    if sum(x is not None for x in (steps, epochs, time)) > 1:
+        raise UsageError("give one of --steps, --epochs and --time")
     if epochs is not None:
         limits.check_number("--epochs", epochs, 0.0)
         if epochs == 0:
@@ -85,6 +135,9 @@ def make_config(
     decay = plan.mode.decay if decay is None else decay
     if not 0 <= decay <= 1:
         raise UsageError("--decay is the share of the run with a decaying learning rate, 0..1")
+    if time is not None:  # the speed, measured in the first steps, sets the count
+        steps = PROVISIONAL_STEPS
+        shared["time_budget"] = float(time)
     if steps is None:
         batch = int(shared.get("batch_size", TrainConfig.batch_size))
         epoch_steps = max(1, math.ceil(plan.images / batch))

@@ -141,8 +141,9 @@ def _header(meta: dict[str, str], path: Path) -> tuple[int, TrainConfig, dict[st
 
 
 def _check_info(info: dict[str, Any], path: Path) -> None:
-    """What a checkpoint says about its run: seconds spent, a score, the device."""
-    for key, low in (("seconds", 0.0), ("kid", -math.inf), ("kid_std", 0.0)):
+    """What a checkpoint says about its run: seconds spent in steps and in
+    the loop (``wall``, what a time budget counts), a score, the device."""
+    for key, low in (("seconds", 0.0), ("wall", 0.0), ("kid", -math.inf), ("kid_std", 0.0)):
         value = info.get(key, 0.0)  # (KID, unbiased, can be a little below 0)
         if not _is_number(value) or not low <= value <= 1e12:
             raise BadCheckpointError(f"damaged training header (info {key} {value!r})", path)

@@ -20,6 +20,7 @@ from torch import nn
 from styler import zoo
 from styler.errors import StylerError
 from styler.netconfig import GeneratorConfig, NetConfig, NoiseGeneratorConfig
+from styler.training.augment import AugmentPolicy, diff_augment
 from styler.training.config import TrainConfig
 from styler.training.device import autocast
 from styler.training.distributed import DistInfo, average_gradients, broadcast_module
@@ -118,6 +119,15 @@ class Trainer(abc.ABC):
 
     def autocast(self) -> AbstractContextManager[None]:
         return autocast(self.device.type, self.precision)
+
+    def augment(
+        self, batches: list[torch.Tensor], generator: torch.Generator
+    ) -> list[torch.Tensor]:
+        """What a discriminator sees of ``batches`` (real and fake, index by
+        index alike): DiffAugment when the run asks for it, else themselves."""
+        c = self.config
+        policy = AugmentPolicy(translation=c.augment, cutout=c.augment, color=c.augment_color)
+        return diff_augment(batches, policy, generator)
 
     @contextmanager
     def exact(self) -> Iterator[None]:

@@ -40,11 +40,13 @@ SAMPLES_PER_RUN = 40
 
 @dataclass
 class Progress:
-    """How far a run is: steps done, seconds spent in them, newest checkpoint."""
+    """How far a run is: steps done, seconds spent in them, newest
+    checkpoint, and the loop's wall time (steps and upkeep; a budget's clock)."""
 
     step: int = 0
     seconds: float = 0.0
     checkpoint: Path | None = None
+    wall: float = 0.0
 
 
 def sample_every(watch: WatchOptions, steps: int) -> int:
@@ -66,6 +68,9 @@ class Idle:
 
     def finish(self, display: Display) -> list[Path]:
         return []
+
+    def replan(self, config: TrainConfig) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -178,7 +183,17 @@ class Upkeep(Idle):
             display.note(self.evaluator.evaluate(self.trainer, step, seconds, self.log))
 
     def info(self) -> dict[str, Any]:
-        return {"seconds": self.progress.seconds, "device": self.device}
+        p = self.progress
+        return {"seconds": p.seconds, "wall": p.wall, "device": self.device}
+
+    def replan(self, config: TrainConfig) -> None:
+        """The run's length changed (a time budget's estimate): samples and
+        checkpoints keep their share of it."""
+        self.config = config
+        self.run.update_config(config)
+        self.every = sample_every(self.watch, config.steps)
+        if self.watch.checkpoint_every is None:
+            self.checkpointer.every = self.every
 
     def check(self, step: int) -> Rows:
         """The sample grid's rows, made in float32 (as the exported models

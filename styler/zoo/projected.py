@@ -56,11 +56,15 @@ class _Head(nn.Module):
                 spectral_norm(nn.Conv2d(channels, channels, 4, stride=2, padding=1)),
                 nn.LeakyReLU(0.2),
             ]
-        layers.append(spectral_norm(nn.Conv2d(channels, 1, 4, stride=1, padding=1)))
         self.model = nn.Sequential(*layers)
+        self.score = spectral_norm(nn.Conv2d(channels, 1, 4, stride=1, padding=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        x = self.model(x)
+        h, w = x.shape[-2:]
+        if h < 3 or w < 3:  # a map of a small crop: large enough for the 4x4 score
+            x = F.pad(x, (0, max(0, 3 - w), 0, max(0, 3 - h)), mode="replicate")
+        return self.score(x)
 
 
 class ProjectedDiscriminator(nn.Module):

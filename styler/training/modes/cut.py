@@ -30,7 +30,6 @@ from torch import nn
 
 from styler.errors import UsageError
 from styler.netconfig import ProjectedDiscriminatorConfig, ResnetGeneratorConfig
-from styler.training.augment import AugmentPolicy, diff_augment
 from styler.training.config import TrainConfig
 from styler.training.distributed import DistInfo
 from styler.training.ema import Ema
@@ -63,10 +62,6 @@ class CutConfig(TranslationConfig):
     nce_temperature: float = 0.07
     #: Flip the input at random and ask for the same features (FastCUT).
     flip_equivariance: bool = False
-    #: DiffAugment before every discriminator: translation and cut-out ...
-    augment: bool = False
-    #: ... and the colour changes (brightness, saturation, contrast).
-    augment_color: bool = False
     #: A projected discriminator (frozen Lite0 features) beside the PatchGAN.
     projected: bool = False
     #: Content loss: Lite0 features of the translation against the input's.
@@ -77,12 +72,6 @@ class CutConfig(TranslationConfig):
     lambda_color: float = 0.0
     #: Decay of the generator's moving average (0: none; 0.999 is typical).
     ema: float = 0.0
-
-    @property
-    def policy(self) -> AugmentPolicy:
-        return AugmentPolicy(
-            translation=self.augment, cutout=self.augment, color=self.augment_color
-        )
 
     @property
     def needs_lite0(self) -> bool:
@@ -171,7 +160,7 @@ class Cut(Trainer):
         # Discriminators, on real B and the fake just made.
         set_requires_grad(self.discs, True)
         loss: dict[str, torch.Tensor] = {}
-        real_seen, fake_seen = diff_augment([real_B, fake_B.detach()], c.policy, gen)
+        real_seen, fake_seen = self.augment([real_B, fake_B.detach()], gen)
         with self.autocast():
             loss["D"] = self.gan.d_loss(self.D(real_seen), self.D(fake_seen))
             if self.D_proj is not None:
@@ -202,7 +191,7 @@ class Cut(Trainer):
         n = len(real_A)
         fake_B = out[:n]
         loss: dict[str, torch.Tensor] = {}
-        (fake_seen,) = diff_augment([fake_B], c.policy, gen)
+        (fake_seen,) = self.augment([fake_B], gen)
         with self.autocast():
             loss["G"] = self.gan.g_loss(self.D(fake_seen)) * c.lambda_gan
             if self.D_proj is not None:

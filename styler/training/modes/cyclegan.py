@@ -125,6 +125,7 @@ class CycleGan(Trainer):
         real_B = batch["B"].to(self.device, non_blocking=True)
         identity = c.lambda_identity > 0
         together = self.batch_calls
+        augment = seeded(self.config.seed, "augment", step, self.dist.rank)
         discs = (self.D_A, self.D_B)
 
         # Generators, discriminators frozen.
@@ -142,7 +143,8 @@ class CycleGan(Trainer):
                 out_B = [*batched(self.G_B, inputs_B, together), self.G_B(fake_B)]
             fake_A, rec_A = out_B[0], out_B[-1]
             rec_B = self.G_A(fake_A)
-            pred_A, pred_B = self.D_A(self.see(fake_B)), self.D_B(self.see(fake_A))
+            seen_B, seen_A = self.augment([self.see(fake_B), self.see(fake_A)], augment)
+            pred_A, pred_B = self.D_A(seen_B), self.D_B(seen_A)
         loss = {
             "G_A": self.gan.g_loss(pred_A),
             "G_B": self.gan.g_loss(pred_B),
@@ -162,8 +164,8 @@ class CycleGan(Trainer):
         gen = seeded(self.config.seed, "pool", step, self.dist.rank)
         pooled_B = self.pool_B.query(fake_B.detach().float(), gen)
         pooled_A = self.pool_A.query(fake_A.detach().float(), gen)
-        real_B, real_A = self.see(real_B), self.see(real_A)
-        pooled_B, pooled_A = self.see(pooled_B), self.see(pooled_A)
+        real_B, pooled_B = self.augment([self.see(real_B), self.see(pooled_B)], augment)
+        real_A, pooled_A = self.augment([self.see(real_A), self.see(pooled_A)], augment)
         with self.autocast():
             loss["D_A"] = self.gan.d_loss(*pair(self.D_A, real_B, pooled_B, self.batch_disc))
             loss["D_B"] = self.gan.d_loss(*pair(self.D_B, real_A, pooled_A, self.batch_disc))

@@ -174,11 +174,14 @@ class Gan(Trainer):
         gen = seeded(c.seed, "noise", step, self.dist.rank)
         z, asked = self.noise(real.shape[0], gen)
 
+        augment = seeded(c.seed, "augment", step, self.dist.rank)
         set_requires_grad([self.D], True)
         with self.autocast():
             fake = self.G(z, asked)
-            real_score, real_cls = self.D(real)
-            fake_score, fake_cls = self.D(fake.detach())
+        seen_real, seen_fake = self.augment([real, fake.detach().to(real.dtype)], augment)
+        with self.autocast():
+            real_score, real_cls = self.D(seen_real)
+            fake_score, fake_cls = self.D(seen_fake)
         loss_d = self.gan.d_loss(real_score, fake_score)
         if self.num_classes:
             loss_d = loss_d + 0.5 * (
@@ -190,8 +193,9 @@ class Gan(Trainer):
         self.update("D", total)
 
         set_requires_grad([self.D], False)
+        (seen,) = self.augment([fake], augment)
         with self.autocast():
-            score, cls = self.D(fake)
+            score, cls = self.D(seen)
         loss_g = self.gan.g_loss(score)
         if self.num_classes:
             loss_g = loss_g + F.cross_entropy(cls.float(), asked)

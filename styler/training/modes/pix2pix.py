@@ -62,10 +62,12 @@ class Pix2Pix(Trainer):
         with self.autocast():
             fake_B = self.G(real_A)
 
-        # Discriminator on real and fake pairs.
+        # Discriminator on real and fake pairs (input and output augmented alike).
         set_requires_grad([self.D], True)
+        augment = seeded(c.seed, "augment", step, self.dist.rank)
         real_AB = torch.cat([real_A, real_B], 1)
         fake_AB = torch.cat([real_A, fake_B.detach().to(real_A.dtype)], 1)
+        real_AB, fake_AB = self.augment([real_AB, fake_AB], augment)
         with self.autocast():
             loss_D = self.gan.d_loss(*pair(self.D, real_AB, fake_AB, self.batch_disc))
         d_total = loss_D
@@ -76,8 +78,9 @@ class Pix2Pix(Trainer):
 
         # Generator against the updated discriminator.
         set_requires_grad([self.D], False)
+        (seen,) = self.augment([torch.cat([real_A, fake_B.to(real_A.dtype)], 1)], augment)
         with self.autocast():
-            pred = self.D(torch.cat([real_A, fake_B.to(real_A.dtype)], 1))
+            pred = self.D(seen)
         loss_gan = self.gan.g_loss(pred)
         loss_l1 = l1(fake_B, real_B) * self.options.lambda_l1
         self.update("G", loss_gan + loss_l1)

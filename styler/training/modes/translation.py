@@ -21,6 +21,7 @@ from styler.netconfig import (
     discriminator_preset,
     generator_preset,
 )
+from styler.training.budget import format_duration
 from styler.training.config import ModeConfig, TrainConfig
 from styler.training.data import Layout, Paired, Unpaired
 
@@ -157,9 +158,14 @@ class TranslationConfig(ModeConfig):
     def describe(self, config: TrainConfig, device: str) -> str:
         a, b = config.domains
         g = self.generator
+        length = (
+            f"for {format_duration(config.time_budget)}"
+            if config.time_budget
+            else f"{config.steps} steps"
+        )
         return (
             f"{self.name} {a} -> {b}: {g.preset} (ngf {g.ngf}), {config.size} px crops, "
-            f"{config.steps} steps, {config.gan_loss}, {config.precision} on {device}"
+            f"{length}, {config.gan_loss}, {config.precision} on {device}"
         )
 
     def summary(self, config: TrainConfig) -> dict[str, str]:

@@ -1,0 +1,100 @@
+"""Recipes: named sets of ``styler train`` flags, applied before the user's
+own (which win). Each says what it is for and why; ``styler train`` prints
+the one it uses.
+
+- ``reference``: the published CycleGAN settings (Zhu et al. 2017), as
+  pytorch-CycleGAN-and-pix2pix runs them: what to compare with, days on a CPU.
+- ``fast``: the best model per CPU-hour in styler's own measurements
+  (docs/BENCHMARKS.md): one-sided, small, data-efficient; with an hour of a
+  laptop's CPU. The default for two unpaired folders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from styler.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    #: What it is, in a line (printed at the start of a run).
+    summary: str
+    #: make_config flags (mode, networks, sizes, loss weights, ...).
+    flags: dict[str, Any] = field(default_factory=dict)
+    #: The run's length when none is given: a time budget (seconds) ...
+    time: float | None = None
+    #: ... or epochs.
+    epochs: float | None = None
+
+
+RECIPES: dict[str, Recipe] = {
+    "reference": Recipe(
+        "reference",
+        "the published CycleGAN settings: resnet_9blocks (ngf 64), 256-pixel crops of images "
+        "scaled to 286, batch 1, LSGAN, cycle 10, identity 0.5, pool 50, Adam 2e-4, 200 epochs "
+        "(the last 100 decaying), fp32",
+        {
+            "mode": "cyclegan",
+            "generator": "resnet_9blocks",
+            "ngf": 64,
+            "ndf": 64,
+            "discriminator": "basic",
+            "size": 256,
+            "load_size": 286,
+            "batch_size": 1,
+            "lr": 2e-4,
+            "beta1": 0.5,
+            "gan_loss": "lsgan",
+            "lambda_cycle": 10.0,
+            "lambda_identity": 0.5,
+            "pool_size": 50,
+            "precision": "fp32",
+            "decay": 0.5,
+        },
+        epochs=200,
+    ),
+    "fast": Recipe(
+        "fast",
+        "FastCUT with a generator that starts as the identity (resnet_6blocks, ngf 32), "
+        "DiffAugment, a projected discriminator beside the PatchGAN, an average of the "
+        "generator's weights, 128-pixel crops; for 1 hour: the best model per CPU-hour we "
+        "measured (docs/BENCHMARKS.md)",
+        {
+            "mode": "fastcut",
+            "generator": "resnet_6blocks",
+            "ngf": 32,
+            "upsample": "resize",
+            "residual": True,
+            "size": 128,
+            "load_size": 256,
+            "augment": True,
+            "projected": True,
+            "ema": 0.999,
+        },
+        time=3600.0,
+    ),
+}
+
+#: The recipe of two unpaired folders given without --mode or --recipe.
+DEFAULT = "fast"
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise UsageError(f"unknown --recipe {name!r}: expected one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def apply_recipe(recipe: Recipe, flags: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's flags, then the user's (``flags``, those given) over them;
+    the recipe's run length only when the user gave none."""
+    merged = {**recipe.flags, **flags}
+    if not any(flags.get(k) is not None for k in ("steps", "epochs", "time")):
+        if recipe.time is not None:
+            merged["time"] = recipe.time
+        elif recipe.epochs is not None:
+            merged["epochs"] = recipe.epochs
+    return merged

@@ -1,0 +1,180 @@
+"""Runs measured in time (--time) and recipes (--recipe)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from styler.errors import UsageError
+from styler.training.budget import (
+    CALIBRATION_STEPS,
+    Budget,
+    format_duration,
+    parse_duration,
+    time_lr_factor,
+)
+
+torch = pytest.importorskip("torch")
+
+from PIL import Image  # noqa: E402
+
+from styler.training.loop import WatchOptions, resume, train  # noqa: E402
+from styler.training.recipes import RECIPES  # noqa: E402
+from styler.training.setup import make_config  # noqa: E402
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_durations_read_as_people_write_them() -> None:
+    assert parse_duration("90s") == 90
+    assert parse_duration("30m") == 1800
+    assert parse_duration("1h") == 3600
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration(" 2.5 ") == 2.5
+    for bad in ("abc", "0s", "-1h", "1x", "1h junk", "", "nan", "1e9"):
+        with pytest.raises(UsageError, match="--time"):
+            parse_duration(bad)
+    assert [format_duration(s) for s in (3600, 5400, 90, 0)] == ["1h", "1h30m", "1m30s", "0s"]
+
+
+def test_the_schedule_follows_the_share_of_the_budget_spent() -> None:
+    assert time_lr_factor(0.0, 0.5) == 1.0
+    assert time_lr_factor(0.49, 0.5) == 1.0
+    assert time_lr_factor(0.75, 0.5) == pytest.approx(0.5)
+    assert time_lr_factor(1.0, 0.5) == 0.0
+    assert time_lr_factor(1.2, 0.5) == 0.0
+    assert time_lr_factor(0.99, 0.0) == 1.0
+    clock = Clock()
+    budget = Budget(100.0, spent=40.0, decay=0.5, clock=clock)
+    budget.start(0)
+    clock.now = 35.0  # 75 of 100 seconds spent: half-way down the decay
+    assert budget.lr_factor() == pytest.approx(0.5)
+    assert not budget.over
+    clock.now = 60.0
+    assert budget.over and budget.lr_factor() == 0.0
+
+
+def test_the_step_count_is_estimated_from_the_measured_speed_and_revised() -> None:
+    clock = Clock()
+    budget = Budget(1000.0, clock=clock)
+    budget.start(0)
+    estimates = {}
+    for step in range(1, 1001):
+        clock.now += 1.0 if step <= 100 else 0.5  # the machine speeds up
+        got = budget.estimate(step, estimates[max(estimates)] if estimates else 10**8)
+        if got is not None:
+            estimates[step] = got
+    first = min(estimates)
+    assert first == max(CALIBRATION_STEPS, 20)  # 2% of the budget, 8 steps at least
+    assert estimates[first] == 1000  # 1 s a step, 1000 s
+    assert len(estimates) == 3  # then at 25% and at 50% of the budget
+    later = [estimates[k] for k in sorted(estimates)[1:]]
+    assert later[0] > 1000 and later[1] > later[0]  # faster steps: more of them
+
+
+def _folders(base: Path) -> tuple[Path, Path]:
+    rng = torch.Generator().manual_seed(0)
+    a, b = base / "photos", base / "paintings"
+    for folder, stem in ((a, "photo"), (b, "painting")):  # unpaired: other names
+        folder.mkdir()
+        for i in range(4):
+            pixels = (torch.rand(40, 48, 3, generator=rng) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(folder / f"{stem}{i}.png")
+    return a, b
+
+
+TINY = {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "size": 32, "precision": "fp32"}
+
+
+def test_a_time_budget_stops_on_time_and_resume_keeps_what_is_left(tmp_path: Path) -> None:
+    a, b = _folders(tmp_path)
+    config, found = make_config(a, b, mode="fastcut", time=6.0, **TINY)
+    assert config.time_budget == 6.0
+    watch = WatchOptions(display="quiet", workers=1, export=False, checkpoint_every=5)
+    run = tmp_path / "run"
+    result = train(config, run, device="cpu", watch=watch, found=found)
+    assert result.finished and not result.interrupted
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["time_budget"] == 6.0 and saved["steps"] == result.step  # the count it ran
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    from styler.training import state
+
+    wall = state.load(result.checkpoint).header["info"]["wall"]
+    assert abs(wall - 6.0) <= 6.0 * 0.05 + records[-1]["sec_per_step"]  # stopped on time
+    assert records[-1]["lr"] < 0.1 * records[0]["lr"]  # the rate decayed to (nearly) zero
+
+    # A run stopped half-way spends only the rest of its budget when resumed.
+    config, found = make_config(a, b, mode="fastcut", time=6.0, **TINY)
+    half = WatchOptions(display="quiet", workers=1, export=False, stop_at=3)
+    first = train(config, tmp_path / "run2", device="cpu", watch=half, found=found)
+    assert first.interrupted
+    spent = state.load(first.checkpoint).header["info"]["wall"]
+    again = resume(tmp_path / "run2", device="cpu", watch=watch)
+    total = state.load(again.checkpoint).header["info"]["wall"]
+    assert again.finished and spent < total <= 6.0 * 1.05 + records[-1]["sec_per_step"]
+    with pytest.raises(UsageError, match="time budget"):
+        resume(tmp_path / "run2", device="cpu", watch=watch, steps=100)
+
+
+def test_recipes_write_their_settings_and_the_users_flags_win(tmp_path: Path) -> None:
+    a, b = _folders(tmp_path)
+    config, _ = make_config(a, b, recipe="reference")
+    published = {
+        "mode": "cyclegan",
+        "size": 256,
+        "load_size": 286,
+        "batch_size": 1,
+        "lr": 2e-4,
+        "beta1": 0.5,
+        "beta2": 0.999,
+        "gan_loss": "lsgan",
+        "lambda_cycle": 10.0,
+        "lambda_identity": 0.5,
+        "pool_size": 50,
+        "precision": "fp32",
+    }
+    written = config.to_dict()
+    assert {k: written[k] for k in published} == published
+    # 200 epochs, the learning rate decaying over the last 100.
+    assert config.steps % 200 == 0 and config.decay_steps * 2 == config.steps
+    assert written["generator"]["n_blocks"] == 9 and written["generator"]["ngf"] == 64
+    assert written["discriminator"]["n_layers"] == 3 and written["extra"]["recipe"] == "reference"
+
+    fast, _ = make_config(a, b, recipe="auto", size=64)  # unpaired, no mode: the default
+    assert fast.extra["recipe"] == "fast" and fast.mode.name == "fastcut"
+    assert fast.size == 64 and fast.time_budget == RECIPES["fast"].time  # the user's size
+    steps, _ = make_config(a, b, recipe="auto", steps=10)  # a length given: the recipe's is not
+    assert steps.steps == 10 and not steps.time_budget
+    plain, _ = make_config(a, b, recipe="auto", mode="cyclegan")  # a mode asked for: no recipe
+    assert "recipe" not in plain.extra and plain.mode.name == "cyclegan"
+    with pytest.raises(UsageError, match="--recipe"):
+        make_config(a, b, recipe="nonsense")
+
+
+def test_styler_train_without_a_mode_takes_the_fast_recipe_and_says_so(
+    tmp_path: Path, cli: object
+) -> None:
+    a, b = _folders(tmp_path)
+    run = tmp_path / "run"
+    small = ["--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "32"]
+    result = cli(  # type: ignore[operator]
+        "train", str(a), str(b), "-o", str(run), *small, "--time", "4s", "--display", "plain"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("styler: recipe fast (the default for unpaired folders; ")
+    assert "--recipe reference" in lines[0] and "FastCUT" in lines[0]
+    config = json.loads((run / "config.json").read_text())
+    assert config["mode"] == "fastcut" and config["extra"]["recipe"] == "fast"
+    assert config["time_budget"] == 4.0 and config["size"] == 32  # the user's flags win
+    assert config["generator"]["residual"] and config["projected"] and config["augment"]
+    (model,) = result.stdout.split()
+    assert Path(model).name == "photos_to_paintings.onnx"  # one-sided: one model
