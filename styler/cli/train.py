@@ -406,6 +406,10 @@ def train(
             f"report: {result.run_dir / 'report.html'}",
             err=True,
         )
+        typer.echo(
+            f"styler: this run's {result.wall / 60:.1f} min went to {result.where_time_went()}",
+            err=True,
+        )
 
 
 def _folders(

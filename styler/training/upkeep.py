@@ -12,6 +12,9 @@ Each of these has its own small object (:class:`~styler.training.run.MetricsLog`
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -72,6 +75,10 @@ class Idle:
     def replan(self, config: TrainConfig) -> None:
         pass
 
+    def time_spent(self) -> dict[str, float]:
+        """Seconds spent on each kind of upkeep."""
+        return {}
+
     def close(self) -> None:
         pass
 
@@ -114,6 +121,16 @@ class Upkeep(Idle):
         self.sample_inputs = data.samples()
         self.epoch_steps = data.epoch_steps
         self.log = MetricsLog(run, tensorboard=watch.tensorboard)
+        #: Seconds spent on each kind of upkeep (where a run's time goes).
+        self.spent: dict[str, float] = {}
+
+    @contextmanager
+    def timed(self, kind: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent[kind] = self.spent.get(kind, 0.0) + time.perf_counter() - began
 
     def begin(self) -> None:
         """A fresh run shows its untrained networks."""
@@ -147,7 +164,8 @@ class Upkeep(Idle):
             self.samples(done, rows)
             self.report(done)
         if save:
-            path = self.checkpointer.save(self.trainer, done, self.info())
+            with self.timed("checkpoints"):
+                path = self.checkpointer.save(self.trainer, done, self.info())
             display.note(f"saved {path.name}")
 
     def finish(self, display: Display) -> list[Path]:
@@ -155,7 +173,8 @@ class Upkeep(Idle):
         exported models."""
         done, finished = self.progress.step, self.progress.step >= self.config.steps
         rows = self.check(done)
-        self.progress.checkpoint = self.checkpointer.save_last(self.trainer, done, self.info())
+        with self.timed("checkpoints"):
+            self.progress.checkpoint = self.checkpointer.save_last(self.trainer, done, self.info())
         self.samples(done, rows)
         if finished and self.evaluator is not None:
             self.evaluate(display)
@@ -174,13 +193,16 @@ class Upkeep(Idle):
             display.note(f"exporting the best checkpoint: step {step}, KID {kid:.4f}")
         else:
             display.note("exporting the generators to ONNX")
-        results = export_trainer(self.trainer, self.config, self.run.root, step)
+        with self.timed("export"):
+            results = export_trainer(self.trainer, self.config, self.run.root, step)
         return [r.path for r in results]
 
     def evaluate(self, display: Display) -> None:
         if self.evaluator is not None:
             step, seconds = self.progress.step, self.progress.seconds
-            display.note(self.evaluator.evaluate(self.trainer, step, seconds, self.log))
+            with self.timed("scores"):
+                note = self.evaluator.evaluate(self.trainer, step, seconds, self.log)
+            display.note(note)
 
     def info(self) -> dict[str, Any]:
         p = self.progress
@@ -200,9 +222,10 @@ class Upkeep(Idle):
         run) to check the networks first: nothing is sampled, scored, saved
         or exported from weights or outputs that are NaN or infinite (a run
         that blew up keeps the checkpoints saved before)."""
-        self.trainer.check_finite(step)
-        with self.trainer.exact():
-            rows = self.sample_rows()
+        with self.timed("checks"):
+            self.trainer.check_finite(step)
+            with self.trainer.exact():
+                rows = self.sample_rows()
         if not all(bool(torch.isfinite(t).all()) for _, cols in rows for t in cols):
             raise TrainingError(
                 f"the generators' outputs became NaN or infinite by step {step}; {KEPT}: "
@@ -217,18 +240,23 @@ class Upkeep(Idle):
         return rows
 
     def samples(self, step: int, rows: Rows | None = None) -> None:
-        rows = rows or self.sample_rows()
-        image = report.grid_image(rows, self.trainer.column_names(), f"step {step}")
-        report.save_png(image, self.run.samples / f"step_{step:07d}.png")
+        with self.timed("samples"):
+            rows = rows or self.sample_rows()
+            image = report.grid_image(rows, self.trainer.column_names(), f"step {step}")
+            report.save_png(image, self.run.samples / f"step_{step:07d}.png")
 
     def report(self, step: int) -> None:
-        report.write_report(
-            self.run.root,
-            title=f"styler {self.config.mode.name}: {self.run.root.name}",
-            losses=self.trainer.loss_names,
-            summary=report.summary(self.config, step, self.device, self.progress.seconds),
-            models=self.run.models(),
-        )
+        with self.timed("report"):
+            report.write_report(
+                self.run.root,
+                title=f"styler {self.config.mode.name}: {self.run.root.name}",
+                losses=self.trainer.loss_names,
+                summary=report.summary(self.config, step, self.device, self.progress.seconds),
+                models=self.run.models(),
+            )
+
+    def time_spent(self) -> dict[str, float]:
+        return dict(self.spent)
 
     def close(self) -> None:
         self.log.close()
