@@ -337,16 +337,21 @@ class _Pipeline:
         except (OSError, ValueError):
             return
         self.inputs.setdefault((st.st_dev, st.st_ino), job.input)
+        named = self._named_output(job)
+        if named:
+            self.named_outputs.setdefault(named, job.input)
+
+    def _named_output(self, job: Job) -> str:
+        """Where ``job``'s output goes by its name alone ('' unless a suffix
+        or a format is asked for: only then can a result lie among inputs)."""
         opts = self.options
-        if opts.suffix or opts.format != "keep":
-            guess = imageio.output_format(
-                imageio.format_from_extension(job.input.suffix), opts.format
-            )
-            try:
-                out = output_path(opts.output_dir, job, imageio.extension_for(guess), opts.suffix)
-                self.named_outputs.setdefault(os.path.realpath(out), job.input)
-            except (OSError, ValueError):
-                pass
+        if not (opts.suffix or opts.format != "keep"):
+            return ""
+        fmt = imageio.output_format(imageio.format_from_extension(job.input.suffix), opts.format)
+        try:
+            return _real(output_path(opts.output_dir, job, imageio.extension_for(fmt), opts.suffix))
+        except ValueError:
+            return ""
 
     def _plan(self, job: Job) -> _Item:
         item = _Item(job)
@@ -354,9 +359,16 @@ class _Pipeline:
         if job.error:
             return _settle(item, "failed", job.error)
         self._register(job)  # a streamed input is known from here on
+        # A file named like another input's output is taken as an earlier
+        # result (in place, the two cannot be told apart by name): kept, not styled.
         writer = self.named_outputs.get(_real(job.input)) if self.named_outputs else None
         if writer is not None and writer != job.input:
-            return _settle(item, "skipped", f"named like the output of {writer}: an earlier result")
+            return _settle(
+                item,
+                "skipped",
+                f"named like the output of {writer}: taken as an earlier result and not "
+                "styled (style it into another --output)",
+            )
         try:
             header = imageio.probe(job.input, opts.max_pixels)
         except BadImageError as exc:
@@ -389,6 +401,9 @@ class _Pipeline:
         input writes it, ``source`` is itself this run's output, it exists
         (without ``overwrite``), or it is an input of this run."""
         key = os.path.realpath(out)
+        root = os.path.realpath(self.options.output_dir)
+        if os.path.commonpath([root, key]) != root:
+            return "failed", f"{out.parent} leads out of the output folder (a symbolic link)"
         other = self.claimed.get(key)
         if other is not None:
             return "failed", f"another input already writes {out} ({other})"

@@ -314,6 +314,10 @@ def export_checkpoint(
     if not meta.source:
         meta = dataclasses.replace(meta, source=f"styler checkpoint {checkpoint.name}")
     net = build_generator(meta, state, checkpoint)
+    try:
+        check_finite_weights(net)
+    except ExportError as exc:
+        raise ExportError(exc.reason, checkpoint) from None
     return export_onnx(net, meta, output, fp16=fp16)
 
 

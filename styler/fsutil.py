@@ -7,7 +7,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from styler.errors import OutputError, UsageError
@@ -37,6 +37,9 @@ FILE_MODE = 0o666 & ~_read_umask()
 TEMP_PREFIX = ".styler-"
 TEMP_SUFFIX = ".part"
 _TEMP_NAME = re.compile(r"\.styler-([0-9]{1,10})-([a-z0-9_]{8})\.part")
+#: Largest process id Linux gives (``pid_max`` is at most 2**22): a name
+#: with a larger one was not written by styler, and is kept.
+PID_MAX = 2**22
 
 
 @contextlib.contextmanager
@@ -90,7 +93,9 @@ def stale_writer(name: str) -> int | None:
     """The process id in a temporary name of styler's, or None when ``name``
     is not one (only these are ever removed)."""
     match = _TEMP_NAME.fullmatch(name)
-    return int(match.group(1)) if match else None
+    if match is None or not 0 < int(match.group(1)) <= PID_MAX:
+        return None
+    return int(match.group(1))
 
 
 def remove_stale_parts(folder: Path) -> list[Path]:
@@ -135,14 +140,17 @@ def check_output_folder(folder: Path) -> None:
         ) from None
 
 
-def check_new_output(source: Path, output: Path, overwrite: bool) -> None:
+def check_new_output(source: Path | Sequence[Path], output: Path, overwrite: bool) -> None:
     """Refuse to write ``output`` when it exists (unless ``overwrite``) or is
-    ``source`` itself (even with ``overwrite``: the input would be lost)."""
-    try:
-        same = output.exists() and os.path.samefile(source, output)
-    except OSError:
-        same = False
-    if same:
-        raise UsageError(f"the output is the input {source}; choose another --output", output)
+    one of the command's inputs, ``source`` (even with ``overwrite``: the
+    input would be lost)."""
+    sources = [source] if isinstance(source, Path) else list(source)
+    for src in sources:
+        try:
+            same = output.exists() and os.path.samefile(src, output)
+        except OSError:
+            same = False
+        if same:
+            raise UsageError(f"the output is the input {src}; choose another --output", output)
     if output.exists() and not overwrite:
         raise UsageError(f"{output} exists; pass --overwrite to replace it")

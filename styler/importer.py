@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from styler.errors import BadCheckpointError, BadModelError
+from styler.errors import BadCheckpointError, BadModelError, UsageError
 from styler.fsutil import check_new_output
 from styler.log import logger
 from styler.metadata import ModelMetadata
@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from styler.export import ExportResult
 
 _STALE_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+#: Which way a generator translates (CycleGAN's G_A: AtoB).
+DIRECTIONS = ("AtoB", "BtoA")
+#: Largest crop size a model can say it was trained at.
+MAX_TRAIN_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -281,6 +285,10 @@ def import_to_onnx(
     from styler.export import export_onnx
 
     checkpoint, output = Path(checkpoint), Path(output)
+    if direction is not None and direction not in DIRECTIONS:
+        raise UsageError(f"--direction {direction!r}: expected {' or '.join(DIRECTIONS)}")
+    if train_size is not None and not 1 <= train_size <= MAX_TRAIN_SIZE:
+        raise UsageError(f"--train-size must be from 1 to {MAX_TRAIN_SIZE}, got {train_size}")
     check_new_output(checkpoint, output, overwrite)
     imported = import_checkpoint(checkpoint, **overrides)
     net = zoo.build(imported.config, init=None)

@@ -726,3 +726,93 @@ def test_apply_refuses_absurd_threads_and_drops_exif_jpeg_cannot_hold(
     ]
     with Image.open(out / "big_exif.jpg") as styled:
         assert styled.size == (24, 16)
+
+
+# -- siblings from the second review -------------------------------------------------------------
+
+
+def test_second_review_apply_cases(tiny_resnet_onnx: Path, tmp_path: Path) -> None:
+    model = str(tiny_resnet_onnx)
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _png(photos / "a.png")
+    _png(photos / "sub" / "b.png", seed=1)
+    out.mkdir()
+    # A name shaped like styler's temporaries but with a process id no system gives.
+    odd = out / ".styler-9999999999-abcdefgh.part"
+    odd.write_text("mine")
+    # A subfolder of OUT that is a symbolic link out of it.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "sub").symlink_to(elsewhere)
+    result = styler("apply", str(photos), "-m", model, "-o", str(out), "--json", "-q")
+    assert result.returncode == 1, _lines(result)
+    status = {Path(str(r["input"])).name: (r["status"], r["error"]) for r in _records(result)}
+    assert status["a.png"] == ("ok", None)
+    assert status["b.png"][0] == "failed" and "leads out of the output folder" in str(
+        status["b.png"][1]
+    )
+    assert odd.read_text() == "mine" and os.listdir(elsewhere) == []
+    # A dry run creates nothing, and still refuses an output "folder" that is a file.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    dry = styler("apply", str(photos), "-m", model, "-o", str(blocker), "--dry-run")
+    assert dry.returncode == 2 and "the output folder is a file" in _lines(dry)[0]
+    # A message never grows without end: a 20,000-character model name is cut.
+    meta = _metadata(name="n" * 20_000)
+    named = _model(tmp_path / "long.onnx", [helper.make_node("Identity", ["image"], ["styled"])],
+                   metadata=meta)  # fmt: skip
+    shown = styler("apply", str(photos / "a.png"), "-m", str(named), "-o", str(tmp_path / "o2"))
+    assert shown.returncode == 0
+    assert max(len(line) for line in _lines(shown)) < 8500
+
+
+def test_second_review_generate_import_export_quantize_cases(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    generator = _noise_model(tmp_path / "g.onnx", 4)
+    before = generator.read_bytes()
+    result = styler("generate", str(generator), "-n", "2", "-o", str(tmp_path / "gen"),
+                    "--grid", str(generator), "--overwrite")  # fmt: skip
+    assert result.returncode == 2 and "the output is the input" in _lines(result)[0]
+    assert generator.read_bytes() == before
+    # What a killed generate left behind is removed by the next one.
+    gen = tmp_path / "gen2"
+    gen.mkdir()
+    stale = gen / f".styler-{_dead_pid()}-abcd1234.part"
+    stale.write_bytes(b"half a png")
+    assert styler("generate", str(generator), "-n", "1", "-o", str(gen)).returncode == 0
+    assert not stale.exists()
+
+    photos = tmp_path / "calib"
+    for i in range(2):
+        _png(photos / f"c{i}.png", seed=i)
+    calib = (photos / "c0.png").read_bytes()
+    model = _scaled_model(tmp_path / "m.onnx", 1.0)
+    args = ["quantize", str(model), "--calibration", str(photos), "-o", str(photos / "c0.png")]
+    result = styler(*args, "--overwrite")
+    assert result.returncode == 2 and "the output is the input" in _lines(result)[0]
+    assert (photos / "c0.png").read_bytes() == calib
+    assert (
+        styler("quantize", str(model), "--calibration", str(photos), "--limit", "-1").returncode
+        == 2
+    )
+
+    from conftest import REFERENCE
+
+    pth = REFERENCE / "resnet_6blocks_ngf16_instance.pth"
+    for flag, value in (("--direction", "sideways"), ("--train-size", "-5")):
+        result = styler("import", str(pth), "-o", str(tmp_path / "x.onnx"), flag, value)
+        assert result.returncode == 2 and flag in _lines(result)[0], _lines(result)
+    assert not (tmp_path / "x.onnx").exists()
+
+    from styler import zoo
+    from styler.checkpoint import save_generator
+
+    config = generator_preset("resnet_2blocks", ngf=8)
+    state = zoo.build(config).state_dict()
+    state["model.1.weight"].view(-1)[0] = math.nan
+    weights = tmp_path / "nan.safetensors"
+    save_generator(weights, state, ModelMetadata(network=config, name="g"))
+    result = styler("export", str(weights), "-o", str(tmp_path / "nan.onnx"))
+    lines = _lines(result)
+    assert result.returncode == 2 and lines[0].startswith(f"styler: error: {weights}: "), lines
+    assert "NaN or infinite" in lines[0] and torch is not None

@@ -69,11 +69,18 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
 
 
+#: Longest line shown (a file name is at most 4096 bytes; a model's metadata
+#: may hold anything): the rest is cut, and the cut said.
+MAX_LINE = 8192
+
+
 def one_line(text: str) -> str:
     """``text`` as exactly one line of plain text, whatever the file names
     and model metadata in it hold: controls and invisible format characters
     are shown as escapes, so nothing read from a file can forge a line or
-    send the terminal an escape sequence."""
+    send the terminal an escape sequence; at most :data:`MAX_LINE` characters."""
+    if len(text) > MAX_LINE:
+        text = f"{text[:MAX_LINE]}... ({len(text) - MAX_LINE} more characters)"
     return _NOT_ASCII.sub(_escape, text.translate(_CONTROL))
 
 

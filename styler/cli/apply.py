@@ -93,6 +93,8 @@ def apply(
     stylizer = Stylizer(model, device=device, threads=threads, tile=tile)
     if not dry_run:
         check_output_folder(output)
+    elif output.exists() and not output.is_dir():  # a dry run creates nothing
+        raise StylerError("the output folder is a file", output)
     if not quiet:
         meta = stylizer.meta
         typer.echo(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 
 from styler.cli.app import Description, Fp16, OutputFile, Overwrite, app, need_train_extra
 from styler.errors import StylerError
+from styler.fsutil import check_new_output
 
 
 @app.command("import")
@@ -135,7 +137,7 @@ def quantize(
     min_psnr: Annotated[
         float, typer.Option(help="Refuse if int8 outputs differ from fp32 more than this (dB).")
     ] = 30.0,
-    limit: Annotated[int, typer.Option(help="Calibration images used at most.")] = 32,
+    limit: Annotated[int, typer.Option(help="Calibration images used at most.", min=1)] = 32,
     overwrite: Overwrite = False,
 ) -> None:
     """Make an int8 copy of a model for CPUs (onnxruntime static quantisation).
@@ -147,15 +149,13 @@ def quantize(
     from styler.paths import collect_jobs
     from styler.quantize import load_calibration, quantize_int8
 
+    if not math.isfinite(min_psnr):
+        raise StylerError(f"--min-psnr must be a number, got {min_psnr}")
     files = [j.input for j in collect_jobs([calibration]) if not j.error][:limit]
+    target = output or model.with_suffix(".int8.onnx")
+    check_new_output([model, *files], target, overwrite)  # no input is ever replaced
     images = load_calibration(files)
-    result = quantize_int8(
-        model,
-        output or model.with_suffix(".int8.onnx"),
-        images,
-        min_psnr=min_psnr,
-        overwrite=overwrite,
-    )
+    result = quantize_int8(model, target, images, min_psnr=min_psnr, overwrite=overwrite)
     typer.echo(str(result.path))
     typer.echo(
         f"styler: wrote {result.path}: int8, {result.psnr:.1f} dB PSNR against fp32 on "

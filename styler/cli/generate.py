@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from styler.cli.app import app
-from styler.fsutil import check_output_folder
+from styler.fsutil import check_new_output, check_output_folder, remove_stale_parts
+from styler.log import logger
 
 
 @app.command("generate")
@@ -43,13 +44,17 @@ def generate(
         raise UsageError(f"--grid holds at most {MAX_GRID} images; -n is {count}")
     gen = ImageGenerator(model, device=device)
     check_output_folder(output)
+    if grid_path is not None:
+        check_new_output(model, grid_path, overwrite=True)  # never the model itself
+    for stale in remove_stale_parts(output):
+        logger.info("removed %s, left by an interrupted run", stale)
     items = []  # kept only for the grid: memory stays bounded without one
     skipped = 0
     for item in gen.iter_sample(count, seed, label):
         if grid_path is not None:
             items.append(item)
         path = output / file_name(item, gen.classes)
-        if path.exists() and not overwrite:
+        if path.exists() and (not overwrite or path.samefile(model)):
             skipped += 1
             continue
         save_png(to_pil(item.image), path)
