@@ -108,7 +108,11 @@ def test_a_time_budget_stops_on_time_and_resume_keeps_what_is_left(tmp_path: Pat
     from styler.training import state
 
     wall = state.load(result.checkpoint).header["info"]["wall"]
-    assert abs(wall - 6.0) <= 6.0 * 0.05 + records[-1]["sec_per_step"]  # stopped on time
+    # Stopped on time: the budget is checked after every step and after the
+    # upkeep between steps, so a run ends at most about one step late (the
+    # margin allows for a slow step on a busy machine).
+    late = 6.0 * 0.05 + 3 * records[-1]["sec_per_step"]
+    assert abs(wall - 6.0) <= late
     assert records[-1]["lr"] < 0.1 * records[0]["lr"]  # the rate decayed to (nearly) zero
 
     # A run stopped half-way spends only the rest of its budget when resumed.
@@ -119,7 +123,7 @@ def test_a_time_budget_stops_on_time_and_resume_keeps_what_is_left(tmp_path: Pat
     spent = state.load(first.checkpoint).header["info"]["wall"]
     again = resume(tmp_path / "run2", device="cpu", watch=watch)
     total = state.load(again.checkpoint).header["info"]["wall"]
-    assert again.finished and spent < total <= 6.0 * 1.05 + records[-1]["sec_per_step"]
+    assert again.finished and spent < total <= 6.0 + late
     with pytest.raises(UsageError, match="time budget"):
         resume(tmp_path / "run2", device="cpu", watch=watch, steps=100)
 

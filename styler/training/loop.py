@@ -283,6 +283,11 @@ def _loop(
                 break
             if progress.step < trainer.config.steps:
                 upkeep.between_steps(display)
+                if budget is not None:  # the upkeep may have spent what was left
+                    _follow_budget(
+                        budget, trainer, progress, upkeep, display, dist, only_if_over=True
+                    )
+                    progress.wall = budget.elapsed()
         models = upkeep.finish(display)
     total = trainer.config.steps
     return TrainResult(
@@ -314,12 +319,15 @@ def _follow_budget(
     upkeep: Idle,
     display: Display,
     dist: DistInfo,
+    only_if_over: bool = False,
 ) -> None:
     """After a step of a run with a time budget: end it when the time is up,
-    or lay its schedule out again from the speed measured so far. Every
-    process follows the main one's clock."""
+    or lay its schedule out again from the speed measured so far (not with
+    ``only_if_over``). Every process follows the main one's clock."""
     config = trainer.config
     over = _agree(float(budget.over), dist) > 0
+    if only_if_over and not over:
+        return
     steps = progress.step if over else budget.estimate(progress.step, config.steps)
     if steps is None:
         return
