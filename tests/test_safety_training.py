@@ -76,9 +76,13 @@ def _limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
 
 
-def batch(*cases: Sequence[str | Path], cwd: Path | None = None) -> list[Outcome]:
+def batch(
+    *cases: Sequence[str | Path], cwd: Path | None = None, strict: bool = True
+) -> list[Outcome]:
     """Each of ``cases`` (the arguments of a ``styler`` command line) run by
-    the CLI's ``main()``, in one subprocess with bounded memory."""
+    the CLI's ``main()``, in one subprocess with bounded memory. A traceback
+    fails the caller, or with ``strict`` False only the case that printed it
+    (it is in that case's lines: for cases that several tests share)."""
     argvs = [[str(a) for a in case] for case in cases]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     env["NO_COLOR"] = "1"
@@ -93,7 +97,7 @@ def batch(*cases: Sequence[str | Path], cwd: Path | None = None) -> list[Outcome
     )
     err = result.stderr.decode("utf-8", "backslashreplace")
     assert result.returncode == 0, err[-3000:]
-    assert "Traceback (most recent call last)" not in err, err[-3000:]
+    assert not strict or "Traceback (most recent call last)" not in err, err[-3000:]
     out = result.stdout.decode().splitlines()
     codes = [int(line.split()[1]) for line in out if line.startswith("\x00rc ")]
     chunks = err.split("\x00case\n")[1:]
@@ -421,16 +425,15 @@ def test_watch_flags_run_folder_parts_and_thin_images(
     data: tuple[Path, Path], base_run: Path, tmp_path: Path
 ) -> None:
     """Flags that say how a run is kept are checked; a run folder whose
-    checkpoints/ is a symlink (pruning would remove files elsewhere) or whose
-    best.safetensors is damaged is refused; a basic discriminator is refused
-    crops it cannot see; an image too long and thin to scale is skipped."""
+    checkpoints/ is a symlink (pruning would remove files elsewhere) is
+    refused (a damaged best.safetensors is passed over: test_safety_training2);
+    a basic discriminator is refused crops it cannot see; an image too long
+    and thin to scale is skipped."""
     a, b = data
     elsewhere = tmp_path / "elsewhere"
     linked = _copy(base_run, tmp_path / "linked")
     shutil.move(linked / "checkpoints", elsewhere)
     (linked / "checkpoints").symlink_to(elsewhere)
-    best = _copy(base_run, tmp_path / "best")
-    (best / "checkpoints" / "best.safetensors").write_bytes(b"damaged")
     thin = shutil.copytree(a, tmp_path / "thin")
     Image.new("RGB", (240_000, 1), (90, 120, 200)).save(thin / "strip.png")
     before = snapshot(elsewhere)
@@ -447,13 +450,11 @@ def test_watch_flags_run_folder_parts_and_thin_images(
     outcomes = batch(
         *[["train", a, b, "-o", tmp_path / f"w{i}", *TINY, *w, *ONE] for i, w in enumerate(watch)],
         ["train", "--resume", linked, "--steps", "3"],
-        ["export", best],
         ["train", thin, b, "-o", tmp_path / "t", *TINY, "--steps", "1", *QUIET],
     )
     for flag, out in zip(watch, outcomes, strict=False):
         out.one_error(flag[0])
-    outcomes[-3].one_error("checkpoints: not a folder")
-    outcomes[-2].one_error("best.safetensors")
+    outcomes[-2].one_error("checkpoints: not a folder")
     assert snapshot(elsewhere) == before
     last = outcomes[-1]
     assert last.code == 0 and len(last.lines) == 1 and "too long and thin" in last.lines[0]

@@ -211,7 +211,10 @@ def test_run_folder(tmp_path: Path) -> None:
     run = RunFolder(tmp_path / "run")
     config = tiny_cyclegan()
     run.create(config)
+    run.unlock()
     assert run.read_config() == config
+    run.check_new()  # no checkpoint yet: a new run may start afresh here
+    (run.samples / "mine.png").write_bytes(b"the user's")
     with pytest.raises(UsageError, match="--resume"):
         run.check_new()
     before = run.config.stat().st_mtime_ns

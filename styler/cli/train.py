@@ -16,6 +16,7 @@ EXIT_INTERRUPTED = 130
 
 @app.command("train")
 def train(
+    ctx: typer.Context,
     data_a: Annotated[
         Path | None,
         typer.Argument(help="Folder of images of domain A (the inputs).", metavar="A"),
@@ -306,9 +307,14 @@ def train(
             eval_reference=str(eval_reference) if eval_reference else None,
         )
     )
+    if watch.eval_every:
+        from styler.training.scoring import check_inputs
+
+        check_inputs(watch.eval_photos, watch.eval_reference)
     if resume is not None:
         if data_a or data_b or aligned or output:
             raise UsageError("--resume takes the run folder only: its config says the rest")
+        _refuse_on_resume(ctx)
         result = loop.resume(resume, device=device, watch=watch, steps=steps)
     else:
         first, second = _folders(data_a, data_b, aligned)
@@ -409,6 +415,34 @@ def train(
         typer.echo(
             f"styler: this run's {result.wall / 60:.1f} min went to {result.where_time_went()}",
             err=True,
+        )
+
+
+#: What ``--resume`` takes besides the run folder: the run's length, the
+#: device, and how the run is watched and kept (never what it computes).
+RESUME_TAKES = frozenset(
+    {"resume", "steps", "device", "sample_every", "checkpoint_every", "checkpoint_minutes"}
+    | {"keep_checkpoints", "display", "quiet", "tensorboard", "workers", "export"}
+    | {"eval_every", "eval_photos", "eval_reference"}
+)
+
+
+def _refuse_on_resume(ctx: typer.Context) -> None:
+    """A resume continues the run its config describes: an option given that
+    would change it is refused, not ignored."""
+    from click.core import ParameterSource
+
+    given = [
+        param.opts[0]
+        for param in ctx.command.params
+        if param.name not in RESUME_TAKES
+        and ctx.get_parameter_source(param.name or "") == ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise UsageError(
+            f"--resume continues the run as its config.json says: {', '.join(sorted(given))} "
+            "would change it (a resume takes --steps, --device and how the run is watched "
+            "and kept: --display, --workers, --checkpoint-every, --eval-every, ...)"
         )
 
 

@@ -59,14 +59,18 @@ class Checkpointer:
         on_step = done % self.every == 0 and (self.by_steps or since >= MIN_CHECKPOINT_SECONDS)
         return on_step or since > 60 * self.minutes
 
-    def save(self, trainer: Trainer, done: int, info: dict[str, Any]) -> Path:
+    def save(self, trainer: Trainer, done: int, info: dict[str, Any]) -> Path | None:
         """Checkpoint the whole training state after ``done`` steps."""
-        path = state.save(self.folder / state.checkpoint_name(done), trainer, done, info)
-        state.prune(self.folder, self.keep)
+        path = self.folder / state.checkpoint_name(done)
+        if path.is_dir() and not path.is_symlink():  # passed over on resume: left alone
+            logger.warning("not saving step %d: %s is a folder (left as it is)", done, path)
+            return self.path
+        state.save(path, trainer, done, info)
+        state.prune(self.folder, self.keep, upto=done)
         self.saved, self.path, self.last = done, path, self.clock()
         return path
 
-    def save_last(self, trainer: Trainer, done: int, info: dict[str, Any]) -> Path:
+    def save_last(self, trainer: Trainer, done: int, info: dict[str, Any]) -> Path | None:
         """The checkpoint of the last step, written unless it already was."""
         if self.saved != done or self.path is None:
             return self.save(trainer, done, info)
@@ -96,6 +100,10 @@ class BestKeeper:
         than the best so far; ``info`` goes into the checkpoint."""
         score = float(info[self.key])
         if not score < self.best:
+            return False
+        if self.path.is_dir() and not self.path.is_symlink():
+            logger.warning("not keeping the best checkpoint: %s is a folder", self.path)
+            self.best = -math.inf  # (said once)
             return False
         self.best = score
         state.save(self.path, trainer, step, info)

@@ -182,6 +182,11 @@ class TrainConfig:
         check(self)
         self.mode.check(self)
 
+    def same_run(self, other: TrainConfig) -> bool:
+        """Whether ``other`` is this run's config, perhaps at another length
+        (a resume's --steps, a time budget's estimate)."""
+        return dataclasses.replace(other, steps=self.steps, decay_steps=self.decay_steps) == self
+
     @property
     def decay_share(self) -> float:
         """The share of the run whose learning rate decays."""

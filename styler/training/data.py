@@ -21,6 +21,7 @@ import torch
 from styler.errors import BadImageError, UsageError
 from styler.log import logger
 from styler.paths import list_images, pair_by_stem
+from styler.training import limits
 from styler.training.batches import (
     Batching,
     ImageData,
@@ -50,10 +51,54 @@ def is_paired(n_a: int, n_pairs: int) -> bool:
 
 
 def domain_name(folder: str | Path) -> str:
-    """A short name for a domain, from its folder name ("photos", "monet")."""
+    """A short name for a domain, from its folder name ("photos", "monet"):
+    letters, digits, ``-`` and ``_``, never starting with ``-`` (it names
+    files, and a shell would read it as an option), cut to at most
+    40 characters and :data:`~styler.training.limits.DOMAIN_FROM_FOLDER` bytes."""
     name = Path(folder).resolve().name or "images"
-    cleaned = "".join(c if c.isalnum() or c in "-_" else "_" for c in name).strip("_")
-    return cleaned[:40] or "images"
+    cleaned = (
+        "".join(c if (c.isalnum() and c.isprintable()) or c in "-_" else "_" for c in name)
+        .lstrip("-_")
+        .rstrip("_")[:40]
+    )
+    return cleaned.encode()[: limits.DOMAIN_FROM_FOLDER].decode(errors="ignore") or "images"
+
+
+#: Run folders found inside data folders so far (each is said once).
+_LEFT_OUT: set[Path] = set()
+
+
+def training_images(folder: str | Path) -> list[Path]:
+    """The image files below ``folder`` that are training data: those inside
+    a styler run folder (one holding config.json and checkpoints/, such as
+    the run's own ``-o`` inside a data folder, whose sample grids grow with
+    every run) are left out, said once per run folder."""
+    root = Path(folder)
+    files = list_images(root)
+    verdict: dict[Path, bool] = {}
+    kept, left = [], set()
+    for file in files:
+        below = root
+        for part in file.relative_to(root).parts[:-1]:
+            below = below / part
+            if below not in verdict:
+                verdict[below] = is_run_folder(below)
+            if verdict[below]:
+                left.add(below)
+                break
+        else:
+            kept.append(file)
+    for run in sorted(left - _LEFT_OUT):
+        logger.warning("leaving out %s: a styler run folder, not training data", run)
+    _LEFT_OUT.update(left)
+    if not kept:
+        raise UsageError("no image files found outside styler run folders", root)
+    return kept
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether ``folder`` is (or was begun as) a styler run folder."""
+    return (folder / "config.json").is_file() and (folder / "checkpoints").is_dir()
 
 
 def choose_holdout(names: Sequence[str], seed: int, count: int = HOLDOUT) -> list[str]:
@@ -79,7 +124,7 @@ def scan_classes(folder: str | Path) -> ClassScan:
     a first-level subfolder and there are at least two of them (the subfolder
     names, sorted, are the classes)."""
     root = Path(folder)
-    files = list_images(root)
+    files = training_images(root)
     parts = [f.relative_to(root).parts for f in files]
     if all(len(p) >= 2 for p in parts):
         classes = sorted({p[0] for p in parts})
@@ -116,14 +161,14 @@ def scan(
     in B, unless ``paired`` says), and set images aside for samples.
     ``holdout_*`` given (on resume) are used as they are."""
     root_a = Path(data_a)
-    files_a = list_images(root_a)
+    files_a = training_images(root_a)
     names_a = [f.relative_to(root_a).as_posix() for f in files_a]
     if data_b is None:  # one folder of side-by-side A|B images
         hold = list(holdout_a) if holdout_a is not None else choose_holdout(names_a, seed)
         sources = [Source(f, None, layout="pair") for f in files_a]
         return Scan(True, sources, [], hold, [])
     root_b = Path(data_b)
-    files_b = list_images(root_b)
+    files_b = training_images(root_b)
     pairs = pair_by_stem(files_a, root_a, files_b, root_b)
     if paired if paired is not None else is_paired(len(files_a), len(pairs)):
         if not pairs:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from styler.errors import UsageError
+from styler.errors import BadCheckpointError, UsageError
 from styler.log import logger
 from styler.metadata import ModelMetadata
 from styler.training import state
@@ -79,6 +79,25 @@ def export_trainer(
     return results
 
 
+def best_checkpoint(run: RunFolder, trainer: Trainer) -> state.TrainState | None:
+    """The run's best checkpoint (``--eval-every``) with its networks put
+    into ``trainer``; None when there is none, or when it is no use (it does
+    not read, holds a NaN, is of another config or does not fit), which is
+    said once: the caller then exports the latest checkpoint instead."""
+    if not os.path.lexists(run.best):
+        return None
+    try:
+        best = state.load(run.best)
+        state.check_finite(best)
+        if not best.config.same_run(trainer.config):
+            raise BadCheckpointError("not of this run (its config differs)", run.best)
+        state.restore_networks(trainer, best)
+    except BadCheckpointError as exc:
+        state.report_damaged(exc, "; exporting the latest checkpoint")
+        return None
+    return best
+
+
 def export_run(
     run_dir: str | Path, fp16: bool = False, overwrite: bool = False
 ) -> list[ExportResult]:
@@ -86,17 +105,22 @@ def export_run(
     else of its latest (``styler export RUN_DIR``); models already in the
     run folder are replaced only with ``overwrite``."""
     run = RunFolder(Path(run_dir))
-    if os.path.lexists(run.best):
-        run.read_config()
-        run.check_own()
-        ckpt = state.load(run.best)
-    else:
-        ckpt = run.resume_point()
-    logger.info("exporting %s (step %d)", ckpt.path, ckpt.step)
-    trainer = build_trainer(ckpt.config, "cpu")
+    config = run.read_config()
+    run.check_own()
+    try:
+        latest: state.TrainState | None = run.resume_point()
+    except BadCheckpointError:
+        if not os.path.lexists(run.best):
+            raise
+        latest = None  # the best alone may do
+    trainer = build_trainer(latest.config if latest else config, "cpu")
     taken = [p for p in model_paths(trainer, run.root, fp16) if os.path.lexists(p)]
     if taken and not overwrite:
         raise UsageError(f"{taken[0]} exists; pass --overwrite to replace it")
-    state.restore(trainer, ckpt)
+    ckpt = best_checkpoint(run, trainer)
+    if ckpt is None:
+        ckpt = latest or run.resume_point()  # (refused: nothing usable)
+        state.restore_networks(trainer, ckpt)
+    logger.info("exporting %s (step %d)", ckpt.path, ckpt.step)
     trainer.train(False)
     return export_trainer(trainer, ckpt.config, run.root, ckpt.step, fp16)

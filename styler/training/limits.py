@@ -46,9 +46,14 @@ MAX_STEPS = 10**9
 #: torch seeds a generator with a 64-bit number; the networks use
 #: ``seed + i``, so seeds stay well inside it.
 MAX_SEED = 10**18
-#: Domain names make file names (``<a>_to_<b>.onnx``): letters, digits, ``-``
-#: and ``_`` only, of at most this length (folder names give at most 42).
-MAX_DOMAIN = 64
+#: Domain names make file names (``<a>_to_<b>.fp16.onnx``, the run folder
+#: ``<a>_to_<b>-N``): letters, digits, ``-`` and ``_`` only, of at most this
+#: many bytes in UTF-8, so that two of them and the rest fit the 255 bytes of
+#: a file name (folder names give at most :data:`DOMAIN_FROM_FOLDER`).
+MAX_DOMAIN_BYTES = 120
+#: Bytes of a domain name made from a folder's name (a cut one keeps room
+#: for the ``_A``/``_B`` of two folders of the same name).
+DOMAIN_FROM_FOLDER = 100
 
 
 def check_fields(obj: Any) -> None:
@@ -144,14 +149,16 @@ def check_domains(domains: tuple[str, ...]) -> None:
     for name in domains:
         if not safe_name(name):
             raise UsageError(
-                f"domain name {_short(name)} is not 1 to {MAX_DOMAIN} letters, digits, - or _"
+                f"domain name {_short(name)} is not 1 to {MAX_DOMAIN_BYTES} bytes of letters, "
+                "digits, - or _ (not starting with -)"
             )
 
 
 def safe_name(name: str) -> bool:
-    """Whether ``name`` is a file name made of safe characters only."""
+    """Whether ``name`` is a file name made of safe characters only, short
+    enough in bytes to name a model file (see :data:`MAX_DOMAIN_BYTES`)."""
     return (
-        0 < len(name) <= MAX_DOMAIN
+        0 < len(name.encode("utf-8", "surrogatepass")) <= MAX_DOMAIN_BYTES
         and name[0] not in "-."
         and all((c.isalnum() and c.isprintable()) or c in "-_" for c in name)
     )

@@ -43,6 +43,7 @@ from styler.training.images import DEFAULT_CACHE_BYTES
 from styler.training.modes import build_trainer
 from styler.training.run import RunFolder
 from styler.training.schedule import lr_factor
+from styler.training.scoring import make_scorer
 from styler.training.seeds import step_seed
 from styler.training.trainer import KEPT, Trainer, TrainingError
 from styler.training.upkeep import Idle, Progress, Upkeep
@@ -92,6 +93,8 @@ class WatchOptions:
         limits.check_number("--checkpoint-minutes", self.checkpoint_minutes, 0.01, 1e9)
         limits.check_count("--keep-checkpoints", self.keep_checkpoints, 1, 1_000_000)
         limits.check_count("--workers", self.workers, 1, 1024)
+        if (self.eval_photos or self.eval_reference) and not self.eval_every:
+            raise UsageError("--eval-photos and --eval-reference are for --eval-every N")
         if self.display not in DISPLAYS:
             raise UsageError(f"unknown --display {self.display!r}: expected {', '.join(DISPLAYS)}")
 
@@ -209,9 +212,15 @@ def _run(
     try:
         main = dist.is_main
         if main and start is not None:
+            run.lock()
             run.remove_stale()
         elif main:
             run.check_writable()
+        scorer = (  # --eval-every: its photos and reference are read before the run folder is made
+            make_scorer(config, watch.eval_photos, watch.eval_reference)
+            if main and watch.eval_every
+            else None
+        )
         data = load_data(
             config,
             workers=watch.workers,
@@ -225,13 +234,14 @@ def _run(
                 run.create(config)
             trainer = build_trainer(config, device, dist)
             progress = _restore(trainer, run, start, main) if start is not None else Progress()
-            upkeep = Upkeep(run, trainer, data, watch, progress, device) if main else Idle()
+            upkeep = Upkeep(run, trainer, data, watch, progress, device, scorer) if main else Idle()
             result = _loop(trainer, data, progress, watch, dist, upkeep, run)
         finally:
             data.close()
         barrier(dist)  # no process leaves while another still talks to it
         return result
     finally:
+        run.unlock()
         shutdown(dist)
 
 

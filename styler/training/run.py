@@ -15,16 +15,23 @@ import contextlib
 import json
 import math
 import os
+import re
+import shlex
 import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from styler.errors import BadCheckpointError, UsageError
-from styler.fsutil import atomic_write_bytes, remove_stale_parts
+from styler.errors import BadCheckpointError, StylerError, UsageError
+from styler.fsutil import atomic_path, atomic_write_bytes, remove_stale_parts, stale_writer
 from styler.log import logger
 from styler.training import report, state
 from styler.training.config import TrainConfig
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks
+    fcntl = None  # type: ignore[assignment]
 
 #: The best-scoring checkpoint of a run with --eval-every.
 BEST = "best.safetensors"
@@ -42,13 +49,43 @@ class RunFolder:
         self.metrics = root / "metrics.jsonl"
         self.config = root / "config.json"
         self.best = self.checkpoints / BEST
+        self._lock: int | None = None
 
     def check_new(self) -> None:
-        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
+        """Refuse a run folder that is not empty, unless it holds only what
+        a run that stopped before its first checkpoint wrote (and no process
+        works in it): a new run starts afresh there."""
+        if not self.root.exists():
+            return
+        if not self.root.is_dir():
+            raise UsageError(f"{self.root} exists and is not a folder: choose another --output")
+        try:
+            with os.scandir(self.root) as entries:
+                empty = next(entries, None) is None
+        except OSError as exc:
+            raise UsageError(f"cannot read: {exc.strerror or exc}", self.root) from None
+        if empty:
+            return
+        if self._lock is None:
+            self.lock()  # (refused when another process holds it)
+            self.unlock()
+        if self.leftover() is None:
             raise UsageError(
                 f"{self.root} exists and is not empty: continue it with "
-                f"`styler train --resume {self.root}` or choose another --output"
+                f"`styler train --resume {shlex.quote(str(self.root))}` or choose another --output"
             )
+
+    def leftover(self) -> list[Path] | None:
+        """The files of a run folder that holds only what a run writes before
+        its first checkpoint (a readable config.json, metrics, report, sample
+        grids, styler's temporary files), or None when it holds anything else."""
+        try:
+            entries = list(os.scandir(self.root))
+            files = _first_files(entries)
+            self.read_config()
+        except (OSError, StylerError):
+            return None
+        return files
 
     def check_writable(self) -> None:
         """Refuse at once (before any image is decoded) a new run folder that
@@ -86,7 +123,27 @@ class RunFolder:
                 raise BadCheckpointError(f"not {kind}, as in a styler run folder", path)
 
     def create(self, config: TrainConfig) -> None:
+        """Make the run folder (held for this process, see :meth:`lock`) and
+        write its config; what a run that stopped before its first
+        checkpoint left there is removed first (said in one line)."""
         self.check_new()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot create or write the run folder: {exc.strerror or exc}", self.root
+            ) from None
+        self.lock()
+        self.check_new()
+        leftover = self.leftover() or []
+        if leftover:
+            logger.warning(
+                "%s held only the files of a run that stopped before its first checkpoint: "
+                "starting afresh there",
+                self.root,
+            )
+        for path in leftover:
+            path.unlink(missing_ok=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.samples.mkdir(exist_ok=True)
         atomic_write_bytes(self.config, config.to_json().encode())
@@ -112,6 +169,8 @@ class RunFolder:
         found, skipped = state.newest(self.checkpoints)
         if found is None:
             why = f" ({len(skipped)} passed over; the newest: {skipped[0]})" if skipped else ""
+            if self.leftover() is not None:
+                why = " (the run stopped before its first): the same `styler train` starts it again"
             raise BadCheckpointError(f"no usable checkpoint{why}; nothing was changed", self.root)
         for exc in skipped:
             state.report_damaged(exc)
@@ -123,27 +182,94 @@ class RunFolder:
             atomic_write_bytes(self.config, config.to_json().encode())
 
     def remove_stale(self) -> None:
-        """Remove what writes cut short by a kill left (``.*.part`` files)."""
-        for stale in [*remove_stale_parts(self.checkpoints), *remove_stale_parts(self.root)]:
-            logger.info("removed %s, left by an interrupted run", stale)
+        """Remove what writes cut short by a kill left (styler's ``.part``
+        files) in the run folder and every subfolder styler writes into."""
+        for folder in (self.root, self.checkpoints, self.samples):
+            for stale in remove_stale_parts(folder):
+                logger.info("removed %s, left by an interrupted run", stale)
+
+    def lock(self) -> None:
+        """Hold the run folder for this process until :meth:`unlock`: a second
+        ``styler train`` in it at the same time (a new run or a resume) is
+        refused. An advisory lock (flock) of the folder, which the system
+        releases when the process ends, however it ends."""
+        if self._lock is not None or fcntl is None:
+            return
+        try:
+            fd = os.open(self.root, os.O_RDONLY)
+        except OSError as exc:
+            raise BadCheckpointError(f"cannot open: {exc.strerror or exc}", self.root) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UsageError(
+                f"{self.root} is in use by another styler train: wait for it to end"
+            ) from None
+        self._lock = fd
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def truncate_metrics(self, step: int) -> None:
         """Drop records after ``step`` (written after the checkpoint a resume
-        starts from), and lines that do not read (said once)."""
-        damaged: list[str] = []
-        records = [r for r in report.read_metrics(self.metrics, damaged) if r["step"] <= step]
-        if damaged:
+        starts from), and lines that do not read (said once): the records
+        kept are copied, one at a time, to a new file that replaces it."""
+        damaged = report.Damaged()
+        with atomic_path(self.metrics) as tmp, open(tmp, "w", encoding="utf-8") as out:
+            for record in report.iter_metrics(self.metrics, damaged):
+                if record["step"] <= step:
+                    out.write(json.dumps(record) + "\n")
+        if damaged.count:
             logger.warning(
                 "%s: dropping %d damaged line%s (%s)",
                 self.metrics,
-                len(damaged),
-                "s" if len(damaged) > 1 else "",
-                damaged[0],
+                damaged.count,
+                "s" if damaged.count > 1 else "",
+                damaged.first,
             )
-        atomic_write_bytes(self.metrics, "".join(json.dumps(r) + "\n" for r in records).encode())
 
     def models(self) -> list[Path]:
         return sorted(self.root.glob("*.onnx"))
+
+
+#: What a run writes before its first checkpoint: files in the run folder ...
+_FIRST = frozenset({"config.json", "metrics.jsonl", "report.html", "curves.svg"})
+#: ... and in its subfolders (checkpoints/ holds none yet).
+_FIRST_IN = {
+    "checkpoints": re.compile(r"(?!)"),
+    "samples": report.SAMPLE_NAME,
+    "tensorboard": re.compile(r"events\.out\.tfevents\.[^/]*"),
+}
+
+
+def _first_files(entries: list[os.DirEntry[str]]) -> list[Path] | None:
+    """The files among ``entries`` (of a run folder) and in its subfolders
+    if all are what a run writes before its first checkpoint, else None."""
+    files = []
+    for entry in entries:
+        if entry.name in _FIRST_IN and entry.is_dir(follow_symlinks=False):
+            pattern = _FIRST_IN[entry.name]
+            with os.scandir(entry.path) as inside:
+                subs = list(inside)
+            if not all(_ours(sub, pattern) for sub in subs):
+                return None
+            files += [Path(sub.path) for sub in subs]
+        elif _ours(entry, None):
+            files.append(Path(entry.path))
+        else:
+            return None
+    return files
+
+
+def _ours(entry: os.DirEntry[str], pattern: re.Pattern[str] | None) -> bool:
+    """A regular file of styler's: one of :data:`_FIRST` (``pattern`` None)
+    or matching ``pattern``, or a temporary file."""
+    named = entry.name in _FIRST if pattern is None else pattern.fullmatch(entry.name)
+    temporary = stale_writer(entry.name) is not None
+    return bool(named or temporary) and entry.is_file(follow_symlinks=False)
 
 
 class MetricsLog:

@@ -80,6 +80,14 @@ def translate_with(
     return y.permute(1, 2, 0).cpu().numpy()
 
 
+def check_inputs(photos: str | None, reference: str | None) -> None:
+    """Refuse, in one line and before any work, --eval-photos or
+    --eval-reference that are not folders of images."""
+    for flag, folder in (("--eval-photos", photos), ("--eval-reference", reference)):
+        if folder:
+            list_images(folder, flag)
+
+
 def make_scorer(
     config: TrainConfig,
     photos: str | None = None,
@@ -89,8 +97,9 @@ def make_scorer(
     against ``reference`` (default: the B folder)."""
     if not isinstance(config.mode, TranslationConfig):
         raise UsageError("--eval-every scores translation models, not generation from noise")
+    check_inputs(photos, reference)
     if photos:
-        files = list_images(photos)
+        files = list_images(photos, "--eval-photos")
     else:
         files = [Path(config.data_a) / name for name in config.holdout_a]
         if not files:

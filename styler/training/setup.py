@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from styler.errors import UsageError
+from styler.errors import StylerError, UsageError
 from styler.log import logger
 from styler.training import limits
 from styler.training.budget import PROVISIONAL_STEPS
@@ -27,6 +27,7 @@ from styler.training.modes.gan import GanConfig
 from styler.training.modes.translation import TranslationConfig, default_load_size
 from styler.training.recipes import DEFAULT as DEFAULT_RECIPE
 from styler.training.recipes import apply_recipe, get_recipe
+from styler.training.run import RunFolder
 
 #: The fields of TrainConfig a flag may set (the others come from the folders).
 SHARED_FLAGS = frozenset(
@@ -231,11 +232,20 @@ def translation_mode(name: str) -> type[TranslationConfig]:
 
 
 def default_run_dir(config: TrainConfig, root: Path = Path("runs")) -> Path:
-    """runs/A_to_B, or runs/A_to_B-2, -3, ... when taken."""
+    """runs/A_to_B, or runs/A_to_B-2, -3, ... when taken (a folder a run
+    left before its first checkpoint is not taken: it starts afresh)."""
     base = f"{config.domains[0]}_to_{config.domains[1]}"
     candidate = root / base
     n = 2
-    while candidate.exists():
+    while _taken(candidate):
         candidate = root / f"{base}-{n}"
         n += 1
     return candidate
+
+
+def _taken(folder: Path) -> bool:
+    try:
+        RunFolder(folder).check_new()
+    except StylerError:
+        return True
+    return False

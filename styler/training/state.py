@@ -89,6 +89,7 @@ def load(path: Path) -> TrainState:
     _regular_file(path)
     meta, tensors = read_safetensors(path, "a readable checkpoint")
     step, config, header = _header(meta, path)
+    _check_name(path, step)
     return TrainState(path, step, config, header, tensors)
 
 
@@ -104,7 +105,28 @@ def peek(path: Path) -> int:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise BadCheckpointError(f"not a readable checkpoint ({exc})", path) from None
-    return _header(meta, path)[0]
+    step = _header(meta, path)[0]
+    _check_name(path, step)
+    return step
+
+
+def _check_name(path: Path, step: int) -> None:
+    """A file named as the checkpoint of one step (``step_NNNNNNN``) holds
+    that step (a copy of another under its name would send a resume back,
+    and have pruning count it as the newest)."""
+    match = _NAME.fullmatch(path.name)
+    if match is not None and int(match.group(1)) != step:
+        raise BadCheckpointError(
+            f"named step {int(match.group(1))} but saved after step {step}", path
+        )
+
+
+def check_finite(ckpt: TrainState) -> None:
+    """Refuse a checkpoint holding a NaN or infinite number (weights, Adam's
+    moments, pools): a run resumed from it could only blow up."""
+    bad = next((k for k, v in ckpt.tensors.items() if not _finite(v)), None)
+    if bad is not None:
+        raise BadCheckpointError(f"holds NaN or infinite values (in {bad})", ckpt.path)
 
 
 def _regular_file(path: Path) -> None:
@@ -162,15 +184,7 @@ def _is_number(value: object) -> bool:
 def restore(trainer: Trainer, ckpt: TrainState) -> None:
     """Put a checkpoint's networks, optimisers and extra state into ``trainer``
     (anything that does not fit it is a :class:`BadCheckpointError`)."""
-    for name, net in trainer.nets.items():
-        weights = _with_prefix(ckpt.tensors, f"net.{name}.")
-        bad = next((k for k, v in weights.items() if not _finite(v)), None)
-        if bad is not None:
-            raise BadCheckpointError(f"network {name} holds NaN or infinite weights", ckpt.path)
-        try:
-            net.load_state_dict(weights, strict=True)
-        except RuntimeError as exc:
-            raise BadCheckpointError(f"network {name} does not fit: {exc}", ckpt.path) from None
+    restore_networks(trainer, ckpt)
     for name, opt in trainer.optimizers.items():
         try:
             _restore_optimizer(opt, _with_prefix(ckpt.tensors, f"opt.{name}."), ckpt, name)
@@ -181,6 +195,29 @@ def restore(trainer: Trainer, ckpt: TrainState) -> None:
         trainer.load_scaler_state(ckpt.header["scalers"])
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
         raise BadCheckpointError(f"extra training state does not fit: {exc}", ckpt.path) from None
+
+
+def restore_networks(trainer: Trainer, ckpt: TrainState) -> None:
+    """Put a checkpoint's networks into ``trainer``: all of them, or (when
+    one does not fit, or holds a NaN) none, a :class:`BadCheckpointError`."""
+    nets = {name: _with_prefix(ckpt.tensors, f"net.{name}.") for name in trainer.nets}
+    for name, weights in nets.items():
+        bad = next((k for k, v in weights.items() if not _finite(v)), None)
+        if bad is not None:
+            raise BadCheckpointError(f"network {name} holds NaN or infinite weights", ckpt.path)
+        own = trainer.nets[name].state_dict()
+        wrong = set(own) ^ set(weights) or {
+            k for k, v in weights.items() if v.shape != own[k].shape
+        }
+        if wrong:
+            raise BadCheckpointError(
+                f"network {name} does not fit (at {sorted(wrong)[0]})", ckpt.path
+            )
+    for name, weights in nets.items():
+        try:
+            trainer.nets[name].load_state_dict(weights, strict=True)
+        except RuntimeError as exc:
+            raise BadCheckpointError(f"network {name} does not fit: {exc}", ckpt.path) from None
 
 
 def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -279,11 +316,14 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def newest(folder: Path) -> tuple[TrainState | None, list[BadCheckpointError]]:
-    """The newest checkpoint that reads whole, and why each newer one does not."""
+    """The newest checkpoint that reads whole and holds finite numbers only,
+    and why each newer one is passed over."""
     skipped = []
     for _, path in reversed(list_checkpoints(folder)):
         try:
-            return load(path), skipped
+            ckpt = load(path)
+            check_finite(ckpt)
+            return ckpt, skipped
         except BadCheckpointError as exc:
             skipped.append(exc)
     return None, skipped
@@ -302,19 +342,24 @@ def latest(folder: Path) -> TrainState | None:
 _REPORTED: set[str] = set()
 
 
-def report_damaged(exc: BadCheckpointError) -> None:
-    """Say once that a checkpoint is passed over (and left where it is)."""
+def report_damaged(exc: BadCheckpointError, then: str = "") -> None:
+    """Say once that a checkpoint is passed over (and left where it is), and
+    ``then`` what is done instead."""
     if exc.path not in _REPORTED:
         _REPORTED.add(str(exc.path))
-        logger.warning("passing over %s (left as it is)", exc)
+        logger.warning("passing over %s (left as it is)%s", exc, then)
 
 
-def prune(folder: Path, keep: int) -> None:
+def prune(folder: Path, keep: int, upto: int | None = None) -> None:
     """Remove all but the newest ``keep`` (at least 1) checkpoints that read
-    whole. What does not read (damaged, a folder, a symlink) is never
-    counted and never removed: it is reported once and left alone."""
+    whole, up to step ``upto`` (the one just saved: a newer one is one a
+    resume passed over). What does not read (damaged, a folder, a symlink,
+    a name that is not its step) is never counted and never removed: it is
+    reported once and left alone."""
     good = []
-    for _, path in list_checkpoints(folder):
+    for step, path in list_checkpoints(folder):
+        if upto is not None and step > upto:
+            continue
         try:
             peek(path)
         except BadCheckpointError as exc:

@@ -74,6 +74,13 @@ def batched(net: nn.Module, xs: list[torch.Tensor], together: bool) -> list[torc
     return list(out.split([len(x) for x in xs]))
 
 
+def judges_alone(config: object) -> bool:
+    """Whether a discriminator judges each image by itself (any norm but
+    batch norm; a projected discriminator has none), so that real and fake
+    images may go through it in one batched call."""
+    return getattr(config, "norm", "none") != "batch"
+
+
 def pair(
     net: nn.Module, x: torch.Tensor, y: torch.Tensor, together: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:

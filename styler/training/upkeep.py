@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from styler.training import report, state
+from styler.training import report
 from styler.training.batches import TrainingData
 from styler.training.checkpointing import BestKeeper, Checkpointer
 from styler.training.config import TrainConfig
 from styler.training.display import Display
-from styler.training.export import export_trainer
+from styler.training.export import best_checkpoint, export_trainer
 from styler.training.run import MetricsLog, RunFolder
 from styler.training.trainer import KEPT, Trainer, TrainingError
 
 if TYPE_CHECKING:
     from styler.training.loop import WatchOptions
-    from styler.training.scoring import Evaluator
+    from styler.training.scoring import Evaluator, Scorer
 
 #: A sample grid's rows: (label, images (N, C, H, W) per column).
 Rows = list[tuple[str, list[torch.Tensor]]]
@@ -103,11 +103,12 @@ class Upkeep(Idle):
         watch: WatchOptions,
         progress: Progress,
         device: str,
+        scorer: Scorer | None = None,
     ) -> None:
         config = trainer.config
         self.run, self.trainer, self.config, self.watch = run, trainer, config, watch
         self.progress, self.device = progress, device
-        self.evaluator = _evaluator(config, run, watch) if watch.eval_every else None
+        self.evaluator = _evaluator(run, scorer) if scorer is not None else None
         self.every = sample_every(watch, config.steps)
         self.checkpointer = Checkpointer(
             run.checkpoints,
@@ -166,7 +167,8 @@ class Upkeep(Idle):
         if save:
             with self.timed("checkpoints"):
                 path = self.checkpointer.save(self.trainer, done, self.info())
-            display.note(f"saved {path.name}")
+            if path is not None and self.checkpointer.saved == done:
+                display.note(f"saved {path.name}")
 
     def finish(self, display: Display) -> list[Path]:
         """The last checkpoint and samples; a finished run's score and its
@@ -185,9 +187,8 @@ class Upkeep(Idle):
     def export(self, display: Display) -> list[Path]:
         """Export the best checkpoint's generators (with --eval-every), else the last's."""
         step = self.progress.step
-        if self.run.best.exists():
-            best = state.load(self.run.best)
-            state.restore(self.trainer, best)
+        best = best_checkpoint(self.run, self.trainer)
+        if best is not None:
             step = best.step
             kid = best.header["info"].get("kid", float("nan"))
             display.note(f"exporting the best checkpoint: step {step}, KID {kid:.4f}")
@@ -262,8 +263,7 @@ class Upkeep(Idle):
         self.log.close()
 
 
-def _evaluator(config: TrainConfig, run: RunFolder, watch: WatchOptions) -> Evaluator:
-    from styler.training.scoring import Evaluator, make_scorer
+def _evaluator(run: RunFolder, scorer: Scorer) -> Evaluator:
+    from styler.training.scoring import Evaluator
 
-    scorer = make_scorer(config, watch.eval_photos, watch.eval_reference)
     return Evaluator(scorer, BestKeeper(run.best))

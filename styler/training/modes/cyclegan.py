@@ -26,7 +26,14 @@ from styler.training.losses import color_loss, gradient_penalty, l1
 from styler.training.modes.translation import TranslationConfig
 from styler.training.pool import ImagePool
 from styler.training.seeds import seeded
-from styler.training.trainer import ExportSpec, Trainer, batched, pair, set_requires_grad
+from styler.training.trainer import (
+    ExportSpec,
+    Trainer,
+    batched,
+    judges_alone,
+    pair,
+    set_requires_grad,
+)
 from styler.zoo.layers import shared_weight_casts
 
 DiscInput = Literal["rgb", "luma"]
@@ -116,7 +123,7 @@ class CycleGan(Trainer):
         # Batching two images through one call changes nothing only when the
         # networks normalise each image by itself.
         self.batch_calls = m.generator.norm != "batch"
-        self.batch_disc = m.discriminator.norm != "batch"
+        self.batch_disc = judges_alone(m.discriminator)
         self.see = to_luma if m.disc_input == "luma" else _same
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:

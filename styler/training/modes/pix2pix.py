@@ -12,12 +12,14 @@ from typing import Any, ClassVar
 
 import torch
 
+from styler.errors import UsageError
+from styler.netconfig import ProjectedDiscriminatorConfig
 from styler.training.config import TrainConfig
 from styler.training.distributed import DistInfo
 from styler.training.losses import gradient_penalty, l1
 from styler.training.modes.translation import TranslationConfig, unet_for
 from styler.training.seeds import seeded
-from styler.training.trainer import ExportSpec, Trainer, pair, set_requires_grad
+from styler.training.trainer import ExportSpec, Trainer, judges_alone, pair, set_requires_grad
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +43,14 @@ class Pix2PixConfig(TranslationConfig):
     def disc_channels(cls, own: dict[str, Any]) -> int:
         return 6  # (input, output) pairs
 
+    def check(self, config: TrainConfig) -> None:
+        if isinstance(self.discriminator, ProjectedDiscriminatorConfig):
+            raise UsageError(
+                "--disc projected is not for pix2pix: its discriminator judges (input, "
+                "output) pairs of 6 channels, and the projected one sees RGB images only"
+            )
+        super().check(config)
+
 
 class Pix2Pix(Trainer):
     loss_names = ("D", "G_GAN", "G_L1")
@@ -53,7 +63,7 @@ class Pix2Pix(Trainer):
         self.D = self.build("D", m.discriminator)  # sees A and B stacked
         self.optimise("G", ["G"])
         self.optimise("D", ["D"])
-        self.batch_disc = m.discriminator.norm != "batch"
+        self.batch_disc = judges_alone(m.discriminator)
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
         c = self.config
