@@ -430,13 +430,10 @@ RESUME_TAKES = frozenset(
 def _refuse_on_resume(ctx: typer.Context) -> None:
     """A resume continues the run its config describes: an option given that
     would change it is refused, not ignored."""
-    from click.core import ParameterSource
-
     given = [
         param.opts[0]
         for param in ctx.command.params
-        if param.name not in RESUME_TAKES
-        and ctx.get_parameter_source(param.name or "") == ParameterSource.COMMANDLINE
+        if param.name not in RESUME_TAKES and _on_command_line(ctx, param.name or "")
     ]
     if given:
         raise UsageError(
@@ -444,6 +441,13 @@ def _refuse_on_resume(ctx: typer.Context) -> None:
             "would change it (a resume takes --steps, --device and how the run is watched "
             "and kept: --display, --workers, --checkpoint-every, --eval-every, ...)"
         )
+
+
+def _on_command_line(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` was given on the command line (compared by
+    name: typer uses click's ParameterSource or a vendored copy of it)."""
+    source = ctx.get_parameter_source(name)
+    return getattr(source, "name", None) == "COMMANDLINE"
 
 
 def _folders(

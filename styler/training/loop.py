@@ -284,7 +284,6 @@ def _loop(
             progress.step, progress.seconds = step + 1, progress.seconds + seconds
             if budget is not None:
                 _follow_budget(budget, trainer, progress, upkeep, display, dist)
-                progress.wall = budget.elapsed()
             upkeep.step_done(losses, seconds, lr)
             display.update(progress.step, losses, lr)
             if watch.stop_at is not None and progress.step >= watch.stop_at:
@@ -297,7 +296,6 @@ def _loop(
                     _follow_budget(
                         budget, trainer, progress, upkeep, display, dist, only_if_over=True
                     )
-                    progress.wall = budget.elapsed()
         models = upkeep.finish(display)
     total = trainer.config.steps
     return TrainResult(
@@ -334,7 +332,7 @@ def _follow_budget(
     """After a step of a run with a time budget: end it when the time is up,
     or lay its schedule out again from the speed measured so far (not with
     ``only_if_over``). Every process follows the main one's clock."""
-    config = trainer.config
+    config, progress.wall = trainer.config, budget.elapsed()
     over = _agree(float(budget.over), dist) > 0
     if only_if_over and not over:
         return
