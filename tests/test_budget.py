@@ -182,3 +182,32 @@ def test_styler_train_without_a_mode_takes_the_fast_recipe_and_says_so(
     assert config["generator"]["residual"] and config["projected"] and config["augment"]
     (model,) = result.stdout.split()
     assert Path(model).name == "photos_to_paintings.onnx"  # one-sided: one model
+
+
+def test_a_time_budget_scores_the_held_out_photos_and_keeps_the_best(tmp_path: Path) -> None:
+    """Without --eval-every, a run with a time budget and held-out photos
+    scores itself about ten times and at its end, and exports the best
+    checkpoint (the last unless an earlier one is clearly better)."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from styler.runtime import Model
+    from styler.training import state
+    from styler.training.scoring import clearly_better
+
+    a, b = _folders(tmp_path)
+    rng = torch.Generator().manual_seed(1)
+    for i in range(4, 20):  # 20 photos: 2 held out
+        pixels = (torch.rand(40, 48, 3, generator=rng) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(a / f"photo{i}.png")
+    config, found = make_config(a, b, mode="fastcut", time=4.0, **TINY)
+    assert len(config.holdout_a) == 2
+    watch = WatchOptions(display="quiet", workers=1)
+    result = train(config, tmp_path / "run", device="cpu", watch=watch, found=found)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    evals = [json.loads(x) for x in lines if '"eval"' in x]
+    assert len(evals) >= 2 and evals[-1]["step"] == result.step
+    final = (evals[-1]["kid"], evals[-1]["kid_std"])
+    better = [e for e in evals[:-1] if clearly_better((e["kid"], e["kid_std"]), final)]
+    best = state.load(tmp_path / "run" / "checkpoints" / "best.safetensors")
+    assert best.step == (min(better, key=lambda e: e["kid"])["step"] if better else result.step)
+    meta = Model.open(result.models[0], device="cpu").meta
+    assert meta.source.endswith(f"step {best.step}")

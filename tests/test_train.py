@@ -637,8 +637,14 @@ def test_eval_every_scores_keeps_the_best_and_exports_it(
     assert all(
         np.isfinite(e["kid"]) and e["kid_unmodified"] == evals[0]["kid_unmodified"] for e in evals
     )
+    # The last step is kept unless the best before it is clearly better
+    # (a KID on three photos is noisy).
+    from styler.training.scoring import clearly_better
+
+    first, last = evals
+    wins = clearly_better((first["kid"], first["kid_std"]), (last["kid"], last["kid_std"]))
     best = state.load(tmp_path / "run/checkpoints/best.safetensors")
-    assert best.step == min(evals, key=lambda e: e["kid"])["step"]
+    assert best.step == (2 if wins else 4)
     from styler.runtime import Model
 
     meta = Model.open(result.models[0], device="cpu").meta

@@ -285,10 +285,25 @@ def test_best_keeper_keeps_the_lowest_score_across_a_resume(tmp_path: Path) -> N
     assert not best.offer(trainer, 4, {"seconds": 2.0, "kid": 0.7, "kid_std": 0.1})
     assert not best.offer(trainer, 5, {"seconds": 2.0, "kid": float("nan"), "kid_std": 0.1})
     assert best.offer(trainer, 6, {"seconds": 3.0, "kid": 0.25, "kid_std": 0.1})
-    again = BestKeeper(path)  # a resumed run knows what to beat
-    assert again.best == 0.25 and state.load(path).step == 6
+    again = BestKeeper(path)  # a resumed run knows what to beat, and its spread
+    assert (again.best, again.best_std) == (0.25, 0.1) and state.load(path).step == 6
+    # keep() saves whatever the score.
+    assert again.keep(trainer, 8, {"seconds": 4.0, "kid": 0.3, "kid_std": 0.05})
+    assert (again.best, again.best_std) == (0.3, 0.05) and state.load(path).step == 8
     path.write_bytes(b"damaged")
     assert BestKeeper(path).best == float("inf")
+
+
+def test_an_earlier_best_replaces_the_last_only_when_clearly_better() -> None:
+    from styler.training.scoring import CLEARLY, clearly_better
+
+    assert CLEARLY == 2.0
+    # The difference against twice the combined spread, hypot(0.03, 0.04) = 0.05.
+    assert clearly_better((0.10, 0.03), (0.2001, 0.04))
+    assert not clearly_better((0.10, 0.03), (0.1999, 0.04))
+    assert not clearly_better((0.30, 0.0), (0.20, 0.0))  # worse is never better
+    assert clearly_better((0.10, 0.0), (0.11, 0.0))  # exact scores: any gain counts
+    assert not clearly_better((float("inf"), 0.0), (0.5, 0.1))  # no best yet
 
 
 # -- the export ---------------------------------------------------------------------------

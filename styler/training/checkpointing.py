@@ -84,27 +84,32 @@ class BestKeeper:
     def __init__(self, path: Path, key: str = "kid") -> None:
         self.path = path
         self.key = key
-        self.best = self._read()
+        self.best, self.best_std = self._read()
 
-    def _read(self) -> float:
+    def _read(self) -> tuple[float, float]:
+        """The best checkpoint's score and its standard deviation."""
         if not self.path.exists():
-            return math.inf
+            return math.inf, 0.0
         try:
-            return float(state.load(self.path).header.get("info", {}).get(self.key, math.inf))
-        except StylerError as exc:
+            info = state.load(self.path).header.get("info", {})
+            return float(info.get(self.key, math.inf)), float(info.get(f"{self.key}_std", 0.0))
+        except (StylerError, TypeError, ValueError) as exc:
             logger.warning("ignoring %s", exc)
-            return math.inf
+            return math.inf, 0.0
 
     def offer(self, trainer: Trainer, step: int, info: dict[str, Any]) -> bool:
         """Save ``trainer`` as the best if its score (``info[key]``) is lower
         than the best so far; ``info`` goes into the checkpoint."""
-        score = float(info[self.key])
-        if not score < self.best:
+        if not float(info[self.key]) < self.best:
             return False
+        return self.keep(trainer, step, info)
+
+    def keep(self, trainer: Trainer, step: int, info: dict[str, Any]) -> bool:
+        """Save ``trainer`` as the best, whatever its score."""
         if self.path.is_dir() and not self.path.is_symlink():
             logger.warning("not keeping the best checkpoint: %s is a folder", self.path)
             self.best = -math.inf  # (said once)
             return False
-        self.best = score
+        self.best, self.best_std = float(info[self.key]), float(info.get(f"{self.key}_std", 0.0))
         state.save(self.path, trainer, step, info)
         return True

@@ -43,7 +43,7 @@ from styler.training.images import DEFAULT_CACHE_BYTES
 from styler.training.modes import build_trainer
 from styler.training.run import RunFolder
 from styler.training.schedule import lr_factor
-from styler.training.scoring import make_scorer
+from styler.training.scoring import scorer_for
 from styler.training.seeds import step_seed
 from styler.training.trainer import KEPT, Trainer, TrainingError
 from styler.training.upkeep import Idle, Progress, Upkeep
@@ -216,9 +216,9 @@ def _run(
             run.remove_stale()
         elif main:
             run.check_writable()
-        scorer = (  # --eval-every: its photos and reference are read before the run folder is made
-            make_scorer(config, watch.eval_photos, watch.eval_reference)
-            if main and watch.eval_every
+        scorer = (  # read before the run folder is made
+            scorer_for(config, watch.eval_every, watch.eval_photos, watch.eval_reference)
+            if main
             else None
         )
         data = load_data(

@@ -1,6 +1,12 @@
-"""Scoring while training (``--eval-every``): KID of the A -> B generator's
-outputs on held-out photos against the B images, so that a run keeps its
-best checkpoint instead of trusting that the last one is best.
+"""Scoring while training (``--eval-every``, and in a run with a time
+budget): KID of the A -> B generator's outputs on held-out photos against
+the B images, so that a run keeps its best checkpoint instead of trusting
+that the last one is best.
+
+KID on a few photos is noisy (a checkpoint picked by it on 4 photos need not
+be better on others), so at the end the last step replaces the best unless
+the best is clearly better: its KID lower by more than twice the two
+scores' combined standard deviation.
 
 The reference features are computed once; each evaluation translates the
 photos (downscaled to ``max_side`` so that it stays cheap) with the current
@@ -9,6 +15,7 @@ generator in eval mode and scores them with :func:`styler.metrics.kid`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -18,7 +25,7 @@ import torch
 from torch import nn
 
 from styler import metrics
-from styler.errors import UsageError
+from styler.errors import StylerError, UsageError
 from styler.log import logger
 from styler.paths import list_images
 from styler.training.checkpointing import BestKeeper
@@ -29,6 +36,11 @@ from styler.training.trainer import Trainer
 
 #: Photos are downscaled to this longer side for evaluation during training.
 EVAL_MAX_SIDE = 512
+#: A run with a time budget and no --eval-every scores itself this many times.
+BUDGET_EVALS = 10
+#: The best replaces the last at the end only when it is better by more
+#: than this many standard deviations of the difference.
+CLEARLY = 2.0
 
 
 class Scorer:
@@ -113,6 +125,33 @@ def make_scorer(
     return Scorer(files, reference)
 
 
+def scorer_for(
+    config: TrainConfig, every: int | None, photos: str | None, reference: str | None
+) -> Scorer | None:
+    """The run's scorer: with --eval-every (``every``), of ``photos`` against
+    ``reference`` (read before the run folder is made); without it, for a
+    run with a time budget, of the held-out A images against B when there
+    are two or more and the feature extractor is installed (else none, said
+    in a log line)."""
+    if every:
+        return make_scorer(config, photos, reference)
+    translation = isinstance(config.mode, TranslationConfig) and config.data_b is not None
+    if not (config.time_budget and translation and len(config.holdout_a) >= 2):
+        return None
+    try:
+        return make_scorer(config)
+    except (ImportError, StylerError) as exc:
+        logger.info("not scoring the run as it trains: %s", exc)
+        return None
+
+
+def clearly_better(best: tuple[float, float], last: tuple[float, float]) -> bool:
+    """Whether a KID of ``best`` (mean, std) is lower than ``last`` by more
+    than :data:`CLEARLY` standard deviations of their difference."""
+    spread = math.hypot(best[1], last[1])
+    return best[0] < last[0] - CLEARLY * spread
+
+
 class Evaluator:
     """Scores the trainer's first generator now and then (a line in
     metrics.jsonl each time) and keeps the best-scoring checkpoint."""
@@ -121,8 +160,12 @@ class Evaluator:
         self.scorer = scorer
         self.keeper = keeper
 
-    def evaluate(self, trainer: Trainer, step: int, seconds: float, log: MetricsLog) -> str:
-        """Score the trainer at ``step`` into ``log``; a note for the display."""
+    def evaluate(
+        self, trainer: Trainer, step: int, seconds: float, log: MetricsLog, final: bool = False
+    ) -> str:
+        """Score the trainer at ``step`` into ``log``; a note for the display.
+        The ``final`` score (the run's last step) becomes the best unless
+        the best so far is clearly better."""
         spec = trainer.exports()[0]
         multiple = trainer.config.mode.size_multiple
         trainer.train(False)
@@ -133,6 +176,11 @@ class Evaluator:
         unmodified = self.scorer.baseline[0]
         record = {"step": step, "eval": True, "kid": kid, "kid_std": kid_std}
         log.write({**record, "kid_unmodified": unmodified}, plot=False)
-        if self.keeper.offer(trainer, step, {"seconds": seconds, "kid": kid, "kid_std": kid_std}):
-            return f"step {step}: KID {kid:.4f} (best so far; unmodified {unmodified:.4f})"
+        info = {"seconds": seconds, "kid": kid, "kid_std": kid_std}
+        best = (self.keeper.best, self.keeper.best_std)
+        improves = kid < self.keeper.best
+        close = final and math.isfinite(kid) and not clearly_better(best, (kid, kid_std))
+        if (improves or close) and self.keeper.keep(trainer, step, info):
+            why = "best so far" if improves else "kept: the best so far is not clearly better"
+            return f"step {step}: KID {kid:.4f} ({why}; unmodified {unmodified:.4f})"
         return f"step {step}: KID {kid:.4f} (best {self.keeper.best:.4f})"

@@ -110,6 +110,7 @@ class Upkeep(Idle):
         self.progress, self.device = progress, device
         self.evaluator = _evaluator(run, scorer) if scorer is not None else None
         self.every = sample_every(watch, config.steps)
+        self.eval_every = watch.eval_every or eval_every(config.steps)
         self.checkpointer = Checkpointer(
             run.checkpoints,
             every=watch.checkpoint_every or self.every,
@@ -156,7 +157,7 @@ class Upkeep(Idle):
         """After a step that is not the last: whatever is due (nothing with
         NaN weights)."""
         done = self.progress.step
-        score = self.evaluator is not None and done % (self.watch.eval_every or 1) == 0
+        score = self.evaluator is not None and done % self.eval_every == 0
         sample, save = done % self.every == 0, self.checkpointer.due(done)
         rows = self.check(done) if score or sample or save else []
         if score:
@@ -179,7 +180,7 @@ class Upkeep(Idle):
             self.progress.checkpoint = self.checkpointer.save_last(self.trainer, done, self.info())
         self.samples(done, rows)
         if finished and self.evaluator is not None:
-            self.evaluate(display)
+            self.evaluate(display, final=True)
         models = self.export(display) if finished and self.watch.export else []
         self.report(done)
         return models
@@ -198,11 +199,11 @@ class Upkeep(Idle):
             results = export_trainer(self.trainer, self.config, self.run.root, step)
         return [r.path for r in results]
 
-    def evaluate(self, display: Display) -> None:
+    def evaluate(self, display: Display, final: bool = False) -> None:
         if self.evaluator is not None:
             step, seconds = self.progress.step, self.progress.seconds
             with self.timed("scores"):
-                note = self.evaluator.evaluate(self.trainer, step, seconds, self.log)
+                note = self.evaluator.evaluate(self.trainer, step, seconds, self.log, final)
             display.note(note)
 
     def info(self) -> dict[str, Any]:
@@ -217,6 +218,8 @@ class Upkeep(Idle):
         self.every = sample_every(self.watch, config.steps)
         if self.watch.checkpoint_every is None:
             self.checkpointer.every = self.every
+        if not self.watch.eval_every:
+            self.eval_every = eval_every(config.steps)
 
     def check(self, step: int) -> Rows:
         """The sample grid's rows, made in float32 (as the exported models
@@ -261,6 +264,14 @@ class Upkeep(Idle):
 
     def close(self) -> None:
         self.log.close()
+
+
+def eval_every(steps: int) -> int:
+    """Steps between scores of a run without --eval-every (one with a time
+    budget): about ten per run."""
+    from styler.training.scoring import BUDGET_EVALS
+
+    return max(1, steps // BUDGET_EVALS)
 
 
 def _evaluator(run: RunFolder, scorer: Scorer) -> Evaluator:

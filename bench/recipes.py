@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Training recipes against each other: a run of each variant for a time
+budget (or a step count), on the task with a known answer or on the photo ->
+painting corpus, scored on held-out photos.
+
+    python bench/known_answer.py build && python bench/corpus.py build
+    python bench/recipes.py run fast --task known --time 30m
+    python bench/recipes.py run cyclegan-today --task known --time 30m
+    python bench/recipes.py run fast -x lambda_style=0 --name fast-no-style --time 15m
+    python bench/recipes.py table                     # the results as markdown
+
+Every run appends one JSON line to bench/results/recipes.jsonl: the variant,
+its flags, the machine (CPU model and the flags that matter: avx2,
+avx512_bf16, avx512_vnni), the thread count, the steps run, the seconds per
+training step, where the wall time went, and the scores: PSNR / SSIM
+against the filter's output and the untouched photos' PSNR (task
+``known``), or the KID ratios of both held-out sets (task ``corpus``; 1 is
+the unmodified photos). Run one benchmark at a time: two processes on two
+cores slow each other many times over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "recipes.jsonl"
+RUNS = ROOT / "data" / "recipe_runs"
+
+#: The variants compared: a recipe (or none) and flags over it.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # What `styler train A B` ran before recipes: CycleGAN, as the shipped
+    # model was trained (resnet_6blocks, ngf 32, 128-pixel crops, bf16 where fast).
+    "cyclegan-today": {
+        "mode": "cyclegan",
+        "generator": "resnet_6blocks",
+        "ngf": 32,
+        "size": 128,
+        "load_size": 256,
+    },
+    "reference": {"recipe": "reference"},
+    "fast": {"recipe": "fast"},
+}
+
+#: Where each task's folders are (train A, train B).
+TASKS = {
+    "known": (ROOT / "data" / "known_answer" / "trainA", ROOT / "data" / "known_answer" / "trainB"),
+    "corpus": (ROOT / "data" / "p2p_split" / "train", ROOT / "data" / "p2p_split" / "paintings"),
+}
+
+
+def machine() -> dict[str, Any]:
+    """The CPU's model name and the instruction-set flags that change speed."""
+    model, flags = platform.processor(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+    return {"cpu": model, "flags": [f for f in wanted if f in flags], "cores": os.cpu_count()}
+
+
+def _value(text: str) -> Any:
+    """A -x value: JSON when it parses (numbers, true/false), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    import torch
+
+    from styler.training.budget import parse_duration
+    from styler.training.loop import WatchOptions, train
+    from styler.training.setup import make_config
+
+    torch.set_num_threads(args.threads)
+    flags = dict(VARIANTS[args.variant])
+    flags.update(_value_pairs(args.x))
+    recipe = flags.pop("recipe", None)
+    length: dict[str, Any] = {"steps": args.steps} if args.steps else {}
+    if args.time:
+        length = {"time": parse_duration(args.time)}
+    a, b = TASKS[args.task]
+    name = args.name or args.variant
+    out = RUNS / args.task / f"{name}-{args.time or args.steps}"
+    if out.exists():
+        raise SystemExit(f"{out} exists: remove it or give --name")
+    config, found = make_config(a, b, recipe=recipe, seed=args.seed, **length, **flags)
+    watch = WatchOptions(display="plain", workers=1, checkpoint_minutes=1e9)
+    began = time.perf_counter()
+    result = train(config, out, device="cpu", watch=watch, found=found)
+    wall = time.perf_counter() - began
+    model = next(p for p in result.models if "_to_" in p.name)  # A -> B comes first
+    record: dict[str, Any] = {
+        "name": name, "variant": args.variant, "task": args.task, "flags": flags,
+        "recipe": recipe, "budget": args.time, "steps": result.step, "wall": round(wall, 1),
+        "sec_per_step": round(result.seconds / max(result.step, 1), 4),
+        "spent": {k: round(v, 1) for k, v in result.spent.items()},
+        "threads": args.threads, "seed": args.seed, **machine(), "commit": _commit(),
+        "date": time.strftime("%Y-%m-%d"),
+    }  # fmt: skip
+    record.update(_score(args.task, model))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+def _value_pairs(pairs: list[str]) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"-x takes key=value, got {pair!r}")
+        out[key.replace("-", "_")] = _value(value)
+    return out
+
+
+def _score(task: str, model: Path) -> dict[str, Any]:
+    if task == "known":
+        import known_answer
+
+        scored = known_answer.score(model)
+        untouched = known_answer.score(None)
+        return {
+            **scored,
+            "untouched_psnr": untouched["psnr"],
+            "gain": scored["psnr"] - untouched["psnr"],
+        }
+    import corpus
+
+    report = corpus.score(model)
+    return {k: v["ratio"] for k, v in report.items() if isinstance(v, dict) and "ratio" in v}
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
+        return out.stdout.strip()
+    except OSError:
+        return ""
+
+
+def table(path: Path) -> str:
+    """The results as a markdown table, one row per run, in file order."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = ["| run | task | budget | steps | s/step | threads | score | CPU |", "|---" * 8 + "|"]
+    for r in rows:
+        if r["task"] == "known":
+            score = f"{r['psnr']:.2f} dB ({r['gain']:+.2f} over untouched), SSIM {r['ssim']:.3f}"
+        else:
+            score = ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k.startswith("lite"))
+        cpu = f"{r['cpu']} ({', '.join(r['flags'])})"
+        lines.append(
+            f"| {r['name']} | {r['task']} | {r['budget'] or '-'} | {r['steps']} | "
+            f"{r['sec_per_step']:.3f} | {r['threads']} | {score} | {cpu} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train one variant and score it")
+    r.add_argument("variant", choices=sorted(VARIANTS))
+    r.add_argument("--task", choices=sorted(TASKS), default="known")
+    r.add_argument("--time", help="a time budget: 15m, 30m, 1h")
+    r.add_argument("--steps", type=int, help="or a step count")
+    r.add_argument("-x", action="append", default=[], help="a flag over the variant: key=value")
+    r.add_argument("--name", help="the run's name [default: the variant's]")
+    r.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    r.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("table", help="the results as markdown")
+    t.add_argument("results", nargs="?", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.command == "run":
+        if not args.time and not args.steps:
+            parser.error("give --time or --steps")
+        print(json.dumps(run(args)))
+    else:
+        print(table(args.results))
+
+
+if __name__ == "__main__":
+    main()
