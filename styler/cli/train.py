@@ -256,7 +256,10 @@ def train(
     ] = None,
     eval_every: Annotated[
         int | None,
-        typer.Option(help="Score the A->B generator every N steps (KID); keep the best."),
+        typer.Option(
+            help="Score the A->B generator every N steps (KID); keep the best "
+            "[default: with --time, about 10 times a run when photos are held out]."
+        ),
     ] = None,
     eval_photos: Annotated[
         Path | None, typer.Option(help="Photos to score [default: the held-out A images].")
@@ -275,12 +278,13 @@ def train(
     one folder, one that makes new images like those in it.
 
     Paired folders (the same file names in A and B) train pix2pix; unpaired
-    ones CycleGAN; one folder a GAN from noise (class-conditional when the
-    folder holds one subfolder per class; see styler generate). The run
-    folder gets config.json, checkpoints, samples, metrics.jsonl, curves.svg
-    and report.html, and at the end the ONNX models, whose paths are printed
-    on stdout. The first Ctrl-C saves a
-    checkpoint and stops (exit 130); continue with --resume RUN_DIR.
+    ones the --recipe (fast: one hour; reference: the published CycleGAN)
+    or the --mode asked for; one folder a GAN from noise (class-conditional
+    when the folder holds one subfolder per class; see styler generate). The
+    run folder gets config.json, checkpoints, samples, metrics.jsonl,
+    curves.svg and report.html, and at the end the ONNX models, whose paths
+    are printed on stdout. The first Ctrl-C saves a checkpoint and stops
+    (exit 130); continue with --resume RUN_DIR.
     """
     need_train_extra()
     from styler.training.allocator import keep_freed_memory
