@@ -41,6 +41,12 @@ class ResnetGeneratorConfig:
     #: cast; the reference network has no such path (False). Its last layer
     #: starts at zero, so that the network starts as the identity.
     residual: bool = False
+    #: Hidden width of a per-pixel colour path (1x1 convolutions on the
+    #: input, no normalisation) whose change is added to a residual
+    #: generator's output; 0: none. Instance norm hides each image's own
+    #: colours from the convolutional path, so a colour grade (saturation,
+    #: channel gains, curves) is hard for it and easy for this path.
+    color_mlp: int = 0
 
     @property
     def size_multiple(self) -> int:

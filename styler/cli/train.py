@@ -91,6 +91,13 @@ def train(
             "(keeps the photo's colours) [default: off; on in the fast recipe].",
         ),
     ] = None,
+    color_mlp: Annotated[
+        int | None,
+        typer.Option(
+            help="Width of a per-pixel colour path added to a ResNet generator's output "
+            "(learns colour grades) [default: 0, none; 32 in the fast recipe].",
+        ),
+    ] = None,
     discriminator: Annotated[
         str | None,
         typer.Option(
@@ -354,6 +361,7 @@ def train(
                 norm=norm,
                 upsample=upsample,
                 residual=residual,
+                color_mlp=color_mlp,
                 discriminator=discriminator,
                 projected=projected,
                 augment=augment,

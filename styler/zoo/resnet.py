@@ -82,21 +82,33 @@ class ResnetGenerator(nn.Module):
             nn.Tanh(),
         ]
         self.model = nn.Sequential(*layers)
+        self.color = color_mlp(config.in_channels, config.out_channels, config.color_mlp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.finish(x, self.model(x))
 
     def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.color is not None:  # the input, colour-graded pixel by pixel
+            return residual_output(True, x + self.color(x), y)
         return residual_output(self.config.residual, x, y)
 
     def start_as_identity(self) -> None:
-        """A residual generator's last convolution starts at zero: the
-        network starts as the identity (called after initialisation)."""
+        """A residual generator's last convolution (and its colour path's)
+        starts at zero: the network starts as the identity (called after
+        initialisation). The colour path's hidden layers take PyTorch's
+        default initialisation: at the GAN's N(0, 0.02) they would pass
+        almost nothing on, and the path would learn slowly."""
         if self.config.residual:
             last = self.model[-2]
             torch.nn.init.zeros_(last.weight)
             if last.bias is not None:
                 torch.nn.init.zeros_(last.bias)
+        if self.color is not None:
+            for layer in self.color:
+                if isinstance(layer, nn.Conv2d):
+                    layer.reset_parameters()
+            torch.nn.init.zeros_(self.color[-1].weight)
+            torch.nn.init.zeros_(self.color[-1].bias)
 
     def features(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
         """The outputs of the layers (indices into ``model``) in ``layers``,
@@ -118,6 +130,20 @@ class ResnetGenerator(nn.Module):
             if i in layers:
                 out.append(y)
         return self.finish(x, y), out
+
+
+def color_mlp(c_in: int, c_out: int, width: int) -> nn.Sequential | None:
+    """A per-pixel MLP (three 1x1 convolutions, no normalisation) of ``width``
+    hidden channels, or None for width 0."""
+    if width <= 0:
+        return None
+    return nn.Sequential(
+        nn.Conv2d(c_in, width, 1),
+        nn.SiLU(),
+        nn.Conv2d(width, width, 1),
+        nn.SiLU(),
+        nn.Conv2d(width, c_out, 1),
+    )
 
 
 def residual_output(residual: bool, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from styler.netconfig import (
     GeneratorConfig,
     ImageDiscriminatorConfig,
     PatchDiscriminatorConfig,
+    ResnetGeneratorConfig,
     discriminator_preset,
     generator_preset,
 )
@@ -32,6 +33,7 @@ NETWORK_FLAGS = (
     "norm",
     "upsample",
     "residual",
+    "color_mlp",
     "discriminator",
     "ndf",
 )
@@ -79,6 +81,7 @@ class TranslationConfig(ModeConfig):
         norm: str | None = None,
         upsample: str | None = None,
         residual: bool = False,
+        color_mlp: int = 0,
         discriminator: str = "basic",
         ndf: int | None = None,
     ) -> tuple[GeneratorConfig, ImageDiscriminatorConfig]:
@@ -94,6 +97,10 @@ class TranslationConfig(ModeConfig):
                 changes["upsample"] = upsample
             if residual:
                 changes["residual"] = True
+            if color_mlp:
+                if not isinstance(base, ResnetGeneratorConfig) or not 0 < color_mlp <= 256:
+                    raise ValueError("--color-mlp is a width of 1 to 256, for ResNet generators")
+                changes["color_mlp"] = color_mlp
             disc = {"in_channels": cls.disc_channels(own), "norm": cls.norm}
             if ndf is not None:
                 disc["ndf"] = ndf
