@@ -8,6 +8,7 @@ painting corpus, scored on held-out photos.
     python bench/recipes.py run cyclegan-today --task known --time 30m
     python bench/recipes.py run fast -x lambda_style=0 --name fast-no-style --time 15m
     python bench/recipes.py table                     # the results as markdown
+    python bench/recipes.py grid RUN... -o docs/images/recipes_known.jpg  # same photos, each run
 
 Every run appends one JSON line to bench/results/recipes.jsonl: the variant,
 its flags, the machine (CPU model and the flags that matter: avx2,
@@ -176,6 +177,53 @@ def table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def grid(runs: list[Path], out: Path, task: str, count: int = 4, side: int = 256) -> Path:
+    """A picture grid: ``count`` held-out photos (rows), untouched, through
+    each run's A -> B model, and (task ``known``) the filter's own output."""
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from styler.apply import Stylizer
+
+    if task == "known":
+        folder = ROOT / "data" / "known_answer" / "test"
+        targets: Path | None = ROOT / "data" / "known_answer" / "test_target"
+    else:
+        folder, targets = ROOT / "data" / "p2p_split" / "second", None
+    photos = sorted(folder.glob("*.png")) + sorted(folder.glob("*.jpg"))
+    photos = photos[:: max(1, len(photos) // count)][:count]
+    models = [next(r.glob("*_to_*.onnx")) for r in runs]
+    columns = ["photo", *(r.name for r in runs)] + (["target"] if targets else [])
+    stylizers = [Stylizer(m, device="cpu") for m in models]
+    cells: list[list[np.ndarray]] = []
+    for path in photos:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((side * 2, side))
+            x = np.asarray(im, np.float32) / 255
+        row = [x, *(s.apply_array(x) for s in stylizers)]
+        if targets is not None:
+            with Image.open(targets / path.name) as t:
+                row.append(np.asarray(t.convert("RGB").resize(im.size), np.float32) / 255)
+        cells.append(row)
+    w = max(c.shape[1] for row in cells for c in row)
+    h = [max(c.shape[0] for c in row) for row in cells]
+    sheet = Image.new("RGB", (w * len(columns), 20 + sum(h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, name in enumerate(columns):
+        draw.text((j * w + 4, 4), name, fill="black")
+    y = 20
+    for row, height in zip(cells, h, strict=True):
+        for j, cell in enumerate(row):
+            pixels = (np.clip(cell, 0, 1) * 255 + 0.5).astype(np.uint8)
+            sheet.paste(Image.fromarray(pixels), (j * w, y))
+        y += height
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, quality=88)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,8 +238,14 @@ def main() -> None:
     r.add_argument("--seed", type=int, default=0)
     t = sub.add_parser("table", help="the results as markdown")
     t.add_argument("results", nargs="?", type=Path, default=RESULTS)
+    g = sub.add_parser("grid", help="a picture grid: the same photos through each run's model")
+    g.add_argument("runs", nargs="+", type=Path)
+    g.add_argument("-o", "--out", type=Path, required=True)
+    g.add_argument("--task", choices=sorted(TASKS), default="known")
     args = parser.parse_args()
-    if args.command == "run":
+    if args.command == "grid":
+        print(grid(args.runs, args.out, args.task))
+    elif args.command == "run":
         if not args.time and not args.steps:
             parser.error("give --time or --steps")
         print(json.dumps(run(args)))
