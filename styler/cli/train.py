@@ -107,6 +107,14 @@ def train(
             "EfficientNet-Lite0 features) [default: basic].",
         ),
     ] = None,
+    color_disc: Annotated[
+        bool | None,
+        typer.Option(
+            "--color-disc/--no-color-disc",
+            help="cut/fastcut: a colour discriminator beside the others (a small PatchGAN "
+            "on 4x4-averaged images: colours and tones, not texture) [default: off].",
+        ),
+    ] = None,
     projected: Annotated[
         bool | None,
         typer.Option(
@@ -364,6 +372,7 @@ def train(
                 color_mlp=color_mlp,
                 discriminator=discriminator,
                 projected=projected,
+                color_disc=color_disc,
                 augment=augment,
                 augment_color=augment_color,
                 lambda_nce=lambda_nce,

@@ -29,7 +29,11 @@ import torch
 from torch import nn
 
 from styler.errors import UsageError
-from styler.netconfig import ProjectedDiscriminatorConfig, ResnetGeneratorConfig
+from styler.netconfig import (
+    ProjectedDiscriminatorConfig,
+    ResnetGeneratorConfig,
+    discriminator_preset,
+)
 from styler.training.config import TrainConfig
 from styler.training.distributed import DistInfo
 from styler.training.ema import Ema
@@ -64,6 +68,11 @@ class CutConfig(TranslationConfig):
     flip_equivariance: bool = False
     #: A projected discriminator (frozen Lite0 features) beside the PatchGAN.
     projected: bool = False
+    #: A colour discriminator beside them: a small PatchGAN without
+    #: normalisation on images averaged over 4 x 4 pixels, so that it judges
+    #: colours and tones, not texture (the other discriminators are fooled
+    #: by texture first, and their instance norms hide an overall cast).
+    color_disc: bool = False
     #: Content loss: Lite0 features of the translation against the input's.
     lambda_content: float = 0.0
     #: Style loss: Lite0 feature statistics against the style images'.
@@ -88,6 +97,8 @@ class CutConfig(TranslationConfig):
             raise UsageError("loss weights must be >= 0")
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema must be in [0, 1), got {self.ema}")
+        if self.color_disc and config.size < 64:
+            raise UsageError(f"--color-disc needs --size 64 or more, got {config.size}")
         if self.projected and isinstance(self.discriminator, ProjectedDiscriminatorConfig):
             raise UsageError("--projected adds a projected discriminator beside a PatchGAN")
 
@@ -108,7 +119,10 @@ class FastCutConfig(CutConfig):
 
 
 class Cut(Trainer):
-    loss_names = ("D", "D_proj", "G", "G_proj", "nce", "nce_idt", "content", "style", "color")
+    loss_names = (
+        *("D", "D_proj", "D_color", "G", "G_proj", "G_color"),
+        *("nce", "nce_idt", "content", "style", "color"),
+    )
 
     def __init__(self, config: TrainConfig, device: str, dist: DistInfo) -> None:
         super().__init__(config, device, dist)
@@ -125,6 +139,13 @@ class Cut(Trainer):
             discs.append("D_proj")
         else:
             self.D_proj = None
+        self.D_color: nn.Module | None = None
+        if m.color_disc:
+            ndf = getattr(m.discriminator, "ndf", 64)
+            # No normalisation: instance norm would remove the overall colour it is to judge.
+            tones = discriminator_preset("n_layers_2", in_channels=3, ndf=ndf, norm="none")
+            self.D_color = self.build("D_color", tones)
+            discs.append("D_color")
         torch.manual_seed(config.seed + len(self.nets))
         sampler = init_weights(PatchSampler(nce_channels(m.generator)), "normal", 0.02)
         self.F = sampler.to(self.device)
@@ -165,6 +186,9 @@ class Cut(Trainer):
             loss["D"] = self.gan.d_loss(self.D(real_seen), self.D(fake_seen))
             if self.D_proj is not None:
                 loss["D_proj"] = self.gan.d_loss(self.D_proj(real_seen), self.D_proj(fake_seen))
+            if self.D_color is not None:
+                real, fake = self.D_color(_tones(real_seen)), self.D_color(_tones(fake_seen))
+                loss["D_color"] = self.gan.d_loss(real, fake)
         self.update("D", functools.reduce(operator.add, loss.values()))
 
         # Generator and patch MLP, discriminators frozen.
@@ -196,6 +220,8 @@ class Cut(Trainer):
             loss["G"] = self.gan.g_loss(self.D(fake_seen)) * c.lambda_gan
             if self.D_proj is not None:
                 loss["G_proj"] = self.gan.g_loss(self.D_proj(fake_seen)) * c.lambda_gan
+            if self.D_color is not None:
+                loss["G_color"] = self.gan.g_loss(self.D_color(_tones(fake_seen))) * c.lambda_gan
             if c.lambda_nce > 0:
                 if flipped:  # keys from the input as it is, queries flipped back
                     with torch.no_grad():
@@ -281,3 +307,9 @@ def _pad32(x: torch.Tensor) -> torch.Tensor:
     if not (pad_h or pad_w):
         return x
     return torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+
+
+def _tones(images: torch.Tensor) -> torch.Tensor:
+    """What the colour discriminator sees: the images averaged over 4 x 4
+    pixels (colours and tones; the texture gone)."""
+    return torch.nn.functional.avg_pool2d(images, 4)
