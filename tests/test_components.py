@@ -221,3 +221,47 @@ def test_a_colour_path_starts_at_zero_learns_a_colour_grade_and_exports(tmp_path
     assert result.parity_error is not None and result.parity_error < 1e-3
     model = Model.open(path, device="cpu")
     assert model.meta.network.color_mlp == 16
+
+
+def test_the_colour_discriminator_judges_tones_not_texture(tmp_path: Path) -> None:
+    """--color-disc: a FastCUT run trains a third discriminator (its losses
+    logged, its weights in the checkpoint and changed by training), which
+    sees 4x4 averages: a texture with no mean in any 4x4 block is invisible
+    to it, a change of colour is not."""
+    import json
+
+    from PIL import Image
+
+    from styler.training import state
+    from styler.training.loop import WatchOptions, train
+    from styler.training.modes.cut import _tones
+    from styler.training.setup import make_config
+
+    rng = torch.Generator().manual_seed(0)
+    folders = []
+    for name in ("A", "B"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(3):
+            pixels = (torch.rand(72, 72, 3, generator=rng) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(folder / f"{name}{i}.png")
+        folders.append(folder)
+    tiny = {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "size": 64, "precision": "fp32"}
+    config, found = make_config(*folders, mode="fastcut", color_disc=True, steps=2, **tiny)
+    watch = WatchOptions(display="quiet", workers=1, export=False)
+    result = train(config, tmp_path / "run", device="cpu", watch=watch, found=found)
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"D_color", "G_color"} <= set(last)
+    saved = state.load(result.checkpoint)
+    weights = {k: v for k, v in saved.tensors.items() if k.startswith("net.D_color.")}
+    assert weights
+    from styler.training.modes import build_trainer
+
+    first = build_trainer(config, "cpu").nets["D_color"].state_dict()["model.0.weight"]
+    trained = weights["net.D_color.model.0.weight"]
+    assert trained.shape == first.shape and not torch.equal(trained, first)
+
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    checker = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(32, 32) * 0.2  # no mean per 4x4
+    assert torch.allclose(_tones(x + checker), _tones(x), atol=1e-6)
+    assert not torch.allclose(_tones(x + torch.tensor([0.2, 0.0, -0.2])[:, None, None]), _tones(x))
