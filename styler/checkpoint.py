@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from styler.errors import BadCheckpointError, BadModelError
-from styler.fsutil import atomic_write_bytes
+from styler.fsutil import atomic_write_bytes, path_kind
 from styler.metadata import METADATA_KEY, ModelMetadata
 
 
@@ -56,8 +56,9 @@ def read_safetensors(
 def load_generator(path: str | Path) -> tuple[ModelMetadata, dict[str, torch.Tensor]]:
     """Read a file written by :func:`save_generator`."""
     path = Path(path)
-    if not path.is_file():
-        raise BadCheckpointError("no such file" if not path.exists() else "not a file", path)
+    found = path_kind(path, BadCheckpointError)
+    if found != "file":
+        raise BadCheckpointError("no such file" if found is None else "not a file", path)
     header, tensors = read_safetensors(path)
     if METADATA_KEY not in header:
         raise BadCheckpointError(

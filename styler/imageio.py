@@ -138,7 +138,7 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
 def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
     """``path`` opened by Pillow (header read, nothing decoded), with every
     error inside the block turned into one :class:`BadImageError`."""
-    if path.is_dir():
+    if os.path.isdir(path):  # (False where the path cannot be checked: os.open says why)
         raise BadImageError("is a directory, not an image", path)
     try:
         # O_NONBLOCK: opening a named pipe must not wait for a writer.

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from styler.errors import BadCheckpointError, StylerError, UsageError
-from styler.fsutil import atomic_path, atomic_write_bytes, remove_stale_parts, stale_writer
+from styler.fsutil import (
+    atomic_path,
+    atomic_write_bytes,
+    path_kind,
+    remove_stale_parts,
+    stale_writer,
+)
 from styler.log import logger
 from styler.training import report, state
 from styler.training.config import TrainConfig
@@ -55,9 +61,10 @@ class RunFolder:
         """Refuse a run folder that is not empty, unless it holds only what
         a run that stopped before its first checkpoint wrote (and no process
         works in it): a new run starts afresh there."""
-        if not self.root.exists():
+        found = path_kind(self.root)
+        if found is None:
             return
-        if not self.root.is_dir():
+        if found != "dir":
             raise UsageError(f"{self.root} exists and is not a folder: choose another --output")
         try:
             with os.scandir(self.root) as entries:
@@ -149,7 +156,7 @@ class RunFolder:
         atomic_write_bytes(self.config, config.to_json().encode())
 
     def read_config(self) -> TrainConfig:
-        if not self.config.is_file():
+        if path_kind(self.root) != "dir" or path_kind(self.config) != "file":
             raise UsageError(f"{self.root} is not a styler run folder (no config.json)")
         try:
             with open(self.config, "rb") as f:
