@@ -16,7 +16,7 @@ import logging
 import os
 import stat
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -362,13 +362,22 @@ def limit_size(image: DecodedImage, max_side: int) -> DecodedImage:
     return replace(image, rgb=np.stack(channels, axis=2).astype(np.float32), alpha=alpha)
 
 
-def load_downscaled(files: Sequence[Path], max_side: int, what: str) -> list[np.ndarray]:
+def load_downscaled(
+    files: Sequence[Path],
+    max_side: int,
+    what: str,
+    check: Callable[[np.ndarray, Path], None] | None = None,
+) -> list[np.ndarray]:
     """The RGB arrays of the readable ``files``, downscaled to ``max_side``;
-    the others are skipped with a warning (``what`` says what they were for)."""
+    the others, and those ``check`` refuses (a :class:`BadImageError`), are
+    skipped with a warning (``what`` says what they were for)."""
     images = []
     for path in files:
         try:
-            images.append(limit_size(load_image(path), max_side).rgb)
+            rgb = limit_size(load_image(path), max_side).rgb
+            if check is not None:
+                check(rgb, path)
+            images.append(rgb)
         except BadImageError as exc:
             logger.warning("%s: skipping %s", what, exc)
     return images
