@@ -266,6 +266,9 @@ def check(config: TrainConfig) -> None:
 
     limits.check_sizes(config)
     limits.check_domains(config.domains)
+    for key in ("data_a", "data_b"):
+        if getattr(config, key) == "":  # (the current folder, which no run is made from)
+            raise UsageError(f"{key} must name a folder, got an empty string")
     if config.init not in INIT_TYPES:
         raise UsageError(f"unknown init {config.init!r}: expected one of {', '.join(INIT_TYPES)}")
     if config.gan_loss not in GAN_LOSSES:
