@@ -120,12 +120,13 @@ def _load(path: Path, skipped: list[str], max_side: int | None = None) -> np.nda
     warning and ``path`` added to ``skipped`` when it cannot be read."""
     try:
         image = imageio.load_image(path)
+        if max_side is not None:
+            image = imageio.limit_size(image, max_side)
+        _features_module().check_scalable(image.rgb, path)
     except BadImageError as exc:
         logger.warning("%s (skipped)", exc)
         skipped.append(str(path))
         return None
-    if max_side is not None:
-        image = imageio.limit_size(image, max_side)
     return image.rgb
 
 

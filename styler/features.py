@@ -15,12 +15,13 @@ the samples, and together the crops see almost the whole image.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from styler.errors import DeviceError, StylerError
+from styler.errors import BadImageError, DeviceError, StylerError
 
 #: Features per crop (global average pool of the last 1x1 convolution).
 FEATURES = 1280
@@ -29,6 +30,11 @@ SHORTER_SIDE = 256
 CROPS_PER_IMAGE = 5
 #: Crops per network call (about 20 MB of input and 400 MB of activations).
 BATCH_CROPS = 32
+#: Most pixels an image is scaled to before its crops are taken: a strip
+#: 256 times as long as wide (192 MB as float RGB). A longer one is skipped:
+#: its five crops would see almost none of it, and scaling it could take
+#: any memory (a 1 x 60000 PNG would be 256 x 15,360,000).
+MAX_SCALED_PIXELS = 2**24
 NAME = "efficientnet-lite0 (ImageNet), global average pool, 5 crops of 224 at shorter side 256"
 INSTALL = "pip install 'styler[metrics]'"
 
@@ -59,13 +65,35 @@ def _torch_device(torch: Any, device: str) -> Any:
         raise DeviceError(f"unknown device {device!r}: expected auto, cpu or cuda") from None
 
 
+def scaled_size(width: int, height: int, shorter: int = SHORTER_SIDE) -> tuple[int, int]:
+    """The size an image of ``width`` x ``height`` is scaled to (its shorter
+    side ``shorter``)."""
+    scale = shorter / min(width, height)
+    return max(shorter, round(width * scale)), max(shorter, round(height * scale))
+
+
+def check_scalable(rgb: np.ndarray, path: str | Path | None = None) -> None:
+    """Refuse (:class:`BadImageError`) an image too long and thin to score:
+    scaled to a shorter side of 256 it would be more than
+    :data:`MAX_SCALED_PIXELS` pixels."""
+    h, w = rgb.shape[:2]
+    size = scaled_size(w, h)
+    if size[0] * size[1] > MAX_SCALED_PIXELS:
+        raise BadImageError(
+            f"too long and thin to score: {w}x{h} scaled to a shorter side of {SHORTER_SIDE} px "
+            f"would be {size[0]}x{size[1]}",
+            path,
+        )
+
+
 def resize_shorter(rgb: np.ndarray, shorter: int = SHORTER_SIDE) -> np.ndarray:
     """H x W x 3 float image -> the same with its shorter side ``shorter``
     (Pillow bicubic, antialiased when shrinking; each channel in float, no
-    8-bit rounding), clipped to [0, 1]."""
+    8-bit rounding), clipped to [0, 1]. An image too long and thin to scale
+    (see :func:`check_scalable`) is a :class:`BadImageError`."""
+    check_scalable(rgb)
     h, w = rgb.shape[:2]
-    scale = shorter / min(h, w)
-    size = (max(shorter, round(w * scale)), max(shorter, round(h * scale)))
+    size = scaled_size(w, h, shorter)
     channels = [
         np.asarray(
             Image.fromarray(np.ascontiguousarray(rgb[:, :, c], dtype=np.float32), mode="F").resize(

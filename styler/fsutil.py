@@ -4,13 +4,39 @@ half of one, whatever happens to the writer (crash, Ctrl-C, SIGKILL)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
-from styler.errors import OutputError, UsageError
+from styler.errors import OutputError, StylerError, UsageError
+
+#: What :func:`path_kind` finds at a path.
+Kind = Literal["file", "dir", "other"]
+#: The errors of a path that leads nowhere: nothing is there (pathlib's
+#: ``exists()`` says False for these and raises for any other).
+_MISSING = frozenset({errno.ENOENT, errno.ENOTDIR})
+
+
+def path_kind(path: str | Path, error: type[StylerError] = UsageError) -> Kind | None:
+    """What ``path`` is (symlinks followed): a regular file, a folder, something
+    else (a pipe, a device), or None when nothing is there. A path that cannot
+    be checked (a name too long, a folder without permission, a symlink loop)
+    raises ``error`` naming it and the OS's reason, where pathlib's
+    ``exists()``, ``is_dir()`` and ``is_file()`` raise a bare OSError."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno in _MISSING:
+            return None
+        raise error(f"cannot read: {exc.strerror or exc}", path) from None
+    except ValueError:  # a NUL in the name
+        raise error("cannot read: the name holds a NUL character", path) from None
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
 
 
 def _read_umask() -> int:
@@ -123,7 +149,7 @@ def remove_stale_parts(folder: Path) -> list[Path]:
 def check_output_folder(folder: Path) -> None:
     """Refuse at once (a :class:`UsageError`, before any work) an output folder
     that cannot be created or written to: every output would fail."""
-    if folder.exists() and not folder.is_dir():
+    if path_kind(folder) not in (None, "dir"):
         raise UsageError("the output folder is a file", folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -145,12 +171,13 @@ def check_new_output(source: Path | Sequence[Path], output: Path, overwrite: boo
     one of the command's inputs, ``source`` (even with ``overwrite``: the
     input would be lost)."""
     sources = [source] if isinstance(source, Path) else list(source)
+    exists = path_kind(output) is not None
     for src in sources:
         try:
-            same = output.exists() and os.path.samefile(src, output)
+            same = exists and os.path.samefile(src, output)
         except OSError:
             same = False
         if same:
             raise UsageError(f"the output is the input {src}; choose another --output", output)
-    if output.exists() and not overwrite:
+    if exists and not overwrite:
         raise UsageError(f"{output} exists; pass --overwrite to replace it")

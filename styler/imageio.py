@@ -16,7 +16,7 @@ import logging
 import os
 import stat
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -138,7 +138,7 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
 def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
     """``path`` opened by Pillow (header read, nothing decoded), with every
     error inside the block turned into one :class:`BadImageError`."""
-    if path.is_dir():
+    if os.path.isdir(path):  # (False where the path cannot be checked: os.open says why)
         raise BadImageError("is a directory, not an image", path)
     try:
         # O_NONBLOCK: opening a named pipe must not wait for a writer.
@@ -362,13 +362,22 @@ def limit_size(image: DecodedImage, max_side: int) -> DecodedImage:
     return replace(image, rgb=np.stack(channels, axis=2).astype(np.float32), alpha=alpha)
 
 
-def load_downscaled(files: Sequence[Path], max_side: int, what: str) -> list[np.ndarray]:
+def load_downscaled(
+    files: Sequence[Path],
+    max_side: int,
+    what: str,
+    check: Callable[[np.ndarray, Path], None] | None = None,
+) -> list[np.ndarray]:
     """The RGB arrays of the readable ``files``, downscaled to ``max_side``;
-    the others are skipped with a warning (``what`` says what they were for)."""
+    the others, and those ``check`` refuses (a :class:`BadImageError`), are
+    skipped with a warning (``what`` says what they were for)."""
     images = []
     for path in files:
         try:
-            images.append(limit_size(load_image(path), max_side).rgb)
+            rgb = limit_size(load_image(path), max_side).rgb
+            if check is not None:
+                check(rgb, path)
+            images.append(rgb)
         except BadImageError as exc:
             logger.warning("%s: skipping %s", what, exc)
     return images

@@ -20,6 +20,7 @@ from pathlib import Path, PurePath
 from typing import BinaryIO
 
 from styler.errors import UsageError
+from styler.fsutil import path_kind
 from styler.log import logger
 
 #: Extensions styler treats as images when walking a directory (files named
@@ -126,13 +127,17 @@ def collect_jobs(
     from stdin stream through)."""
     for raw in inputs:
         path = Path(raw)
-        if path.is_dir():
+        try:
+            found, problem = path_kind(path), None
+        except UsageError as exc:  # a name too long, a folder without permission
+            found, problem = None, exc.reason
+        if found == "dir":
             for file, error in _walk(path, recursive, output_dir):
                 rel = file.relative_to(path)
                 yield Job(file, rel.with_suffix(""), error)
             continue
         rel = _clean_relative(PurePath(raw)) or PurePath(path.name or "image")
-        yield Job(path, rel.with_suffix(""))
+        yield Job(path, rel.with_suffix(""), problem)
 
 
 #: Longest path accepted on stdin, in bytes (Linux's PATH_MAX). A longer
@@ -198,7 +203,11 @@ def list_images(folder: str | Path, what: str = "") -> list[Path]:
     is for in errors ("photos", "reference")."""
     root = Path(folder)
     prefix = f"{what}: " if what else ""
-    if not root.is_dir():
+    try:
+        found = path_kind(root)
+    except UsageError as exc:
+        raise UsageError(f"{prefix}{exc.reason}", root) from None
+    if found != "dir":
         raise UsageError(f"{prefix}not a folder of images", root)
     files = []
     for job in collect_jobs([root]):

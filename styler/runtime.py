@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from styler.errors import BadModelError, DeviceError, UsageError
+from styler.fsutil import path_kind
 from styler.log import logger
 from styler.metadata import (
     LABEL_INPUT,
@@ -202,11 +203,12 @@ class Model:
         source = "<in-memory model>" if isinstance(model, bytes) else str(model)
         if not isinstance(model, bytes):
             path = Path(model)
-            if not path.exists():
+            found = path_kind(path, BadModelError)
+            if found is None:
                 raise BadModelError("no such model file", path)
-            if path.is_dir():
+            if found == "dir":
                 raise BadModelError("is a directory, not an ONNX model file", path)
-            if path.stat().st_size == 0:
+            if found == "file" and path.stat().st_size == 0:
                 raise BadModelError("empty file, not an ONNX model", path)
         taken, providers = choose_providers(device, ort.get_available_providers())
         options = session_options(threads)

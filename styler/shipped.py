@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from styler.errors import BadModelError
+from styler.fsutil import path_kind
 
 #: The model `styler apply` uses without -m (a file in weights/ by this stem).
 DEFAULT_MODEL = "photo2painting"
@@ -52,7 +53,8 @@ def resolve_model(model: str | Path | None, folder: Path | None = None) -> Path:
             "no default model ships with this install of styler yet; pass one with -m MODEL.onnx"
         )
     path = Path(model)
-    if path.exists() or path.suffix.lower() == ".onnx" or len(path.parts) > 1:
+    named = path.suffix.lower() == ".onnx" or len(path.parts) > 1
+    if named or path_kind(path, BadModelError) is not None:
         return path
     if str(model) in shipped:
         return shipped[str(model)].path

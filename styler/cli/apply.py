@@ -14,7 +14,7 @@ import typer
 
 from styler.cli.app import app, one_line
 from styler.errors import StylerError
-from styler.fsutil import check_output_folder
+from styler.fsutil import check_output_folder, path_kind
 
 
 @app.command("apply")
@@ -93,7 +93,7 @@ def apply(
     stylizer = Stylizer(model, device=device, threads=threads, tile=tile)
     if not dry_run:
         check_output_folder(output)
-    elif output.exists() and not output.is_dir():  # a dry run creates nothing
+    elif path_kind(output) not in (None, "dir"):  # a dry run creates nothing
         raise StylerError("the output folder is a file", output)
     if not quiet:
         meta = stylizer.meta

@@ -10,7 +10,7 @@ import typer
 
 from styler.cli.app import Description, Fp16, OutputFile, Overwrite, app, need_train_extra
 from styler.errors import StylerError
-from styler.fsutil import check_new_output
+from styler.fsutil import check_new_output, path_kind
 
 
 @app.command("import")
@@ -97,7 +97,7 @@ def export(
     need_train_extra()
     from styler.export import export_checkpoint
 
-    if checkpoint.is_dir():
+    if path_kind(checkpoint) == "dir":
         from styler.training.export import export_run
 
         if output is not None or name is not None:

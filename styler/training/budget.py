@@ -18,6 +18,7 @@ uninterrupted one, since its schedule follows the clock.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import time
@@ -43,13 +44,16 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 
 def parse_duration(text: str) -> float:
     """Seconds in ``90s``, ``30m``, ``1h``, ``1h30m`` or a plain number of
-    seconds; a :class:`UsageError` for anything else."""
+    seconds (each unit at most once, the larger first); a :class:`UsageError`
+    for anything else (``1h1h``, ``30m1h``)."""
     s = text.strip().lower()
     try:
         seconds = float(s)
     except ValueError:
         parts = _DURATION.findall(s)
-        if not parts or _DURATION.sub("", s).strip():
+        scales = [_UNITS[unit] for _, unit in parts]
+        ordered = all(a > b for a, b in itertools.pairwise(scales))
+        if not parts or _DURATION.sub("", s).strip() or not ordered:
             raise UsageError(
                 f"--time {text!r}: give a duration such as 90s, 30m, 1h or 1h30m"
             ) from None

@@ -10,12 +10,13 @@ can be tested without a training run.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from styler.errors import StylerError
+from styler.errors import BadCheckpointError, StylerError
 from styler.log import logger
 from styler.training import state
 from styler.training.trainer import Trainer
@@ -65,8 +66,13 @@ class Checkpointer:
         if path.is_dir() and not path.is_symlink():  # passed over on resume: left alone
             logger.warning("not saving step %d: %s is a folder (left as it is)", done, path)
             return self.path
+        if _foreign(path, trainer):
+            logger.warning(
+                "not saving step %d: %s holds another run's checkpoint (left as it is)", done, path
+            )
+            return self.path
         state.save(path, trainer, done, info)
-        state.prune(self.folder, self.keep, upto=done)
+        state.prune(self.folder, self.keep, upto=done, run=trainer.config)
         self.saved, self.path, self.last = done, path, self.clock()
         return path
 
@@ -75,6 +81,19 @@ class Checkpointer:
         if self.saved != done or self.path is None:
             return self.save(trainer, done, info)
         return self.path
+
+
+def _foreign(path: Path, trainer: Trainer) -> bool:
+    """Whether ``path`` is a checkpoint another run saved (never replaced)."""
+    if not os.path.lexists(path):
+        return False
+    try:
+        state.peek(path, trainer.config)
+    except state.ForeignCheckpoint:
+        return True
+    except BadCheckpointError:
+        pass  # damaged: passed over on resume, and replaced
+    return False
 
 
 class BestKeeper:

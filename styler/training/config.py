@@ -187,6 +187,13 @@ class TrainConfig:
         (a resume's --steps, a time budget's estimate)."""
         return dataclasses.replace(other, steps=self.steps, decay_steps=self.decay_steps) == self
 
+    def differences(self, other: TrainConfig) -> list[str]:
+        """The fields (as config.json names them) whose values differ in
+        ``other``, but for the run's length (see :meth:`same_run`)."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        keys = sorted((set(mine) | set(theirs)) - {"steps", "decay_steps"})
+        return [k for k in keys if mine.get(k) != theirs.get(k)]
+
     @property
     def decay_share(self) -> float:
         """The share of the run whose learning rate decays."""
@@ -259,6 +266,9 @@ def check(config: TrainConfig) -> None:
 
     limits.check_sizes(config)
     limits.check_domains(config.domains)
+    for key in ("data_a", "data_b"):
+        if getattr(config, key) == "":  # (the current folder, which no run is made from)
+            raise UsageError(f"{key} must name a folder, got an empty string")
     if config.init not in INIT_TYPES:
         raise UsageError(f"unknown init {config.init!r}: expected one of {', '.join(INIT_TYPES)}")
     if config.gan_loss not in GAN_LOSSES:

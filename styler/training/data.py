@@ -10,6 +10,7 @@ its layout: :class:`Unpaired`, :class:`Paired` or :class:`Images`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,8 @@ def training_images(folder: str | Path) -> list[Path]:
 
 def is_run_folder(folder: Path) -> bool:
     """Whether ``folder`` is (or was begun as) a styler run folder."""
-    return (folder / "config.json").is_file() and (folder / "checkpoints").is_dir()
+    # (os.path's checks are False where a path cannot be checked: never an OSError)
+    return os.path.isfile(folder / "config.json") and os.path.isdir(folder / "checkpoints")
 
 
 def choose_holdout(names: Sequence[str], seed: int, count: int = HOLDOUT) -> list[str]:

@@ -88,7 +88,7 @@ def best_checkpoint(run: RunFolder, trainer: Trainer) -> state.TrainState | None
         return None
     try:
         best = state.load(run.best)
-        state.check_finite(best)
+        state.check_values(best)
         if not best.config.same_run(trainer.config):
             raise BadCheckpointError("not of this run (its config differs)", run.best)
         state.restore_networks(trainer, best)

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from styler.errors import BadCheckpointError, StylerError, UsageError
-from styler.fsutil import atomic_path, atomic_write_bytes, remove_stale_parts, stale_writer
+from styler.fsutil import (
+    atomic_path,
+    atomic_write_bytes,
+    path_kind,
+    remove_stale_parts,
+    stale_writer,
+)
 from styler.log import logger
 from styler.training import report, state
 from styler.training.config import TrainConfig
@@ -55,9 +61,10 @@ class RunFolder:
         """Refuse a run folder that is not empty, unless it holds only what
         a run that stopped before its first checkpoint wrote (and no process
         works in it): a new run starts afresh there."""
-        if not self.root.exists():
+        found = path_kind(self.root)
+        if found is None:
             return
-        if not self.root.is_dir():
+        if found != "dir":
             raise UsageError(f"{self.root} exists and is not a folder: choose another --output")
         try:
             with os.scandir(self.root) as entries:
@@ -149,7 +156,7 @@ class RunFolder:
         atomic_write_bytes(self.config, config.to_json().encode())
 
     def read_config(self) -> TrainConfig:
-        if not self.config.is_file():
+        if path_kind(self.root) != "dir" or path_kind(self.config) != "file":
             raise UsageError(f"{self.root} is not a styler run folder (no config.json)")
         try:
             with open(self.config, "rb") as f:
@@ -161,12 +168,22 @@ class RunFolder:
         return TrainConfig.from_json(data, self.config)
 
     def resume_point(self) -> state.TrainState:
-        """The newest checkpoint that reads whole (damaged newer ones are
+        """The newest checkpoint that reads whole and is of the config in
+        config.json (damaged newer ones, and those of another run, are
         reported and left alone); a run folder with none is refused, and left
-        as it is."""
-        self.read_config()
+        as it is, and so is one whose config.json was edited (no checkpoint
+        is of its config: a resumed run keeps the config it began with)."""
+        config = self.read_config()
         self.check_own()
-        found, skipped = state.newest(self.checkpoints)
+        found, skipped = state.newest(self.checkpoints, config)
+        foreign = [exc for exc in skipped if isinstance(exc, state.ForeignCheckpoint)]
+        if found is None and foreign:
+            raise BadCheckpointError(
+                f"differs from the run's checkpoints in {_changes(config, foreign[0])}: a resumed "
+                "run keeps the config it began with (undo the edit, or start a new run with "
+                "the new settings); nothing was changed",
+                self.config,
+            )
         if found is None:
             why = f" ({len(skipped)} passed over; the newest: {skipped[0]})" if skipped else ""
             if self.leftover() is not None:
@@ -233,6 +250,24 @@ class RunFolder:
 
     def models(self) -> list[Path]:
         return sorted(self.root.glob("*.onnx"))
+
+
+def _changes(config: TrainConfig, foreign: state.ForeignCheckpoint) -> str:
+    """The first fields in which ``config`` differs from a checkpoint's, with
+    both values: ``lr (0.5 here, 0.0002 in step_0000004.safetensors)``."""
+    mine, theirs = config.to_dict(), foreign.config.to_dict()
+    name = Path(foreign.path or "").name
+    shown = [
+        f"{key} ({_short(mine.get(key))} here, {_short(theirs.get(key))} in {name})"
+        for key in foreign.fields[:3]
+    ]
+    more = len(foreign.fields) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 #: What a run writes before its first checkpoint: files in the run folder ...

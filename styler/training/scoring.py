@@ -50,11 +50,12 @@ class Scorer:
         self, photos: Sequence[Path], reference: str | Path, *, max_side: int = EVAL_MAX_SIDE
     ) -> None:
         from styler.evaluate import folder_features, get_extractor
+        from styler.features import check_scalable
         from styler.imageio import load_downscaled
 
         self.extractor = get_extractor("cpu")
         self.reference, count = folder_features(reference, self.extractor)
-        self.photos = load_downscaled(photos, max_side, "evaluation")
+        self.photos = load_downscaled(photos, max_side, "evaluation", check_scalable)
         if len(self.photos) < 2:
             raise UsageError("--eval-every needs at least 2 readable photos to score")
         self.baseline = metrics.kid(self.extractor.features(self.photos), self.reference)

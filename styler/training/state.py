@@ -22,17 +22,32 @@ from typing import Any
 import torch
 
 from styler import strictjson
-from styler.checkpoint import read_safetensors
+from styler.checkpoint import TRAIN_HEADER_KEY, Declared, read_header, read_safetensors
 from styler.errors import BadCheckpointError
 from styler.fsutil import atomic_write_bytes
 from styler.log import logger
-from styler.training import limits
+from styler.training import layout, limits
 from styler.training.config import TrainConfig
 from styler.training.trainer import Trainer
 
-HEADER_KEY = "styler_train"
+HEADER_KEY = TRAIN_HEADER_KEY
 STATE_VERSION = 1
-_NAME = re.compile(r"^step_(\d{7,})\.safetensors$")
+#: A checkpoint's name, matched whole (``fullmatch``: a ``$`` would match
+#: before a trailing newline).
+_NAME = re.compile(r"step_(\d{7,})\.safetensors")
+
+
+class ForeignCheckpoint(BadCheckpointError):
+    """A checkpoint saved by another run: its config is not the run's."""
+
+    def __init__(self, path: Path, config: TrainConfig, run: TrainConfig) -> None:
+        self.config = config
+        self.fields = run.differences(config)
+        super().__init__(
+            "saved by another run: its config differs from config.json "
+            f"(in {', '.join(self.fields)})",
+            path,
+        )
 
 
 @dataclass(frozen=True)
@@ -84,30 +99,40 @@ def save(path: Path, trainer: Trainer, step: int, info: dict[str, Any] | None = 
     return path
 
 
-def load(path: Path) -> TrainState:
-    """Read a checkpoint (never executing anything from it)."""
+def load(path: Path, run: TrainConfig | None = None) -> TrainState:
+    """Read a checkpoint (never executing anything from it): its header
+    first, then, if what it declares fits the networks of its config
+    (:mod:`~styler.training.layout`), its tensors. With ``run`` (the run's
+    config), a checkpoint of another config is a :class:`ForeignCheckpoint`."""
     _regular_file(path)
-    meta, tensors = read_safetensors(path, "a readable checkpoint")
-    step, config, header = _header(meta, path)
-    _check_name(path, step)
+    found: list[tuple[int, TrainConfig, dict[str, Any]]] = []
+
+    def check(meta: dict[str, str], declared: dict[str, Declared]) -> None:
+        found.append(_checked_header(path, meta, run))
+        layout.check(path, found[0][1], found[0][2], declared)
+
+    _, tensors = read_safetensors(path, "a readable checkpoint", check)
+    step, config, header = found[0]
     return TrainState(path, step, config, header, tensors)
 
 
-def peek(path: Path) -> int:
+def peek(path: Path, run: TrainConfig | None = None) -> int:
     """The step of the checkpoint ``path`` if its header reads whole (the
-    file is complete and its header valid), without reading its tensors;
-    else :class:`BadCheckpointError`."""
-    from safetensors import SafetensorError, safe_open
-
+    file is complete and its header valid, and with ``run`` of that
+    config), without reading its tensors; else :class:`BadCheckpointError`."""
     _regular_file(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise BadCheckpointError(f"not a readable checkpoint ({exc})", path) from None
-    step = _header(meta, path)[0]
+    meta, _ = read_header(path, "a readable checkpoint")
+    return _checked_header(path, meta, run)[0]
+
+
+def _checked_header(
+    path: Path, meta: dict[str, str], run: TrainConfig | None
+) -> tuple[int, TrainConfig, dict[str, Any]]:
+    step, config, header = _header(meta, path)
     _check_name(path, step)
-    return step
+    if run is not None and not config.same_run(run):
+        raise ForeignCheckpoint(path, config, run)
+    return step, config, header
 
 
 def _check_name(path: Path, step: int) -> None:
@@ -121,12 +146,15 @@ def _check_name(path: Path, step: int) -> None:
         )
 
 
-def check_finite(ckpt: TrainState) -> None:
+def check_values(ckpt: TrainState) -> None:
     """Refuse a checkpoint holding a NaN or infinite number (weights, Adam's
-    moments, pools): a run resumed from it could only blow up."""
+    moments, pools), or Adam's state out of range (a negative step or second
+    moment): a run resumed from it could only blow up."""
     bad = next((k for k, v in ckpt.tensors.items() if not _finite(v)), None)
     if bad is not None:
         raise BadCheckpointError(f"holds NaN or infinite values (in {bad})", ckpt.path)
+    for name in {k.split(".")[1] for k in ckpt.tensors if k.startswith("opt.")}:
+        layout.check_optimizer_values(name, _with_prefix(ckpt.tensors, f"opt.{name}."), ckpt.path)
 
 
 def _regular_file(path: Path) -> None:
@@ -228,29 +256,21 @@ def _finite(tensor: torch.Tensor) -> bool:
     return not tensor.is_floating_point() or bool(torch.isfinite(tensor).all())
 
 
-#: Adam's state tensors per parameter: the step count and the two moments
-#: (and the largest second moment with amsgrad), each the parameter's shape.
-_ADAM_STATE = {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
-
-
 def _restore_optimizer(
     opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], ckpt: TrainState, name: str
 ) -> None:
     """Adam's state from ``INDEX.FIELD`` tensors and the header's hyper-parameters,
     each checked against the fresh optimiser (shapes, types, ranges)."""
-    fresh = opt.state_dict()["param_groups"]
     groups = ckpt.header["param_groups"].get(name)
     if groups is None:
         raise ValueError("the header holds no hyper-parameters for it")
-    if not isinstance(groups, list) or len(groups) != len(fresh):
-        raise ValueError("its parameter groups differ")
-    for saved, new in zip(groups, fresh, strict=True):
-        _check_group(saved, new)
+    layout.check_groups(groups, opt.state_dict()["param_groups"])
+    layout.check_optimizer_values(name, tensors, ckpt.path)
     params = [p for group in opt.param_groups for p in group["params"]]
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         index, _, field = key.partition(".")
-        if not index.isdigit() or int(index) >= len(params) or field not in _ADAM_STATE:
+        if not index.isdigit() or int(index) >= len(params) or field not in layout.ADAM_STATE:
             raise ValueError(f"unexpected state {key!r}")
         expected = () if field == "step" else params[int(index)].shape
         if tuple(value.shape) != tuple(expected) or not value.is_floating_point():
@@ -259,37 +279,6 @@ def _restore_optimizer(
             raise ValueError(f"state {key!r} holds NaN or infinite values")
         state.setdefault(int(index), {})[field] = value
     opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-def _check_group(saved: object, fresh: dict[str, Any]) -> None:
-    """A saved parameter group holds the fresh one's hyper-parameters, each
-    of its type (numbers finite, betas in [0, 1), eps positive); keys another
-    PyTorch version added or dropped are plain values."""
-    if not isinstance(saved, dict) or not {"params", "lr", "betas", "eps"} <= set(saved):
-        raise ValueError("its hyper-parameters are missing")
-    for key, got in saved.items():
-        value = fresh.get(key)
-        if isinstance(value, list | tuple):
-            ok = isinstance(got, list | tuple) and len(got) == len(value)
-            ok = ok and all(_same_kind(g, v) for g, v in zip(got, value, strict=False))
-        else:
-            ok = _same_kind(got, value) if key in fresh else _same_kind(got, None)
-        if not ok:
-            raise ValueError(f"{key} is {got!r}")
-    if not (all(0 <= b < 1 for b in saved["betas"]) and saved["lr"] >= 0 and saved["eps"] > 0):
-        raise ValueError(f"betas {saved['betas']!r}, lr or eps out of range")
-
-
-def _same_kind(got: object, fresh: object) -> bool:
-    """``got`` is of ``fresh``'s JSON type (int and float count as one, and
-    so do None and true/false: switches PyTorch may leave unset)."""
-    if fresh is None or isinstance(fresh, bool):
-        return got is None or isinstance(got, bool | int | float | str)
-    if isinstance(fresh, str):
-        return isinstance(got, str)
-    if isinstance(fresh, int | float):
-        return _is_number(got) and math.isfinite(got)  # type: ignore[arg-type]
-    return False
 
 
 def generator_weights(ckpt: TrainState, name: str) -> dict[str, torch.Tensor]:
@@ -309,30 +298,33 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
         return []
     found = []
     for name in names:
-        match = _NAME.match(name)
+        match = _NAME.fullmatch(name)
         if match:
             found.append((int(match.group(1)), folder / name))
     return sorted(found)
 
 
-def newest(folder: Path) -> tuple[TrainState | None, list[BadCheckpointError]]:
-    """The newest checkpoint that reads whole and holds finite numbers only,
-    and why each newer one is passed over."""
+def newest(
+    folder: Path, run: TrainConfig | None = None
+) -> tuple[TrainState | None, list[BadCheckpointError]]:
+    """The newest checkpoint that reads whole, holds finite numbers only and
+    (with ``run``) is of the run's config, and why each newer one is passed
+    over."""
     skipped = []
     for _, path in reversed(list_checkpoints(folder)):
         try:
-            ckpt = load(path)
-            check_finite(ckpt)
+            ckpt = load(path, run)
+            check_values(ckpt)
             return ckpt, skipped
         except BadCheckpointError as exc:
             skipped.append(exc)
     return None, skipped
 
 
-def latest(folder: Path) -> TrainState | None:
+def latest(folder: Path, run: TrainConfig | None = None) -> TrainState | None:
     """The newest checkpoint that reads whole (a damaged one is reported, once,
     and passed over)."""
-    found, skipped = newest(folder)
+    found, skipped = newest(folder, run)
     for exc in skipped:
         report_damaged(exc)
     return found
@@ -350,18 +342,19 @@ def report_damaged(exc: BadCheckpointError, then: str = "") -> None:
         logger.warning("passing over %s (left as it is)%s", exc, then)
 
 
-def prune(folder: Path, keep: int, upto: int | None = None) -> None:
+def prune(folder: Path, keep: int, upto: int | None = None, run: TrainConfig | None = None) -> None:
     """Remove all but the newest ``keep`` (at least 1) checkpoints that read
     whole, up to step ``upto`` (the one just saved: a newer one is one a
     resume passed over). What does not read (damaged, a folder, a symlink,
-    a name that is not its step) is never counted and never removed: it is
-    reported once and left alone."""
+    a name that is not its step, with ``run`` a checkpoint of another
+    config) is never counted and never removed: it is reported once and left
+    alone."""
     good = []
     for step, path in list_checkpoints(folder):
         if upto is not None and step > upto:
             continue
         try:
-            peek(path)
+            peek(path, run)
         except BadCheckpointError as exc:
             report_damaged(exc)
             continue

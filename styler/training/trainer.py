@@ -209,6 +209,11 @@ class Trainer(abc.ABC):
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         del tensors
 
+    def extra_numel(self) -> int:
+        """The most numbers :meth:`extra_state` holds (checked in a
+        checkpoint's header before its tensors are read)."""
+        return 0
+
     def scaler_state(self) -> dict[str, dict[str, float]]:
         return {k: dict(s.state_dict()) for k, s in self.scalers.items()}
 

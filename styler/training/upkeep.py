@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from styler.errors import OutputError
+from styler.log import logger
 from styler.training import report
 from styler.training.batches import TrainingData
 from styler.training.checkpointing import BestKeeper, Checkpointer
@@ -247,7 +249,10 @@ class Upkeep(Idle):
         with self.timed("samples"):
             rows = rows or self.sample_rows()
             image = report.grid_image(rows, self.trainer.column_names(), f"step {step}")
-            report.save_png(image, self.run.samples / f"step_{step:07d}.png")
+            try:
+                report.save_png(image, self.run.samples / f"step_{step:07d}.png")
+            except OutputError as exc:  # a folder of that name, a full disk: the run goes on
+                logger.warning("skipping the sample grid of step %d: %s", step, exc)
 
     def report(self, step: int) -> None:
         with self.timed("report"):

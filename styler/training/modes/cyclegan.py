@@ -219,6 +219,10 @@ class CycleGan(Trainer):
                 out[name] = images
         return out
 
+    def extra_numel(self) -> int:
+        g, size = self.options.generator, self.config.size
+        return self.pool_A.size * (g.in_channels + g.out_channels) * size * size
+
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         size = self.config.size
         shape_A = (self.options.generator.in_channels, size, size)  # G_B makes A images

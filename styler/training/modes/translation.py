@@ -139,6 +139,11 @@ class TranslationConfig(ModeConfig):
             raise UsageError(f"--load-size {config.load_size} is smaller than --size {config.size}")
         if config.aligned != (config.data_b is None):
             raise UsageError("give either two folders (A/ B/) or one --aligned folder")
+        if config.domains[0] == config.domains[1]:
+            raise UsageError(
+                f"the two domain names must differ (both are {config.domains[0]!r}): they "
+                "name the models, one for each direction"
+            )
         expected = self.disc_channels(dataclasses.asdict(self))
         if self.discriminator.in_channels != expected:
             raise UsageError(
