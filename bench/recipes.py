@@ -70,7 +70,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
-    return {"cpu": model, "flags": [f for f in wanted if f in flags], "cores": os.cpu_count()}
+    return {"cpu": model, "cpu_flags": [f for f in wanted if f in flags], "cores": os.cpu_count()}
 
 
 def _value(text: str) -> Any:
@@ -169,7 +169,7 @@ def table(path: Path) -> str:
             score = f"{r['psnr']:.2f} dB ({r['gain']:+.2f} over untouched), SSIM {r['ssim']:.3f}"
         else:
             score = ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k.startswith("lite"))
-        cpu = f"{r['cpu']} ({', '.join(r['flags'])})"
+        cpu = f"{r['cpu']} ({', '.join(r.get('cpu_flags', r['flags']))})"
         lines.append(
             f"| {r['name']} | {r['task']} | {r['budget'] or '-'} | {r['steps']} | "
             f"{r['sec_per_step']:.3f} | {r['threads']} | {score} | {cpu} |"

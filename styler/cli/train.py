@@ -47,7 +47,7 @@ def train(
     recipe: Annotated[
         str | None,
         typer.Option(
-            help="fast (the best model per CPU-hour) or reference (the published CycleGAN) "
+            help="fast (one hour, starts at the identity) or reference (the published CycleGAN) "
             "[default: fast for unpaired folders without --mode]."
         ),
     ] = None,

@@ -4,9 +4,11 @@ the one it uses.
 
 - ``reference``: the published CycleGAN settings (Zhu et al. 2017), as
   pytorch-CycleGAN-and-pix2pix runs them: what to compare with, days on a CPU.
-- ``fast``: the best model per CPU-hour in styler's own measurements
-  (docs/BENCHMARKS.md): one-sided, small, data-efficient; with an hour of a
-  laptop's CPU. The default for two unpaired folders.
+- ``fast``: one-sided, small, data-efficient, for an hour of a laptop's
+  CPU; of what styler has measured (docs/BENCHMARKS.md), the recipe that
+  never made a photo worse. It changes photos little in an hour: a recipe
+  that learns a style from a few images is still being tuned (issue 16).
+  The default for two unpaired folders.
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ RECIPES: dict[str, Recipe] = {
         "fast",
         "FastCUT with a generator that starts as the identity (resnet_6blocks, ngf 32), "
         "DiffAugment, a projected discriminator beside the PatchGAN, an average of the "
-        "generator's weights, 128-pixel crops; for 1 hour: the best model per CPU-hour we "
-        "measured (docs/BENCHMARKS.md)",
+        "generator's weights, 128-pixel crops; for 1 hour: of the recipes measured, the one "
+        "that never made photos worse (docs/BENCHMARKS.md)",
         {
             "mode": "fastcut",
             "generator": "resnet_6blocks",
