@@ -35,7 +35,7 @@ def path_kind(path: str | Path, error: type[StylerError] = UsageError) -> Kind |
             return None
         raise error(f"cannot read: {exc.strerror or exc}", path) from None
     except ValueError:  # a NUL in the name
-        raise error("cannot read: the name holds a NUL character", path) from None
+        raise error("not a valid file name (it holds a NUL byte)", path) from None
     return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
 
 
