@@ -58,8 +58,17 @@ CASES = [
 ]
 
 
+#: The two costliest cases (10 s each) run with -m slow.
+SLOW_EXPORTS = {0, 4}
+
+
 @pytest.mark.parametrize(
-    ("preset", "overrides", "size"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+    ("preset", "overrides", "size"),
+    [
+        pytest.param(*c, marks=pytest.mark.slow) if i in SLOW_EXPORTS else c
+        for i, c in enumerate(CASES)
+    ],
+    ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)],
 )
 def test_round_trip_matches_torch_at_odd_sizes(
     tmp_path: Path, preset: str, overrides: dict[str, object], size: tuple[int, int]
@@ -93,6 +102,7 @@ def test_round_trip_matches_torch_at_odd_sizes(
     assert expected.std() > 1e-3
 
 
+@pytest.mark.slow  # heavier: run by pytest -m slow (README)
 def test_fp16_export_runs_and_stays_within_its_bound(tmp_path: Path) -> None:
     torch.manual_seed(2)
     config = generator_preset("resnet_2blocks", ngf=8)

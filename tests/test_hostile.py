@@ -537,6 +537,7 @@ def test_a_model_that_fails_when_run_fails_each_file_in_one_line(tmp_path: Path)
     assert files_below(out) == set()
 
 
+@pytest.mark.slow  # heavier: run by pytest -m slow (README)
 def test_a_malicious_pickle_is_never_run_by_any_command(tmp_path: Path) -> None:
     """Every command that reads a model or checkpoint file, given a pickle
     that would run a command: refused, and the command never runs. (styler

@@ -538,6 +538,7 @@ def test_generate_refuses_absurd_sizes_and_streams_many_images(tmp_path: Path) -
 # -- siblings: a model that gives NaN is a model error wherever no image can be failed -----------
 
 
+@pytest.mark.slow  # heavier: run by pytest -m slow (README)
 def test_a_nan_model_is_a_model_error_for_eval_generate_and_quantize(tmp_path: Path) -> None:
     photos, paintings = tmp_path / "photos", tmp_path / "paintings"
     for i in range(2):
@@ -632,6 +633,7 @@ def test_a_tiff_with_a_long_page_chain_is_read_at_once(
         assert styled.size == (4, 4)
 
 
+@pytest.mark.slow  # heavier: run by pytest -m slow (README)
 def test_import_export_quantize_never_replace_their_input(
     tiny_resnet_onnx: Path, tmp_path: Path
 ) -> None:
@@ -766,6 +768,7 @@ def test_second_review_apply_cases(tiny_resnet_onnx: Path, tmp_path: Path) -> No
     assert max(len(line) for line in _lines(shown)) < 8500
 
 
+@pytest.mark.slow  # heavier: run by pytest -m slow (README)
 def test_second_review_generate_import_export_quantize_cases(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     generator = _noise_model(tmp_path / "g.onnx", 4)

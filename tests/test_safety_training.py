@@ -31,6 +31,8 @@ import hostile
 from test_hostile import files_below, snapshot, styler
 
 pytest.importorskip("torch")
+#: The training side of the reliability suite is heavier: run by pytest -m slow (README).
+pytestmark = pytest.mark.slow
 
 TINY = ["--mode", "cyclegan", "--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "32"]
 TINY += ["--workers", "1"]

@@ -40,6 +40,8 @@ from test_safety_training import (
 )
 
 pytest.importorskip("torch")
+#: The training side of the reliability suite is heavier: run by pytest -m slow (README).
+pytestmark = pytest.mark.slow
 
 #: The fixture of six images in A and six in B.
 data = test_safety_training.data

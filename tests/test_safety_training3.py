@@ -32,6 +32,8 @@ from test_safety_training import ONE, QUIET, TINY, Outcome, _ckpt, _copy, _steps
 from test_safety_training2 import _metrics_steps, _warnings
 
 pytest.importorskip("torch")
+#: The training side of the reliability suite is heavier: run by pytest -m slow (README).
+pytestmark = pytest.mark.slow
 
 #: The fixture of six images in A and six in B.
 data = test_safety_training.data

@@ -562,6 +562,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow  # heavier: run by pytest -m slow (README)
 def test_two_processes_with_gloo_train_in_step(tmp_path: Path, unpaired: tuple[Path, Path]) -> None:
     """torchrun with 2 CPU processes: gradients are averaged, replicas agree,
     rank 0 alone writes the run folder."""
@@ -652,6 +653,7 @@ def test_eval_every_scores_keeps_the_best_and_exports_it(
     assert "kid" in (tmp_path / "run/report.html").read_text()
 
 
+@pytest.mark.slow  # heavier: run by pytest -m slow (README)
 def test_cli_residual_generators_and_luma_discriminators(
     cli: Cli, tmp_path: Path, unpaired: tuple[Path, Path]
 ) -> None:
