@@ -247,7 +247,11 @@ def test_the_colour_discriminator_judges_tones_not_texture(tmp_path: Path) -> No
             Image.fromarray(pixels).save(folder / f"{name}{i}.png")
         folders.append(folder)
     tiny = {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "size": 64, "precision": "fp32"}
-    config, found = make_config(*folders, mode="fastcut", color_disc=True, steps=2, **tiny)
+    config, found = make_config(
+        *folders, mode="fastcut", color_disc=True, color_mlp=8, steps=2, **tiny
+    )
+    gen = config.mode.generator
+    assert gen.color_mlp == 8 and gen.residual  # the colour path implies the residual output
     watch = WatchOptions(display="quiet", workers=1, export=False)
     result = train(config, tmp_path / "run", device="cpu", watch=watch, found=found)
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])

@@ -95,7 +95,7 @@ def train(
         int | None,
         typer.Option(
             help="Width of a per-pixel colour path added to a ResNet generator's output "
-            "(learns colour grades) [default: 0, none; 32 in the fast recipe].",
+            "(learns colour grades; implies --residual) [default: 0, none].",
         ),
     ] = None,
     discriminator: Annotated[

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -48,7 +49,7 @@ FORMER_SHARED_FIELDS = frozenset(
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModeConfig:
+class ModeConfig(ABC):
     """What one training mode adds to :class:`TrainConfig`: its networks and
     its own hyper-parameters. A subclass per mode, next to its training step
     (``styler/training/modes/<name>.py``), registered in ``modes.MODES``."""
@@ -86,17 +87,17 @@ class ModeConfig:
         for name in ("generator", "discriminator"):
             limits.check_network(name, getattr(self, name), config)
 
+    @abstractmethod
     def layout(self, config: TrainConfig) -> Layout:
         """How the run's data is laid out (see :mod:`styler.training.data`)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def describe(self, config: TrainConfig, device: str) -> str:
         """One line about what the run will do."""
-        raise NotImplementedError
 
+    @abstractmethod
     def summary(self, config: TrainConfig) -> dict[str, str]:
         """The data, networks and sizes, for report.html."""
-        raise NotImplementedError
 
     @property
     def size_multiple(self) -> int:

@@ -179,9 +179,9 @@ class Evaluator:
         log.write({**record, "kid_unmodified": unmodified}, plot=False)
         info = {"seconds": seconds, "kid": kid, "kid_std": kid_std}
         best = (self.keeper.best, self.keeper.best_std)
-        improves = kid < self.keeper.best
         close = final and math.isfinite(kid) and not clearly_better(best, (kid, kid_std))
-        if (improves or close) and self.keeper.keep(trainer, step, info):
-            why = "best so far" if improves else "kept: the best so far is not clearly better"
-            return f"step {step}: KID {kid:.4f} ({why}; unmodified {unmodified:.4f})"
+        if self.keeper.offer(trainer, step, info):
+            return f"step {step}: KID {kid:.4f} (best so far; unmodified {unmodified:.4f})"
+        if close and self.keeper.keep(trainer, step, info):
+            return f"step {step}: KID {kid:.4f} (kept: the best so far is not clearly better)"
         return f"step {step}: KID {kid:.4f} (best {self.keeper.best:.4f})"

@@ -101,6 +101,7 @@ class TranslationConfig(ModeConfig):
                 if not isinstance(base, ResnetGeneratorConfig) or not 0 < color_mlp <= 256:
                     raise ValueError("--color-mlp is a width of 1 to 256, for ResNet generators")
                 changes["color_mlp"] = color_mlp
+                changes["residual"] = True  # the colour path adds to the input
             disc = {"in_channels": cls.disc_channels(own), "norm": cls.norm}
             if ndf is not None:
                 disc["ndf"] = ndf
