@@ -15,6 +15,7 @@ import io
 import logging
 import os
 import stat
+import struct
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -204,7 +205,10 @@ def _decoder_errors(head: bytes, path: Path) -> Iterator[None]:
         raise BadImageError("image too large to decode safely (decompression bomb)", path) from None
     except UnidentifiedImageError:
         raise BadImageError(_UNSUPPORTED, path) from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, TypeError) as exc:
+    except (
+        *(OSError, SyntaxError, ValueError, EOFError, MemoryError, TypeError),
+        *(struct.error, IndexError),  # a damaged GIF's frame header, or palette
+    ) as exc:
         raise BadImageError(_decode_reason(exc, head), path) from None
 
 

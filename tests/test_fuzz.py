@@ -136,6 +136,12 @@ def test_samples_are_valid_before_mutation(scratch: Path) -> None:
     assert TALLY["images"] >= len(SAMPLES)
 
 
+def test_a_gif_whose_frame_header_is_cut_short_is_refused(scratch: Path) -> None:
+    """Found by the slow fuzz run (Pillow raised struct.error): one line,
+    BadImageError."""
+    check_one(scratch, "gif", [("set", 11684, 44)])
+
+
 @settings(
     max_examples=DEFAULT_EXAMPLES,
     deadline=2000,
