@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,7 +32,7 @@ from styler.errors import (
     StylerError,
     UsageError,
 )
-from styler.fsutil import remove_stale_parts
+from styler.fsutil import NOT_A_FILE, remove_stale_parts
 from styler.log import logger
 from styler.metadata import ModelMetadata
 from styler.paths import Job, output_path
@@ -403,7 +404,8 @@ class _Pipeline:
         key = os.path.realpath(out)
         root = os.path.realpath(self.options.output_dir)
         if os.path.commonpath([root, key]) != root:
-            return "failed", f"{out.parent} leads out of the output folder (a symbolic link)"
+            link = out if os.path.islink(out) else out.parent
+            return "failed", f"{link} leads out of the output folder (a symbolic link)"
         other = self.claimed.get(key)
         if other is not None:
             return "failed", f"another input already writes {out} ({other})"
@@ -415,6 +417,8 @@ class _Pipeline:
             st = os.stat(out)
         except FileNotFoundError:  # a dangling symbolic link is still the user's file
             return ("skipped", "output exists") if os.path.lexists(out) else None
+        if not stat.S_ISREG(st.st_mode):
+            return "failed", f"{out} {NOT_A_FILE}"
         victim = self.inputs.get((st.st_dev, st.st_ino))
         if victim is not None and os.path.samefile(victim, source):
             return "failed", "the output would overwrite the input; choose another --output"

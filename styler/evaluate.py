@@ -29,6 +29,7 @@ from styler import imageio, metrics
 from styler.errors import BadImageError, BadModelError, InferenceError, UsageError
 from styler.log import logger
 from styler.paths import list_images, pair_by_stem
+from styler.runtime import model_runs
 
 if TYPE_CHECKING:
     from styler.features import FeatureExtractor
@@ -269,7 +270,8 @@ def _style_photos(
                 continue
             start = time.perf_counter()
             try:
-                out = stylizer.apply_array(rgb)
+                with model_runs(stylizer.model.path):
+                    out = stylizer.apply_array(rgb)
             except InferenceError as exc:  # no score means anything then
                 raise BadModelError(f"{exc.reason} (on {path})", stylizer.model.path) from None
             acc.seconds_model += time.perf_counter() - start

@@ -26,7 +26,7 @@ from torch import nn
 
 from styler._version import __version__
 from styler.errors import ExportError
-from styler.fsutil import atomic_write_bytes, check_new_output
+from styler.fsutil import atomic_write_bytes, check_new_output, remove_stale_parts
 from styler.log import logger
 from styler.metadata import (
     METADATA_KEY,
@@ -308,6 +308,7 @@ def export_checkpoint(
 
     checkpoint, output = Path(checkpoint), Path(output)
     check_new_output(checkpoint, output, overwrite)
+    remove_stale_parts(output.parent)  # what a killed writer left
     meta, state = load_generator(checkpoint)
     changes = {"name": name, "description": description, "license": license}
     meta = dataclasses.replace(meta, **{k: v for k, v in changes.items() if v is not None})

@@ -39,6 +39,17 @@ def path_kind(path: str | Path, error: type[StylerError] = UsageError) -> Kind |
     return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
 
 
+def resolved(path: str | Path, error: type[StylerError] = UsageError) -> Path:
+    """``Path(path).resolve()``, a symbolic link loop raising ``error`` naming
+    it (Python 3.11's pathlib raises a bare RuntimeError for one)."""
+    try:
+        return Path(path).resolve()
+    except RuntimeError:
+        raise error(f"cannot read: {os.strerror(errno.ELOOP)}", path) from None
+    except OSError as exc:
+        raise error(f"cannot read: {exc.strerror or exc}", path) from None
+
+
 def _read_umask() -> int:
     """The process umask, read without changing it (Linux), else the usual 022."""
     try:
@@ -166,12 +177,19 @@ def check_output_folder(folder: Path) -> None:
         ) from None
 
 
+#: Said of an output path that exists as something else than a file: styler
+#: never takes it for an earlier result, nor puts a file in its place.
+NOT_A_FILE = "exists and is not a file (a folder, named pipe, device or socket): left alone"
+
+
 def check_new_output(source: Path | Sequence[Path], output: Path, overwrite: bool) -> None:
-    """Refuse to write ``output`` when it exists (unless ``overwrite``) or is
+    """Refuse to write ``output`` when it exists (unless ``overwrite``), is
     one of the command's inputs, ``source`` (even with ``overwrite``: the
-    input would be lost)."""
+    input would be lost), or is not a file (a folder, a named pipe, a device:
+    the atomic rename would put a file in its place)."""
     sources = [source] if isinstance(source, Path) else list(source)
-    exists = path_kind(output) is not None
+    kind = path_kind(output)
+    exists = kind is not None
     for src in sources:
         try:
             same = exists and os.path.samefile(src, output)
@@ -179,5 +197,7 @@ def check_new_output(source: Path | Sequence[Path], output: Path, overwrite: boo
             same = False
         if same:
             raise UsageError(f"the output is the input {src}; choose another --output", output)
+    if kind in ("dir", "other"):  # replacing /dev/null or a pipe is never what was meant
+        raise UsageError(f"{NOT_A_FILE}; choose another --output", output)
     if exists and not overwrite:
         raise UsageError(f"{output} exists; pass --overwrite to replace it")

@@ -18,7 +18,7 @@ from PIL import Image
 
 from styler.errors import BadModelError, OutputError, UsageError
 from styler.fsutil import atomic_path
-from styler.runtime import Model
+from styler.runtime import Model, model_runs
 
 #: Images per onnxruntime call.
 CHUNK = 256
@@ -93,7 +93,8 @@ class ImageGenerator:
         for start, noise in noise_chunks(seed, n, self.meta.latent_dim):
             stop = start + len(noise)
             labels = self.labels_for(start, stop, label)
-            out = self.model.generate(noise, labels)
+            with model_runs(self.model.path):
+                out = self.model.generate(noise, labels)
             if not np.isfinite(out).all():
                 raise BadModelError(
                     "the model's output holds NaN or infinite values", self.model.path

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from styler.errors import BadCheckpointError, BadModelError, UsageError
-from styler.fsutil import check_new_output
+from styler.fsutil import check_new_output, path_kind, remove_stale_parts
 from styler.log import logger
 from styler.metadata import ModelMetadata
 from styler.netconfig import (
@@ -51,6 +51,8 @@ class ImportedGenerator:
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a .pth file safely (``weights_only=True``: no code in it can run)."""
+    if path_kind(path, BadCheckpointError) == "other":  # a named pipe would block forever
+        raise BadCheckpointError("not a regular file (named pipe, device or socket)", path)
     try:
         with warnings.catch_warnings():
             # torch warns about the pickle it refuses (a legacy protocol, ...)
@@ -290,6 +292,7 @@ def import_to_onnx(
     if train_size is not None and not 1 <= train_size <= MAX_TRAIN_SIZE:
         raise UsageError(f"--train-size must be from 1 to {MAX_TRAIN_SIZE}, got {train_size}")
     check_new_output(checkpoint, output, overwrite)
+    remove_stale_parts(output.parent)  # what a killed writer left
     imported = import_checkpoint(checkpoint, **overrides)
     net = zoo.build(imported.config, init=None)
     net.load_state_dict(imported.state_dict, strict=True)

@@ -116,7 +116,7 @@ def _same(a: Path, b: Path | None) -> bool:
         return False
     try:
         return a.resolve() == b.resolve()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python 3.11)
         return False
 
 

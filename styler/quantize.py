@@ -29,11 +29,11 @@ import numpy as np
 
 from styler import imageio, metrics
 from styler.errors import BadModelError, ExportError, UsageError
-from styler.fsutil import atomic_write_bytes, check_new_output
+from styler.fsutil import atomic_write_bytes, check_new_output, remove_stale_parts
 from styler.graph_passes import fast_graph, transposed_to_subpixel
 from styler.log import logger
 from styler.metadata import METADATA_KEY, ModelMetadata
-from styler.runtime import Model
+from styler.runtime import Model, model_runs
 
 #: Calibration and checking images are downscaled to this longer side.
 CALIBRATION_SIDE = 512
@@ -118,12 +118,14 @@ def quantize_int8(
     start = time.perf_counter()
     output = Path(output)
     check_new_output(Path(model_path), output, overwrite)
+    remove_stale_parts(output.parent)  # what a killed writer left
     source = Model.open(model_path, device="cpu")
     meta = source.meta
     if meta.task != "translate" or meta.precision != "fp32":
         raise UsageError("int8 quantisation takes an fp32 translation model", model_path)
     batches = _model_inputs(images, meta)
-    reference = [source.run(x) for x in batches]  # fp32 outputs, to compare int8 with
+    with model_runs(model_path):
+        reference = [source.run(x) for x in batches]  # fp32 outputs, to compare int8 with
     for y in reference:
         if not np.isfinite(y).all():
             raise BadModelError(
@@ -171,7 +173,8 @@ def quantize_int8(
     scores = []
     for x, y in zip(batches, reference, strict=True):
         a = (y[0].transpose(1, 2, 0) - lo) / (hi - lo)
-        b = (check.run(x)[0].transpose(1, 2, 0) - lo) / (hi - lo)
+        with model_runs(model_path):
+            b = (check.run(x)[0].transpose(1, 2, 0) - lo) / (hi - lo)
         scores.append(metrics.psnr(np.clip(a, 0, 1), np.clip(b, 0, 1)))
     psnr = float(np.mean([min(s, 100.0) for s in scores]))
     if not psnr >= min_psnr:

@@ -8,15 +8,16 @@ anything is run.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from styler.errors import BadModelError, DeviceError, UsageError
+from styler.errors import BadModelError, DeviceError, StylerError, UsageError
 from styler.fsutil import path_kind
 from styler.log import logger
 from styler.metadata import (
@@ -134,6 +135,12 @@ def check_signature(session: Any, meta: ModelMetadata, source: str | Path) -> No
             raise BadModelError(
                 f"{role} {name!r} has {shape[1]} channels, the metadata says {channels}", source
             )
+        if role == "input" and (isinstance(shape[2], int) or isinstance(shape[3], int)):
+            raise BadModelError(
+                f"input {name!r} has a fixed size ({shape[2]} x {shape[3]}); a styler model "
+                "takes images of any size",
+                source,
+            )
     if meta.norm_stats:
         optional = {i.name: i for i in session.get_overridable_initializers()}
         stats, weight = optional.get(STATS_INPUT), optional.get(STATS_WEIGHT_INPUT)
@@ -208,6 +215,8 @@ class Model:
                 raise BadModelError("no such model file", path)
             if found == "dir":
                 raise BadModelError("is a directory, not an ONNX model file", path)
+            if found == "other":  # a named pipe would block onnxruntime's read forever
+                raise BadModelError("not a regular file (named pipe, device or socket)", path)
             if found == "file" and path.stat().st_size == 0:
                 raise BadModelError("empty file, not an ONNX model", path)
         taken, providers = choose_providers(device, ort.get_available_providers())
@@ -289,6 +298,20 @@ class Model:
         (stats,) = self.session.run([STATS_OUTPUT], feed)
         self._check_shape("statistics", stats, (1, self.meta.norm_stats), image.shape)
         return np.asarray(stats, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def model_runs(path: str | Path) -> Iterator[None]:
+    """Where no single input can be failed (eval, quantize, generate), a graph
+    that fails when run is a model error: one line naming the model and
+    onnxruntime's reason, never a traceback."""
+    try:
+        yield
+    except StylerError:
+        raise
+    except Exception as exc:  # onnxruntime raises its own types
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise BadModelError(f"the graph failed when run ({text[:300]})", path) from None
 
 
 def _dims(shape: tuple[int, ...]) -> str:

@@ -5,6 +5,7 @@ an exit code (usage errors and bad models 2, failed inputs 1)."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import unicodedata
@@ -15,7 +16,7 @@ from typing import Annotated
 import typer
 
 from styler._version import __version__
-from styler.errors import EXIT_USAGE, StylerError
+from styler.errors import EXIT_SOME_FAILED, EXIT_USAGE, StylerError
 from styler.log import logger
 
 app = typer.Typer(
@@ -133,15 +134,50 @@ def _log_library_warnings() -> None:
     warnings.showwarning = show
 
 
+def _open_closed_streams() -> None:
+    """A standard stream the caller closed (``styler ... >&-``) is opened on
+    /dev/null: no file styler opens takes its number (where a library's
+    write to stdout would land in it), and nothing written there fails."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115
+
+
+def _stdout_lost(exc: OSError) -> bool:
+    """Whether ``exc`` was raised writing to stdout (a full disk, /dev/full,
+    a device error): the innermost frame was writing to stdout or its
+    buffer. stdout is then pointed at /dev/null, so that Python's own flush
+    at exit does not fail again with a traceback."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    streams = (sys.stdout, getattr(sys.stdout, "buffer", None))
+    if tb is None or not any(v in streams for v in tb.tb_frame.f_locals.values()):
+        return False
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; styler's errors become one line on stderr and
     their exit code (usage errors and bad models 2, failed inputs 1)."""
+    _open_closed_streams()
     _log_library_warnings()
     try:
         app(args=argv, prog_name="styler")
     except StylerError as exc:
         typer.echo(one_line(f"styler: error: {exc}"), err=True)
         return exc.exit_code
+    except OSError as exc:
+        if not _stdout_lost(exc):
+            raise
+        typer.echo(one_line(f"styler: error: stdout: cannot write: {exc.strerror}"), err=True)
+        return EXIT_SOME_FAILED
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0

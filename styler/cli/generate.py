@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 
 from styler.cli.app import app
-from styler.fsutil import check_new_output, check_output_folder, remove_stale_parts
+from styler.fsutil import (
+    NOT_A_FILE,
+    check_new_output,
+    check_output_folder,
+    path_kind,
+    remove_stale_parts,
+)
 from styler.log import logger
 
 
@@ -37,15 +43,15 @@ def generate(
     files are kept unless --overwrite). stdout gets one path per written image
     (and the grid's path last). A class-conditional model makes every class in
     turn, or only --class."""
-    from styler.errors import UsageError
+    from styler.errors import OutputError, UsageError
     from styler.generate import MAX_GRID, ImageGenerator, file_name, grid, save_png, to_pil
 
     if grid_path is not None and count > MAX_GRID:
         raise UsageError(f"--grid holds at most {MAX_GRID} images; -n is {count}")
     gen = ImageGenerator(model, device=device)
-    check_output_folder(output)
     if grid_path is not None:
         check_new_output(model, grid_path, overwrite=True)  # never the model itself
+    check_output_folder(output)
     for stale in remove_stale_parts(output):
         logger.info("removed %s, left by an interrupted run", stale)
     items = []  # kept only for the grid: memory stays bounded without one
@@ -54,6 +60,8 @@ def generate(
         if grid_path is not None:
             items.append(item)
         path = output / file_name(item, gen.classes)
+        if path_kind(path, OutputError) not in (None, "file"):
+            raise OutputError(NOT_A_FILE, path)
         if path.exists() and (not overwrite or path.samefile(model)):
             skipped += 1
             continue

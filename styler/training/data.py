@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from styler.errors import BadImageError, UsageError
+from styler.fsutil import resolved
 from styler.log import logger
 from styler.paths import list_images, pair_by_stem
 from styler.training import limits
@@ -56,7 +57,7 @@ def domain_name(folder: str | Path) -> str:
     letters, digits, ``-`` and ``_``, never starting with ``-`` (it names
     files, and a shell would read it as an option), cut to at most
     40 characters and :data:`~styler.training.limits.DOMAIN_FROM_FOLDER` bytes."""
-    name = Path(folder).resolve().name or "images"
+    name = resolved(folder).name or "images"
     cleaned = (
         "".join(c if (c.isalnum() and c.isprintable()) or c in "-_" else "_" for c in name)
         .lstrip("-_")

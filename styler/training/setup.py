@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from styler.errors import StylerError, UsageError
+from styler.fsutil import resolved
 from styler.log import logger
 from styler.training import limits
 from styler.training.budget import PROVISIONAL_STEPS
@@ -93,7 +94,7 @@ def recipe_for(
         return recipe
     if data_b is None or aligned or mode != "auto":
         return None
-    found = scan(Path(data_a).resolve(), Path(data_b).resolve(), paired=None, seed=seed or 0)
+    found = scan(resolved(data_a), resolved(data_b), paired=None, seed=seed or 0)
     return None if found.paired else DEFAULT_RECIPE
 
 
@@ -126,7 +127,7 @@ def _make_config(
     if data_b is None and not aligned:
         if mode not in ("auto", "gan"):
             raise UsageError(f"--mode {mode} needs two folders (or --aligned for pix2pix)")
-        plan = _generation(Path(data_a).resolve(), flags)
+        plan = _generation(resolved(data_a), flags)
     else:
         seed = shared.get("seed", TrainConfig.seed)
         plan = _translation(data_a, data_b, mode, seed, flags)
@@ -162,8 +163,8 @@ def _translation(
     modes = [name for name, m in MODES.items() if issubclass(m.config, TranslationConfig)]
     if mode not in ("auto", *modes):
         raise UsageError(f"unknown mode {mode!r}: expected auto, {', '.join(modes)}")
-    root_a = Path(data_a).resolve()
-    root_b = None if data_b is None else Path(data_b).resolve()
+    root_a = resolved(data_a)
+    root_b = None if data_b is None else resolved(data_b)
     forced = None if mode == "auto" else translation_mode(mode)
     if root_b is None and forced is not None and not forced.paired:
         raise UsageError(f"--aligned data is paired: it trains pix2pix, not {mode}")
