@@ -295,6 +295,33 @@ def test_color_loss_sees_regional_hue_not_texture_or_brightness() -> None:
     assert color_loss(shuffled, x) > color_loss(x + noise, x)
 
 
+def test_finer_colour_cells_see_a_hue_traded_for_a_mix_of_others(tmp_path: Path) -> None:
+    """A hue swapped for a checkerboard of two others with the same mean (the
+    trade a generator found at 8 cells: orange grass became green with purple
+    stalks) is invisible to the colour loss at 8 cells a side and seen at 32;
+    --color-cells reaches the loss through make_config and is bounded."""
+    from styler.errors import UsageError
+    from styler.training.losses import color_loss
+    from styler.training.setup import make_config
+
+    x = torch.full((1, 3, 128, 128), 0.0)
+    x[:, 0], x[:, 1] = 0.6, 0.1  # orange
+    squares = torch.kron(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]), torch.ones(4, 4))
+    mix = squares.repeat(16, 16)  # 4-pixel squares
+    traded = x + torch.stack([mix * 0.5, -mix * 0.5, mix * 0.5])[None]  # purple and green
+    assert color_loss(traded, x, cells=8) < 1e-6
+    assert color_loss(traded, x, cells=32) > 0.1
+    folders = []
+    for name in ("A", "B"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / name / f"{name}.png")
+        folders.append(tmp_path / name)
+    config, _ = make_config(*folders, mode="fastcut", size=32, steps=1, color_cells=16)
+    assert config.mode.color_cells == 16
+    with pytest.raises(UsageError, match="--color-cells"):
+        make_config(*folders, mode="fastcut", size=32, steps=1, color_cells=64)
+
+
 def test_resume_gives_exactly_the_uninterrupted_weights(
     tmp_path: Path, unpaired: tuple[Path, Path]
 ) -> None:

@@ -190,8 +190,15 @@ def train(
     lambda_color: Annotated[
         float | None,
         typer.Option(
-            help="CycleGAN colour loss (regional hues kept; 0: off, as the reference) "
-            "[default: 0.0]."
+            help="CycleGAN, cut, fastcut: colour loss (regional hues kept; 0: off, as the "
+            "reference) [default: 0.0]."
+        ),
+    ] = None,
+    color_cells: Annotated[
+        int | None,
+        typer.Option(
+            help="cut/fastcut: the colour loss compares mean hues over this many cells a side "
+            "(more: finer) [default: 8].",
         ),
     ] = None,
     disc_input: Annotated[
@@ -393,6 +400,7 @@ def train(
                 lambda_identity=lambda_identity,
                 lambda_l1=lambda_l1,
                 lambda_color=lambda_color,
+                color_cells=color_cells,
                 disc_input=disc_input,
                 pool_size=pool_size,
                 flip=flip,

@@ -79,6 +79,10 @@ class CutConfig(TranslationConfig):
     lambda_style: float = 0.0
     #: Colour loss: the translation's chroma against the input's (see CycleGAN's).
     lambda_color: float = 0.0
+    #: The colour loss compares mean chroma over a grid of this many cells a
+    #: side (8: regional hues; 32 on a 128-pixel crop: 4-pixel cells, so that
+    #: a hue cannot be swapped for a mix of others with the same mean).
+    color_cells: int = 8
     #: Decay of the generator's moving average (0: none; 0.999 is typical).
     ema: float = 0.0
 
@@ -95,6 +99,8 @@ class CutConfig(TranslationConfig):
         weights = (self.lambda_gan, self.lambda_nce, self.lambda_content, self.lambda_style)
         if any(not w >= 0 for w in (*weights, self.lambda_color)):
             raise UsageError("loss weights must be >= 0")
+        if not 1 <= self.color_cells <= config.size:
+            raise UsageError(f"--color-cells must be from 1 to --size ({config.size})")
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema must be in [0, 1), got {self.ema}")
         if self.color_disc and config.size < 64:
@@ -236,7 +242,7 @@ class Cut(Trainer):
                     loss["nce_idt"] = nce[1] * c.lambda_nce
             loss.update(self._feature_losses(real_A, real_B, fake_B))
         if c.lambda_color > 0:
-            loss["color"] = color_loss(fake_B, real_A) * c.lambda_color
+            loss["color"] = color_loss(fake_B, real_A, c.color_cells) * c.lambda_color
         return loss
 
     def _nce(
