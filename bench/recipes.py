@@ -147,7 +147,8 @@ def _score(task: str, model: Path) -> dict[str, Any]:
     import corpus
 
     report = corpus.score(model)
-    return {k: v["ratio"] for k, v in report.items() if isinstance(v, dict) and "ratio" in v}
+    ratios = {k: v["ratio"] for k, v in report.items() if isinstance(v, dict) and "ratio" in v}
+    return {**ratios, "colour": report["colour"]}
 
 
 def _commit() -> str:
