@@ -53,6 +53,8 @@ TILE_MARGIN = 32
 
 Status = Literal["ok", "skipped", "failed", "planned"]
 FORMATS = ("keep", "png", "jpg", "webp")
+#: The longest file name, in bytes, of the usual file systems (Linux NAME_MAX).
+NAME_MAX = 255
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,12 @@ class ApplyOptions:
             raise UsageError(
                 f"--suffix is added to each file name and cannot hold a path separator "
                 f"or a NUL byte (got {self.suffix!r}); use --output to choose a folder"
+            )
+        size = len(os.fsencode(self.suffix))
+        if 1 + size + len(".png") > NAME_MAX:  # the shortest name an output can have
+            raise UsageError(
+                f"--suffix is {size} bytes: no output's name could hold it "
+                f"(a file name holds at most {NAME_MAX} bytes)"
             )
 
 

@@ -254,6 +254,24 @@ def test_a_suffix_with_a_path_separator_is_a_usage_error(
     assert not out.exists() and sorted(os.listdir(tmp_path)) == ["in"]
 
 
+def test_a_suffix_no_output_name_can_hold_is_a_usage_error(
+    tiny_resnet_onnx: Path, tmp_path: Path
+) -> None:
+    """A --suffix of 300 bytes failed every file one by one (exit 1); no name
+    can hold it, so it is refused before any work, in one line."""
+    photos, out = tmp_path / "in", tmp_path / "out"
+    _png(photos / "a.png")
+    args = ["apply", str(photos), "-m", str(tiny_resnet_onnx), "-o", str(out)]
+    result = styler(*args, "--suffix", "s" * 300)
+    assert result.returncode == 2
+    lines = _lines(result)
+    assert len(lines) == 1 and "--suffix is 300 bytes" in lines[0], lines
+    assert not out.exists()
+    fits = styler(*args, "--suffix", "s" * 240)  # a_sss...s.png: 246 bytes, fine
+    assert fits.returncode == 0, _lines(fits)
+    assert os.listdir(out) == ["a" + "s" * 240 + ".png"]
+
+
 def test_an_endless_line_on_stdin_is_refused_after_the_paths_before_it(
     tiny_resnet_onnx: Path, tmp_path: Path
 ) -> None:
