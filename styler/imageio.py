@@ -205,9 +205,16 @@ def _decoder_errors(head: bytes, path: Path) -> Iterator[None]:
         raise BadImageError("image too large to decode safely (decompression bomb)", path) from None
     except UnidentifiedImageError:
         raise BadImageError(_UNSUPPORTED, path) from None
+    # struct.error and IndexError: a damaged GIF's frame header, or palette.
     except (
-        *(OSError, SyntaxError, ValueError, EOFError, MemoryError, TypeError),
-        *(struct.error, IndexError),  # a damaged GIF's frame header, or palette
+        OSError,
+        SyntaxError,
+        ValueError,
+        EOFError,
+        MemoryError,
+        TypeError,
+        struct.error,
+        IndexError,
     ) as exc:
         raise BadImageError(_decode_reason(exc, head), path) from None
 
