@@ -295,6 +295,23 @@ def test_best_keeper_keeps_the_lowest_score_across_a_resume(tmp_path: Path) -> N
     assert BestKeeper(path).best == float("inf")
 
 
+def test_a_best_checkpoint_of_another_run_is_not_what_the_run_must_beat(tmp_path: Path) -> None:
+    """A best.safetensors copied in from another run (another config) with a
+    low score kept this run's better checkpoints from being saved as best;
+    the export then passed over it and the run's best was lost."""
+    import dataclasses
+
+    trainer = build_trainer(tiny_cyclegan(), "cpu")
+    other = dataclasses.replace(trainer.config, lr=trainer.config.lr / 2)
+    path = tmp_path / "best.safetensors"
+    BestKeeper(path).offer(trainer, 2, {"seconds": 1.0, "kid": 0.01, "kid_std": 0.0})
+    assert BestKeeper(path, trainer.config).best == 0.01  # its own run's: kept
+    foreign = BestKeeper(path, other)
+    assert foreign.best == float("inf")
+    assert foreign.offer(trainer, 4, {"seconds": 2.0, "kid": 0.5, "kid_std": 0.1})
+    assert state.load(path).step == 4
+
+
 def test_an_earlier_best_replaces_the_last_only_when_clearly_better() -> None:
     from styler.training.scoring import CLEARLY, clearly_better
 

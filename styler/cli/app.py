@@ -4,16 +4,25 @@ an exit code (usage errors and bad models 2, failed inputs 1)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import unicodedata
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+try:  # the option parser's errors (typer vendors click since 0.20)
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - an older typer, on click
+    from click.exceptions import ClickException  # type: ignore[no-redef]
 
 from styler._version import __version__
 from styler.errors import EXIT_SOME_FAILED, EXIT_USAGE, StylerError
@@ -163,16 +172,60 @@ def _stdout_lost(exc: OSError) -> bool:
     return True
 
 
+#: Exit code of a command stopped by SIGTERM (128 + 15, as the shell reports it).
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread by SIGTERM: the command unwinds, so that a
+    write under way removes its temporary file and running encodes finish,
+    and exits with :data:`EXIT_TERMINATED`."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated(EXIT_TERMINATED)
+
+
+@contextlib.contextmanager
+def _stop_cleanly_on_sigterm() -> Iterator[None]:
+    """While a command runs, SIGTERM (``kill``, a job scheduler's time limit)
+    stops it as Ctrl-C does, leaving no temporary file behind; one inherited
+    as ignored stays ignored. ``styler train`` installs its own handler while
+    it trains (save, then stop)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    if not main_thread or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; styler's errors become one line on stderr and
     their exit code (usage errors and bad models 2, failed inputs 1)."""
     _open_closed_streams()
     _log_library_warnings()
     try:
-        app(args=argv, prog_name="styler")
+        with _stop_cleanly_on_sigterm():
+            code = app(args=argv, prog_name="styler", standalone_mode=False)
+    except Terminated:
+        typer.echo("styler: stopped (SIGTERM); nothing half-written is left", err=True)
+        return EXIT_TERMINATED
     except StylerError as exc:
         typer.echo(one_line(f"styler: error: {exc}"), err=True)
         return exc.exit_code
+    except ClickException as exc:  # a usage error found by the option parser
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `styler` alone: the help
+            typer.echo(exc.format_message(), err=True)
+        else:
+            typer.echo(one_line(f"styler: error: {_usage_message(exc)}"), err=True)
+        return exc.exit_code
+    except typer.Abort:  # end of input at a prompt
+        typer.echo("styler: aborted", err=True)
+        return EXIT_SOME_FAILED
     except OSError as exc:
         if not _stdout_lost(exc):
             raise
@@ -183,4 +236,12 @@ def main(argv: list[str] | None = None) -> int:
             return exc.code or 0
         typer.echo(str(exc.code), err=True)
         return EXIT_USAGE
-    return 0
+    return code if isinstance(code, int) else 0  # typer.Exit(n) comes back as n
+
+
+def _usage_message(exc: ClickException) -> str:
+    """The parser's message and where to read more, on one line (click's own
+    display takes three: usage, a hint, the error)."""
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return f"{exc.format_message()}{where}"

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from styler.cli.app import Description, Fp16, OutputFile, Overwrite, app, need_train_extra
-from styler.errors import StylerError
+from styler.errors import StylerError, UsageError
 from styler.fsutil import check_new_output, path_kind
 
 
@@ -151,7 +151,14 @@ def quantize(
 
     if not math.isfinite(min_psnr):
         raise StylerError(f"--min-psnr must be a number, got {min_psnr}")
-    files = [j.input for j in collect_jobs([calibration]) if not j.error][:limit]
+    jobs = list(collect_jobs([calibration]))
+    files = [j.input for j in jobs if not j.error][:limit]
+    if len(files) < 2:
+        why = next((f" ({j.input}: {j.error})" for j in jobs if j.error), "")
+        raise UsageError(
+            f"--calibration {calibration}: int8 calibration needs at least 2 images, "
+            f"found {len(files)}{why}"
+        )
     target = output or model.with_suffix(".int8.onnx")
     check_new_output([model, *files], target, overwrite)  # no input is ever replaced
     images = load_calibration(files)

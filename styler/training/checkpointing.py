@@ -19,6 +19,7 @@ from typing import Any
 from styler.errors import BadCheckpointError, StylerError
 from styler.log import logger
 from styler.training import state
+from styler.training.config import TrainConfig
 from styler.training.trainer import Trainer
 
 #: Unless asked for by step count, checkpoints are at least this far apart
@@ -98,10 +99,13 @@ def _foreign(path: Path, trainer: Trainer) -> bool:
 
 class BestKeeper:
     """``path``, the checkpoint with the lowest score of the run (read back
-    from the file on resume)."""
+    from the file on resume). With ``run`` (the run's config), a file there of
+    another config (copied in from another run) is not this run's best: it
+    is reported and replaced by the run's first scored checkpoint."""
 
-    def __init__(self, path: Path, key: str = "kid") -> None:
+    def __init__(self, path: Path, run: TrainConfig | None = None, key: str = "kid") -> None:
         self.path = path
+        self.run = run
         self.key = key
         self.best, self.best_std = self._read()
 
@@ -110,10 +114,10 @@ class BestKeeper:
         if not self.path.exists():
             return math.inf, 0.0
         try:
-            info = state.load(self.path).header.get("info", {})
+            info = state.load(self.path, self.run).header.get("info", {})
             return float(info.get(self.key, math.inf)), float(info.get(f"{self.key}_std", 0.0))
         except (StylerError, TypeError, ValueError) as exc:
-            logger.warning("ignoring %s", exc)
+            logger.warning("ignoring %s; the run's best checkpoint will replace it", exc)
             return math.inf, 0.0
 
     def offer(self, trainer: Trainer, step: int, info: dict[str, Any]) -> bool:

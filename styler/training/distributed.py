@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from styler.errors import UsageError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -35,15 +37,28 @@ class DistInfo:
         return self.rank == 0
 
 
+def _env_int(name: str, default: int, low: int, high: int | None = None) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        bound = f"{low}..{high}" if high is not None else f"at least {low}"
+        raise UsageError(f"the environment variable {name}={raw!r} is not a whole number {bound}")
+    return value
+
+
 def from_env() -> DistInfo:
-    """What torchrun says about this process (one process when run plainly)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    """What torchrun says about this process (one process when run plainly);
+    a value torchrun would never set is a usage error naming the variable."""
+    world = _env_int("WORLD_SIZE", 1, 1)
+    if world == 1:
         return DistInfo()
     return DistInfo(
-        rank=int(os.environ.get("RANK", "0")),
+        rank=_env_int("RANK", 0, 0, world - 1),
         world=world,
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        local_rank=_env_int("LOCAL_RANK", 0, 0),
     )
 
 

@@ -186,11 +186,12 @@ def resume(
     run = RunFolder(Path(run_dir))
     start = run.resume_point()
     config = start.config
+    steps = steps if steps is not None else run.edited_steps(config)
     if steps is not None and config.time_budget:
         raise UsageError("this run has a time budget (--time): resume it without --steps")
     if steps is not None and steps != config.steps:
         if steps < start.step:
-            raise UsageError(f"--steps {steps} is before the checkpoint's step {start.step}")
+            raise UsageError(f"{steps} steps end before the checkpoint's step {start.step}")
         decay = round(steps * config.decay_steps / config.steps)
         config = dataclasses.replace(config, steps=steps, decay_steps=decay)
     return _run(config, run, device, watch, None, start)

@@ -193,6 +193,22 @@ class RunFolder:
             state.report_damaged(exc)
         return found
 
+    def edited_steps(self, config: TrainConfig) -> int | None:
+        """The length config.json asks for when it was edited by hand to
+        differ from ``config`` (the checkpoints'), taken as ``--steps``
+        would be (said, not replaced silently); None when it was not."""
+        edited = self.read_config()
+        if edited.steps == config.steps or edited.time_budget:
+            return None
+        logger.warning(
+            "%s asks for %d steps, the run's checkpoints %d: resuming to %d steps",
+            self.config,
+            edited.steps,
+            config.steps,
+            edited.steps,
+        )
+        return edited.steps
+
     def update_config(self, config: TrainConfig) -> None:
         """Rewrite config.json when a resume changed the config (a new --steps)."""
         if config != self.read_config():

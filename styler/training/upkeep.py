@@ -110,7 +110,7 @@ class Upkeep(Idle):
         config = trainer.config
         self.run, self.trainer, self.config, self.watch = run, trainer, config, watch
         self.progress, self.device = progress, device
-        self.evaluator = _evaluator(run, scorer) if scorer is not None else None
+        self.evaluator = _evaluator(run, scorer, config) if scorer is not None else None
         self.every = sample_every(watch, config.steps)
         self.eval_every = watch.eval_every or eval_every(config.steps)
         self.checkpointer = Checkpointer(
@@ -279,7 +279,7 @@ def eval_every(steps: int) -> int:
     return max(1, steps // BUDGET_EVALS)
 
 
-def _evaluator(run: RunFolder, scorer: Scorer) -> Evaluator:
+def _evaluator(run: RunFolder, scorer: Scorer, config: TrainConfig) -> Evaluator:
     from styler.training.scoring import Evaluator
 
-    return Evaluator(scorer, BestKeeper(run.best))
+    return Evaluator(scorer, BestKeeper(run.best, config))
