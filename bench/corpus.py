@@ -12,6 +12,7 @@ or in choosing a checkpoint. ``paintings/`` is the style.
 
     python bench/corpus.py build                  # data/p2p_split/ (symlinks)
     python bench/corpus.py score MODEL.onnx       # KID ratios on both sets, two extractors
+    python bench/corpus.py filters                # what hand-made filters reach (no training)
 
 Scores: KID of the model's outputs against the paintings, divided by the KID
 of the unmodified photos (1: no closer to the paintings than the photos;
@@ -29,6 +30,7 @@ import colorsys
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +149,83 @@ def score(model: Path, data: Path = OUT, extractors: tuple[str, ...] = ("lite0",
     return report
 
 
+def _lab(x: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.uint8(np.clip(x, 0, 1) * 255)).convert("LAB"), np.float32)
+
+
+def _rgb(lab: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    image = Image.fromarray(np.uint8(np.clip(lab, 0, 255)), "LAB").convert("RGB")
+    return np.asarray(image, np.float32) / 255
+
+
+def _filters(paintings: list[np.ndarray]) -> dict:
+    """Transforms that need no training: colour transfer to the paintings'
+    statistics (Reinhard et al., per channel in Lab), a painterly smoothing
+    (Pillow's mode filter), a blur, and mixes."""
+    from PIL import Image, ImageFilter
+
+    lab = np.concatenate([_lab(p).reshape(-1, 3) for p in paintings])
+    p_mean, p_std = lab.mean(0), lab.std(0)
+
+    def transfer(x: np.ndarray, keep_luma: bool = False) -> np.ndarray:
+        lab = _lab(x)
+        flat = lab.reshape(-1, 3)
+        out = (lab - flat.mean(0)) / (flat.std(0) + 1e-3) * p_std + p_mean
+        if keep_luma:
+            out[..., 0] = lab[..., 0]
+        return _rgb(out)
+
+    def pil(x: np.ndarray, f: Callable[[Image.Image], Image.Image]) -> np.ndarray:
+        return np.asarray(f(Image.fromarray(np.uint8(np.clip(x, 0, 1) * 255))), np.float32) / 255
+
+    def mode5(x: np.ndarray) -> np.ndarray:
+        return pil(x, lambda im: im.filter(ImageFilter.ModeFilter(5)))
+
+    def blur4(x: np.ndarray) -> np.ndarray:
+        def f(im: Image.Image) -> Image.Image:
+            small = im.resize((im.width // 4, im.height // 4), Image.Resampling.BOX)
+            return small.resize(im.size, Image.Resampling.BICUBIC)
+
+        return pil(x, f)
+
+    return {
+        "colour transfer (Lab mean/std)": transfer,
+        "colour transfer, chroma only": lambda x: transfer(x, keep_luma=True),
+        "half colour transfer": lambda x: 0.5 * x + 0.5 * transfer(x),
+        "mode filter 5": mode5,
+        "colour transfer + mode filter 5": lambda x: mode5(transfer(x)),
+        "4x blur": blur4,
+    }
+
+
+def filters(data: Path = OUT) -> dict:
+    """KID ratios, as :func:`score` gives them, of hand-made transforms of
+    the photos: how far the corpus's score moves without any training."""
+    from styler import metrics
+
+    paintings = _load(data / "paintings")
+    sets = {name: _load(data / name) for name in ("heldout", "second")}
+    extractors = {name: Extractor(name) for name in ("lite0", "lite2")}
+    refs = {name: ex.features(paintings) for name, ex in extractors.items()}
+    base = {
+        (e, s): metrics.kid(ex.features(photos), refs[e])[0]
+        for e, ex in extractors.items()
+        for s, photos in sets.items()
+    }
+    report: dict = {}
+    for name, transform in _filters(paintings).items():
+        row = report[name] = {}
+        for s, photos in sets.items():
+            out = [transform(x) for x in photos]
+            for e, ex in extractors.items():
+                row[f"{e}_{s}"] = metrics.kid(ex.features(out), refs[e])[0] / base[(e, s)]
+    return report
+
+
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -157,9 +236,13 @@ def main() -> None:
     s = sub.add_parser("score")
     s.add_argument("model", type=Path)
     s.add_argument("--data", type=Path, default=OUT)
+    f = sub.add_parser("filters")
+    f.add_argument("--data", type=Path, default=OUT)
     args = parser.parse_args()
     if args.command == "build":
         print(json.dumps(build(args.corpus, args.out)))
+    elif args.command == "filters":
+        print(json.dumps(filters(args.data), indent=1))
     else:
         print(json.dumps(score(args.model, args.data), indent=1))
 
