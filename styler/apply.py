@@ -29,6 +29,7 @@ from styler.errors import (
     BadImageError,
     BadModelError,
     InferenceError,
+    OutputExistsError,
     StylerError,
     UsageError,
 )
@@ -383,6 +384,9 @@ class _Pipeline:
         except BadImageError as exc:
             return _settle(item, "failed", exc.reason)
         item.format = imageio.output_format(header.format, opts.format)
+        too_large = imageio.too_large_for(item.format, imageio.limited(header.size, opts.max_size))
+        if too_large is not None:
+            return _settle(item, "failed", too_large)
         out = output_path(opts.output_dir, job, imageio.extension_for(item.format), opts.suffix)
         item.output = out
         try:
@@ -498,7 +502,9 @@ class _Pipeline:
         if imageio.exif_too_long(image, fmt):
             notes.append(f"EXIF of {len(image.exif or b'')} bytes is too long for JPEG: dropped")
         try:
-            imageio.save_image(out, rgb, image, fmt, self.options.quality)
+            imageio.save_image(out, rgb, image, fmt, self.options.quality, self.options.overwrite)
+        except OutputExistsError as exc:  # made by someone else while this one was styled
+            return Result(str(item.job.input), str(out), "skipped", exc.reason, _ms(item))
         except Exception as exc:
             return Result(str(item.job.input), str(out), "failed", _reason(exc), _ms(item))
         return Result(str(item.job.input), str(out), "ok", None, _ms(item), notes)

@@ -61,3 +61,8 @@ class OutputError(StylerError):
     """An output cannot be written (read-only folder, disk full, ...)."""
 
     exit_code = EXIT_SOME_FAILED
+
+
+class OutputExistsError(OutputError):
+    """An output appeared while styler wrote it without ``--overwrite``: the
+    file there (someone else's) is kept."""

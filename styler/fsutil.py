@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-from styler.errors import OutputError, StylerError, UsageError
+from styler.errors import OutputError, OutputExistsError, StylerError, UsageError
 
 #: What :func:`path_kind` finds at a path.
 Kind = Literal["file", "dir", "other"]
@@ -79,14 +79,37 @@ _TEMP_NAME = re.compile(r"\.styler-([0-9]{1,10})-([a-z0-9_]{8})\.part")
 PID_MAX = 2**22
 
 
+def _publish(tmp: Path, path: Path, replace: bool) -> None:
+    """Move the finished ``tmp`` to ``path``. Without ``replace``, never over
+    a file that is there: a hard link is made (which fails if ``path``
+    exists, atomically), then ``tmp`` removed; on a file system without hard
+    links, ``path`` is checked just before the rename."""
+    if replace:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputExistsError("appeared while styler wrote it: kept as it is", path) from None
+    except OSError:  # no hard links here (FAT, some network file systems)
+        if os.path.lexists(path):
+            raise OutputExistsError("appeared while styler wrote it: kept as it is", path) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path``
-    (after fsync), on any error it is removed. The temporary name
+def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it takes the place
+    of ``path`` (after fsync), on any error it is removed. The temporary name
     (``.styler-<pid>-<token>.part``) is hidden, never mistaken for a result,
     and a later run can remove what a killed writer left
     (:func:`remove_stale_parts`). A failed write (disk full, read-only
-    folder, a name too long, ...) raises :class:`OutputError` naming ``path``."""
+    folder, a name too long, ...) raises :class:`OutputError` naming ``path``.
+    With ``replace`` False, a file that is at ``path`` when the write ends
+    (one that appeared after the caller looked) is kept, and
+    :class:`OutputExistsError` raised."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
@@ -101,7 +124,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path, replace)
+    except OutputExistsError:
+        tmp.unlink(missing_ok=True)
+        raise
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write: {exc.strerror or exc}", path) from None

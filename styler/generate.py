@@ -129,9 +129,11 @@ def to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image[:, :, 0], "L") if image.shape[2] == 1 else Image.fromarray(image)
 
 
-def save_png(image: Image.Image, path: Path) -> None:
+def save_png(image: Image.Image, path: Path, replace: bool = True) -> None:
+    """Write ``image`` to ``path`` atomically (without ``replace``, a file
+    that appeared there meanwhile is kept: OutputExistsError)."""
     try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        with atomic_path(path, replace) as tmp, open(tmp, "wb") as f:
             image.save(f, format="PNG")
     except OSError as exc:
         raise OutputError(f"cannot write: {exc.strerror or exc}", path) from None

@@ -81,13 +81,31 @@ def format_from_extension(suffix: str) -> str:
 
 
 def output_format(source_format: str, requested: str = "keep") -> str:
-    """Pillow format to write: the source's when it can be kept, else PNG."""
+    """Pillow format to write: the source's when it can be kept, else PNG
+    (a multi-picture JPEG, Pillow's MPO, is written as a JPEG)."""
     if requested != "keep":
         try:
             return _REQUESTED[requested.lower()]
         except KeyError:
             raise ValueError(f"unknown output format {requested!r}") from None
+    source_format = "JPEG" if source_format == "MPO" else source_format
     return source_format if source_format in _KEEP else "PNG"
+
+
+#: The longest side each output format can hold (libjpeg's limit; WebP's 14-bit sizes).
+MAX_SIDE = {"JPEG": 65500, "WEBP": 16383}
+
+
+def too_large_for(fmt: str, size: tuple[int, int]) -> str | None:
+    """Why an image of ``size`` cannot be written as ``fmt``, or None."""
+    limit = MAX_SIDE.get(fmt)
+    if limit is None or max(size) <= limit:
+        return None
+    name = "WebP" if fmt == "WEBP" else fmt
+    return (
+        f"cannot write: {size[0]}x{size[1]} is too large for {name} (at most {limit} "
+        "pixels a side); use --format png"
+    )
 
 
 def extension_for(fmt: str) -> str:
@@ -260,6 +278,7 @@ def _decode_reason(exc: BaseException, data: bytes) -> str:
 def decode_pil(img: Image.Image, source_format: str | None = None) -> DecodedImage:
     """Turn an opened Pillow image into a :class:`DecodedImage`."""
     fmt = source_format or img.format or "PNG"
+    fmt = "JPEG" if fmt == "MPO" else fmt  # a multi-picture JPEG: its first picture
     mode = img.mode
     icc = img.info.get("icc_profile") or None
     lossless = fmt == "WEBP" and _webp_is_lossless(img)
@@ -273,6 +292,9 @@ def decode_pil(img: Image.Image, source_format: str | None = None) -> DecodedIma
         scale = 65535.0 if mode != "I" or arr.max(initial=0) > 255 else 255.0
         grey = np.clip(arr / scale, 0, 1).astype(np.float32)
         rgb = np.repeat(grey[:, :, None], 3, axis=2)
+        key = img.info.get("transparency")
+        if isinstance(key, int) and not isinstance(key, bool):  # PNG's colour key
+            alpha = np.where(arr == key, 0, 255).astype(np.uint8)
     elif mode == "F":
         arr = np.asarray(img, dtype=np.float32)
         bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
@@ -356,13 +378,20 @@ def _exif_without_orientation(img: Image.Image) -> bytes | None:
         return None
 
 
+def limited(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """``size`` scaled down so its longest side is at most ``max_side``."""
+    w, h = size
+    if not max_side or max(w, h) <= max_side:
+        return size
+    scale = max_side / max(w, h)
+    return (max(1, round(w * scale)), max(1, round(h * scale)))
+
+
 def limit_size(image: DecodedImage, max_side: int) -> DecodedImage:
     """Downscale (area-averaging) so the longest side is at most ``max_side``."""
-    w, h = image.size
-    if max(w, h) <= max_side:
+    size = limited(image.size, max_side)
+    if size == image.size:
         return image
-    scale = max_side / max(w, h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
     channels = [
         np.asarray(Image.fromarray(image.rgb[:, :, c], mode="F").resize(size, Image.BOX))
         for c in range(3)
@@ -424,9 +453,16 @@ def exif_too_long(like: DecodedImage, fmt: str) -> bool:
 
 
 def save_image(
-    path: str | Path, rgb: np.ndarray, like: DecodedImage, fmt: str, quality: int = 95
+    path: str | Path,
+    rgb: np.ndarray,
+    like: DecodedImage,
+    fmt: str,
+    quality: int = 95,
+    replace: bool = True,
 ) -> None:
-    """Write ``rgb`` (H x W x 3 in [0, 1]) to ``path`` in ``fmt``, atomically.
+    """Write ``rgb`` (H x W x 3 in [0, 1]) to ``path`` in ``fmt``, atomically
+    (without ``replace``, a file that appeared at ``path`` meanwhile is kept:
+    :class:`~styler.errors.OutputExistsError`).
 
     Alpha is re-attached exactly where the format can hold it (PNG, WebP,
     TIFF) and dropped for JPEG and BMP. The ICC profile and EXIF (orientation
@@ -434,6 +470,9 @@ def save_image(
     style network's output carries no 16-bit precision.
     """
     path = Path(path)
+    too_large = too_large_for(fmt, (rgb.shape[1], rgb.shape[0]))
+    if too_large is not None:
+        raise OutputError(too_large, path)
     img = to_pil(rgb, like)
     if fmt not in _ALPHA_FORMATS and img.mode == "RGBA":
         img = img.convert("RGB")
@@ -453,7 +492,7 @@ def save_image(
     elif fmt == "TIFF":
         params.update(compression="tiff_deflate")
     try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        with atomic_path(path, replace) as tmp, open(tmp, "wb") as f:
             img.save(f, format=fmt, **params)
     except OSError as exc:
         raise OutputError(f"cannot write: {exc.strerror or exc}", path) from None

@@ -211,6 +211,14 @@ def import_checkpoint(path: str | Path, **overrides: Any) -> ImportedGenerator:
     config = detect_config(sd, path)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides:
+        arch_keys = {"n_blocks": "resnet", "num_downs": "unet"}
+        for key, kind in arch_keys.items():
+            if key in overrides and config.kind != kind:
+                raise BadCheckpointError(
+                    f"holds a {config.preset} generator ({config.kind}), not a {kind} one: "
+                    "--arch must be of the same kind",
+                    path,
+                )
         try:
             config = dataclasses.replace(config, **overrides)
         except TypeError as exc:

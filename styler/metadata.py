@@ -138,6 +138,10 @@ class ModelMetadata:
         version = data.get("format_version")
         if not isinstance(version, int) or isinstance(version, bool):
             raise BadModelError("styler metadata has no format_version")
+        if version < 1:
+            raise BadModelError(
+                f"styler metadata has format_version {version} (versions start at 1)"
+            )
         if version > FORMAT_VERSION:
             raise BadModelError(
                 f"model format version {version} is newer than this styler understands "

@@ -54,9 +54,10 @@ def resolve_model(model: str | Path | None, folder: Path | None = None) -> Path:
         )
     path = Path(model)
     named = path.suffix.lower() == ".onnx" or len(path.parts) > 1
-    if named or path_kind(path, BadModelError) is not None:
-        return path
-    if str(model) in shipped:
+    kind = None if named else path_kind(path, BadModelError)
+    if str(model) in shipped and kind in (None, "dir"):  # a folder is never a model
         return shipped[str(model)].path
+    if named or kind is not None:
+        return path
     names = ", ".join(sorted(shipped)) or "none"
     raise BadModelError(f"no such model file or shipped model (shipped: {names})", model)

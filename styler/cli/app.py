@@ -58,6 +58,21 @@ def _root(
     """Batch image style transfer: train models, apply them to whole folders."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     _setup_logging(level)
+    _drop_unreadable_thread_count()
+
+
+#: What OpenMP accepts in OMP_NUM_THREADS: positive counts, one per nesting level.
+_OMP_THREADS = re.compile(r"\s*[1-9][0-9]*(\s*,\s*[1-9][0-9]*)*\s*")
+
+
+def _drop_unreadable_thread_count() -> None:
+    """An OMP_NUM_THREADS that OpenMP cannot read makes libgomp print its own
+    lines on stderr when torch loads: it is taken out of this process's
+    environment (the default count is used) and said once, in styler's words."""
+    value = os.environ.get("OMP_NUM_THREADS")
+    if value is not None and not _OMP_THREADS.fullmatch(value):
+        del os.environ["OMP_NUM_THREADS"]
+        logger.warning("ignoring OMP_NUM_THREADS=%r: not a positive whole number", value)
 
 
 #: Characters no message shows as they are: ASCII controls and DEL (a newline
@@ -177,30 +192,34 @@ EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 class Terminated(SystemExit):
-    """Raised in the main thread by SIGTERM: the command unwinds, so that a
-    write under way removes its temporary file and running encodes finish,
-    and exits with :data:`EXIT_TERMINATED`."""
+    """Raised in the main thread by SIGTERM (or SIGHUP): the command unwinds,
+    so that a write under way removes its temporary file and running encodes
+    finish, and exits with 128 + the signal's number (143 for SIGTERM)."""
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise Terminated(EXIT_TERMINATED)
+def _on_signal(signum: int, frame: object) -> None:
+    raise Terminated(128 + signum)
 
 
 @contextlib.contextmanager
-def _stop_cleanly_on_sigterm() -> Iterator[None]:
+def _stop_cleanly_on_signal() -> Iterator[None]:
     """While a command runs, SIGTERM (``kill``, a job scheduler's time limit)
-    stops it as Ctrl-C does, leaving no temporary file behind; one inherited
-    as ignored stays ignored. ``styler train`` installs its own handler while
-    it trains (save, then stop)."""
-    main_thread = threading.current_thread() is threading.main_thread()
-    if not main_thread or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    and SIGHUP (the terminal closed) stop it as Ctrl-C does, leaving no
+    temporary file behind; a signal inherited as ignored stays ignored.
+    ``styler train`` installs its own handler while it trains (save, then
+    stop)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGHUP too: the terminal or the ssh session closed.
+    wanted = [s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) == signal.SIG_DFL]
+    for s in wanted:
+        signal.signal(s, _on_signal)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for s in wanted:
+            signal.signal(s, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,11 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     _open_closed_streams()
     _log_library_warnings()
     try:
-        with _stop_cleanly_on_sigterm():
+        with _stop_cleanly_on_signal():
             code = app(args=argv, prog_name="styler", standalone_mode=False)
-    except Terminated:
-        typer.echo("styler: stopped (SIGTERM); nothing half-written is left", err=True)
-        return EXIT_TERMINATED
+    except Terminated as exc:
+        name = signal.Signals(int(exc.code or EXIT_TERMINATED) - 128).name
+        typer.echo(f"styler: stopped ({name}); nothing half-written is left", err=True)
+        return int(exc.code or EXIT_TERMINATED)
     except StylerError as exc:
         typer.echo(one_line(f"styler: error: {exc}"), err=True)
         return exc.exit_code

@@ -137,7 +137,7 @@ def quantize(
     min_psnr: Annotated[
         float, typer.Option(help="Refuse if int8 outputs differ from fp32 more than this (dB).")
     ] = 30.0,
-    limit: Annotated[int, typer.Option(help="Calibration images used at most.", min=1)] = 32,
+    limit: Annotated[int, typer.Option(help="Calibration images used at most.", min=2)] = 32,
     overwrite: Overwrite = False,
 ) -> None:
     """Make an int8 copy of a model for CPUs (onnxruntime static quantisation).

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from styler.cli.app import app
+from styler.cli.app import app, one_line
 from styler.fsutil import (
     NOT_A_FILE,
     check_new_output,
     check_output_folder,
     path_kind,
     remove_stale_parts,
+    resolved,
 )
 from styler.log import logger
 
@@ -43,7 +45,7 @@ def generate(
     files are kept unless --overwrite). stdout gets one path per written image
     (and the grid's path last). A class-conditional model makes every class in
     turn, or only --class."""
-    from styler.errors import OutputError, UsageError
+    from styler.errors import OutputError, OutputExistsError, UsageError
     from styler.generate import MAX_GRID, ImageGenerator, file_name, grid, save_png, to_pil
 
     if grid_path is not None and count > MAX_GRID:
@@ -51,6 +53,7 @@ def generate(
     gen = ImageGenerator(model, device=device)
     if grid_path is not None:
         check_new_output(model, grid_path, overwrite=True)  # never the model itself
+        _check_grid(grid_path, output)
     check_output_folder(output)
     for stale in remove_stale_parts(output):
         logger.info("removed %s, left by an interrupted run", stale)
@@ -65,14 +68,41 @@ def generate(
         if path.exists() and (not overwrite or path.samefile(model)):
             skipped += 1
             continue
-        save_png(to_pil(item.image), path)
+        try:
+            save_png(to_pil(item.image), path, replace=overwrite)
+        except OutputExistsError:  # made by someone else meanwhile: kept
+            skipped += 1
+            continue
         typer.echo(str(path))
     if grid_path is not None:
         if grid_path.exists() and not overwrite:
             typer.echo(f"styler: {grid_path} exists; pass --overwrite to replace it", err=True)
         else:
             columns = gen.meta.num_classes if gen.meta.num_classes and label is None else None
-            save_png(grid(items, columns), grid_path)
-            typer.echo(str(grid_path))
+            try:
+                save_png(grid(items, columns), grid_path, replace=overwrite)
+            except OutputExistsError as exc:
+                typer.echo(one_line(f"styler: {exc}"), err=True)
+            else:
+                typer.echo(str(grid_path))
     if skipped:
         typer.echo(f"styler: kept {skipped} existing files (--overwrite replaces them)", err=True)
+
+
+#: Names generate gives its samples: ``sample_00012.png``, ``<class>_00012.png``.
+_SAMPLE_NAME = re.compile(r".*_[0-9]{5}\.png")
+
+
+def _check_grid(grid_path: Path, output: Path) -> None:
+    """The grid never takes the place of this run's outputs: not the output
+    folder itself, nor a name in it that a sample is written under."""
+    from styler.errors import UsageError
+
+    grid_real, out_real = resolved(grid_path), resolved(output)
+    if grid_real == out_real:
+        raise UsageError(f"--grid {grid_path} is the output folder; give a file name")
+    if grid_real.parent == out_real and _SAMPLE_NAME.fullmatch(grid_real.name):
+        raise UsageError(
+            f"--grid {grid_path} is named like the samples written into {output}; "
+            "choose another name"
+        )

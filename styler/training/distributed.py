@@ -55,11 +55,18 @@ def from_env() -> DistInfo:
     world = _env_int("WORLD_SIZE", 1, 1)
     if world == 1:
         return DistInfo()
-    return DistInfo(
+    info = DistInfo(
         rank=_env_int("RANK", 0, 0, world - 1),
         world=world,
         local_rank=_env_int("LOCAL_RANK", 0, 0),
     )
+    if not os.environ.get("MASTER_ADDR", "").strip():
+        raise UsageError(
+            f"WORLD_SIZE={world} but MASTER_ADDR is not set: start the processes with "
+            "torchrun (which sets where they meet), or set MASTER_ADDR and MASTER_PORT"
+        )
+    _env_int("MASTER_PORT", 29500, 1, 65535)
+    return info
 
 
 def init(info: DistInfo, device: str) -> None:
@@ -68,7 +75,11 @@ def init(info: DistInfo, device: str) -> None:
         backend = "nccl" if device == "cuda" else "gloo"
         if device == "cuda":
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world)
+        try:
+            dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world)
+        except (ValueError, RuntimeError) as exc:  # no rendezvous, a port in use, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UsageError(f"cannot join the other training processes: {first}") from None
 
 
 def shutdown(info: DistInfo) -> None:
