@@ -370,13 +370,14 @@ def _get(ray: ModuleType, refs: Any) -> Any:
 
 
 def _init_error(exc: Exception) -> StylerError | None:
-    """The StylerError that an actor's constructor raised (a model it cannot
-    open, a device it does not have, a folder not on its node), if that is
-    why it is dead."""
-    cause = getattr(exc, "cause", None)
-    while cause is not None and not isinstance(cause, StylerError):
-        cause = getattr(cause, "cause", None)
-    return cause
+    """Why an actor could not start (a model it cannot open, a device it
+    does not have, a folder not on its node), when that is why it is dead:
+    the styler error its constructor raised, which Ray passes on as text."""
+    if not getattr(exc, "actor_init_failed", False):
+        return None
+    ours = [line for line in str(exc).splitlines() if line.startswith("styler.errors.")]
+    reason = ours[-1].split(": ", 1)[-1] if ours else _first_line(exc)
+    return StylerError(f"a Ray actor could not start: {reason}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ from PIL import Image, ImageCms
 
 from styler.cli.app import with_optional_values
 from styler.distributed import WorkerPlan, import_ray, plan_workers
-from styler.errors import DeviceError, UsageError
+from styler.errors import DeviceError, StylerError, UsageError
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 MODEL = Path(__file__).parent.parent / "weights" / "photo2painting.onnx"
@@ -288,3 +288,61 @@ def test_without_ray_the_error_says_how_to_install_it(
     )
     assert result.returncode == 2
     assert result.stderr == "styler: error: --ray needs Ray: pip install 'styler[ray]'\n"
+
+
+def test_a_block_that_kills_its_worker_every_time_fails_only_the_image_that_does(
+    tmp_path: Path,
+) -> None:
+    """After Ray's own retries, a dead block is styled image by image: the
+    others come back styled, in order, and only the killer fails."""
+    pytest.importorskip("ray")
+    from ray.exceptions import ActorDiedError
+
+    from styler.apply import Item, Result
+    from styler.distributed import TASK_RETRIES, RayStylizer, _Block
+    from styler.paths import Job
+
+    class FakeRay:
+        """ray.get of a block: dies if the block holds the killer."""
+
+        def get(self, ref: list[str]) -> list[Result]:
+            if "killer.png" in ref:
+                raise ActorDiedError()
+            return [Result(name, f"out/{name}", "ok") for name in ref]
+
+    class FakePool:
+        def __init__(self) -> None:
+            self.blocks: list[list[str]] = []
+
+        def submit(self, items: list[Item]) -> list[str]:
+            self.blocks.append([item.job.input.name for item in items])
+            return self.blocks[-1]
+
+    names = ["a.png", "killer.png", "b.png"]
+    items = [
+        Item(Job(tmp_path / n, Path(n).with_suffix("")), output=Path("out") / n) for n in names
+    ]
+    skipped = Item(Job(tmp_path / "s.png", Path("s")), result=Result("s.png", None, "skipped"))
+    stylizer = object.__new__(RayStylizer)
+    stylizer.ray = FakeRay()
+    pool = FakePool()
+    block = _Block([items[0], skipped, *items[1:]], todo=items, ref=pool.submit(items))
+    results = list(stylizer._collect(block, pool))  # type: ignore[arg-type]
+    assert [r.status for r in results] == ["ok", "skipped", "failed", "ok"]
+    assert results[2].input == str(tmp_path / "killer.png")
+    assert f"died {TASK_RETRIES + 1} times" in str(results[2].error)
+    assert pool.blocks == [names, ["a.png"], ["killer.png"], ["b.png"]]
+
+
+@pytest.mark.slow
+def test_an_actor_that_cannot_start_is_one_error(ray_here: Any) -> None:
+    """An actor's constructor fails on its node (here: the driver's working
+    folder is not there): one styler error for the run, not a dead worker."""
+    from styler.apply import ApplyOptions
+    from styler.distributed import StyleWorker, _get
+
+    actor = ray_here.remote(StyleWorker).remote(
+        str(MODEL), "cpu", 1, None, ApplyOptions(), "/nonexistent/folder"
+    )
+    with pytest.raises(StylerError, match=r"a Ray actor could not start: .*shared storage"):
+        _get(ray_here, actor.ready.remote())
