@@ -33,6 +33,8 @@ import contextlib
 import logging
 import os
 import re
+import signal
+import threading
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -89,6 +91,7 @@ def connect(address: str | None = None) -> Iterator[None]:
         yield
         return
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         if address in (None, "local"):
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
@@ -97,6 +100,10 @@ def connect(address: str | None = None) -> Iterator[None]:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {address}" if address not in (None, "local") else "Ray"
         raise UsageError(f"cannot start or join {where}: {_first_line(exc)}") from None
+    if sigterm is not None and threading.current_thread() is threading.main_thread():
+        # Ray's core worker puts its own SIGTERM handler (a stack dump, then
+        # death) in place of the caller's: `styler apply` stops cleanly on it.
+        signal.signal(signal.SIGTERM, sigterm)
     try:
         yield
     finally:
