@@ -217,8 +217,14 @@ class _Pool:
             for i in range(self.plan.count)
         ]
         self.unfinished = [[] for _ in self.actors]
-        pids = _get(self.ray, [actor.ready.remote() for actor in self.actors])
-        logger.info("%s started (processes %s)", self.plan.describe(), pids)
+        # Wait for one actor only (the others may wait for resources that a
+        # busy cluster frees later): one that cannot start (a model it cannot
+        # open, a device it lacks) is an error for the run, here or on its
+        # first block.
+        first, _ = self.ray.wait([actor.ready.remote() for actor in self.actors], num_returns=1)
+        logger.info(
+            "%s starting (the first in process %s)", self.plan.describe(), _get(self.ray, first[0])
+        )
 
     def submit(self, items: list[Item]) -> Any:
         if not self.actors:
@@ -405,9 +411,11 @@ def apply_dataset(
     address: str | None = None,
 ) -> Iterator[Result]:
     """Style files, folders, or a Ray Dataset's ``path`` column on Ray: one
-    :class:`~styler.apply.Result` per input, in order, the same as a local
-    run. Uses the Ray already started, else joins ``address`` (or starts one
-    here) for the length of the run. Paths are read as ``styler apply``
+    :class:`~styler.apply.Result` per input, in order (a dataset's rows in
+    the order it yields them: set Ray Data's ``preserve_order`` for a
+    deterministic one), the same as a local run. Uses the Ray already
+    started, else joins ``address`` (or starts one here) for the length of
+    the run. Paths are read as ``styler apply``
     reads its arguments: a folder's tree is mirrored below the output
     folder, a file named by a relative path keeps that path."""
     with connect(address):

@@ -222,9 +222,16 @@ def test_apply_dataset_styles_a_ray_dataset_of_paths(ray_here: Any, tmp_path: Pa
 
     photos = _tree(tmp_path / "photos")
     files = sorted(str(p) for p in photos.rglob("*") if p.is_file())
-    dataset = ray_here.data.from_items([{"path": p, "other": 1} for p in files])
     options = ApplyOptions(output_dir=tmp_path / "ray")
-    results = list(apply_dataset(dataset, MODEL, options, device="cpu"))
+    # Rows come in the dataset's order: Ray Data's own order unless asked to
+    # keep it (here it matters: clash.jpg and clash.png write one file).
+    execution = ray_here.data.DataContext.get_current().execution_options
+    execution.preserve_order = True
+    try:
+        dataset = ray_here.data.from_items([{"path": p, "other": 1} for p in files])
+        results = list(apply_dataset(dataset, MODEL, options, device="cpu"))
+    finally:
+        execution.preserve_order = False
     local = apply_paths(files, MODEL, ApplyOptions(output_dir=tmp_path / "local"), device="cpu")
     assert [r.input for r in results] == files
 
