@@ -116,6 +116,19 @@ def precision_advice(precision: str, device: str) -> str | None:
     return None
 
 
+def check_model(model: Model, tile: int | None = None) -> None:
+    """Refuse what a :class:`Stylizer` cannot run: a generation model, or a
+    tile smaller than the model's size multiple."""
+    if model.meta.task != "translate":
+        raise BadModelError(
+            "a generation model (noise in, images out): use `styler generate`", model.path
+        )
+    if tile is not None and tile < model.meta.size_multiple:
+        raise StylerError(
+            f"tile size {tile} is smaller than the model's size multiple {model.meta.size_multiple}"
+        )
+
+
 @dataclass
 class Result:
     """What happened to one input."""
@@ -154,22 +167,13 @@ class Stylizer:
             from styler.shipped import resolve_model
 
             self.model = Model.open(resolve_model(model), device=device, threads=threads)
-        if self.model.meta.task != "translate":
-            raise BadModelError(
-                "a generation model (noise in, images out): use `styler generate`",
-                self.model.path,
-            )
+        check_model(self.model, tile)
         advice = precision_advice(self.model.meta.precision, self.model.device)
         if advice:
             logger.warning("%s: %s", self.model.path, advice)
         self.tile = tile
         self.overlap = overlap
         self.whole_pixels = whole_pixels or pixel_budget(self.model.meta.network.ngf)
-        if tile is not None and tile < self.model.meta.size_multiple:
-            raise StylerError(
-                f"tile size {tile} is smaller than the model's size multiple "
-                f"{self.model.meta.size_multiple}"
-            )
 
     @property
     def meta(self) -> Any:
@@ -266,7 +270,10 @@ class Stylizer:
 
 
 @dataclass
-class _Item:
+class Item:
+    """One job on its way through the pipeline: planned (its output decided,
+    or its result settled without decoding), then decoded, styled, written."""
+
     job: Job
     output: Path | None = None
     #: Pillow format the output is written in (decided from the input's header).
@@ -276,22 +283,20 @@ class _Item:
     started: float = field(default_factory=time.perf_counter)
 
 
-class _Pipeline:
-    """Decode ahead, infer in order, encode behind.
+class Planner:
+    """Decides every job's output, once, before any pixel is decoded.
 
-    Every output path is decided once, when a job is planned, from the
-    input's header (so a PNG named .jpg is written as .png there and then),
-    and checked there against every input of the run and every output
-    already claimed: no input is ever written over, no two inputs write one
-    file. With ``overwrite``, a stream of jobs is listed to the end first so
-    that the check covers inputs that come later too."""
+    Every output path is decided when a job is planned, from the input's
+    header (so a PNG named .jpg is written as .png there and then), and
+    checked there against every input of the run and every output already
+    claimed: no input is ever written over, no two inputs write one file.
+    With ``overwrite``, a stream of jobs is listed to the end first so that
+    the check covers inputs that come later too. The planner holds only
+    paths, never images: a local run and ``styler.distributed``'s driver
+    plan with it alike."""
 
-    def __init__(self, stylizer: Stylizer, options: ApplyOptions) -> None:
-        self.stylizer = stylizer
+    def __init__(self, options: ApplyOptions) -> None:
         self.options = options
-        self.decoders = ThreadPoolExecutor(options.workers, thread_name_prefix="styler-decode")
-        self.encoders = ThreadPoolExecutor(options.workers, thread_name_prefix="styler-encode")
-        self.ahead = max(2 * options.batch_size, 2 * options.workers)
         #: Outputs of this run (real path) -> the input that writes it.
         self.claimed: dict[str, Path] = {}
         #: Inputs of this run by file identity (device, inode) -> path.
@@ -301,42 +306,16 @@ class _Pipeline:
         self.named_outputs: dict[str, Path] = {}
         self.cleaned: set[Path] = set()
 
-    def close(self) -> None:
-        # Let running encodes finish (they write atomically); drop queued work.
-        self.decoders.shutdown(wait=True, cancel_futures=True)
-        self.encoders.shutdown(wait=True, cancel_futures=True)
-
-    def run(self, jobs: Iterable[Job]) -> Iterator[Result]:
+    def plan_all(self, jobs: Iterable[Job]) -> Iterator[Item]:
+        """Each job planned, in order and lazily (a stream of jobs stays one,
+        unless ``overwrite`` needs every input known first)."""
         if self.options.overwrite and not isinstance(jobs, Sequence):
             jobs = list(jobs)  # know every input before anything is overwritten
         if isinstance(jobs, Sequence):
             for job in jobs:
                 self._register(job)
-        pending = iter(jobs)
-        window: deque[_Item] = deque()
-        encoding: deque[tuple[_Item, Future[Result]]] = deque()
-        exhausted = False
-        while True:
-            while not exhausted and len(window) < self.ahead:
-                job = next(pending, None)
-                if job is None:
-                    exhausted = True
-                    break
-                window.append(self._plan(job))
-            if not window:
-                break
-            batch = self._take_batch(window)
-            if batch is None:  # the first item was settled without inference
-                item = window.popleft()
-                assert item.result is not None
-                encoding.append((item, _done(item.result)))
-            else:
-                for item, future in self._infer(batch):
-                    encoding.append((item, future))
-            while encoding and (encoding[0][1].done() or len(encoding) > self.ahead):
-                yield encoding.popleft()[1].result()
-        while encoding:
-            yield encoding.popleft()[1].result()
+        for job in jobs:
+            yield self.plan(job)
 
     def _register(self, job: Job) -> None:
         """Remember ``job``'s input by identity, so no output replaces it,
@@ -363,8 +342,10 @@ class _Pipeline:
         except ValueError:
             return ""
 
-    def _plan(self, job: Job) -> _Item:
-        item = _Item(job)
+    def plan(self, job: Job) -> Item:
+        """``job`` with its output decided, or its result settled (failed,
+        skipped, or planned in a dry run) without decoding."""
+        item = Item(job)
         opts = self.options
         if job.error:
             return _settle(item, "failed", job.error)
@@ -398,7 +379,6 @@ class _Pipeline:
             return _settle(item, *refusal)
         if opts.dry_run:
             return _settle(item, "planned")
-        item.decoded = self.decoders.submit(imageio.load_image, job.input, opts.max_pixels)
         return item
 
     def _clean(self, folder: Path) -> None:
@@ -443,7 +423,62 @@ class _Pipeline:
             )
         return None
 
-    def _take_batch(self, window: deque[_Item]) -> list[tuple[_Item, imageio.DecodedImage]] | None:
+
+class Processor:
+    """Decode ahead, infer in order, encode behind: planned items in, one
+    result per item out, in order. Items settled by the planner pass
+    through; every other one is decoded in worker threads, batched with
+    decoded neighbours of its size, styled, and written atomically."""
+
+    def __init__(self, stylizer: Stylizer, options: ApplyOptions) -> None:
+        self.stylizer = stylizer
+        self.options = options
+        self.decoders = ThreadPoolExecutor(options.workers, thread_name_prefix="styler-decode")
+        self.encoders = ThreadPoolExecutor(options.workers, thread_name_prefix="styler-encode")
+        self.ahead = max(2 * options.batch_size, 2 * options.workers)
+
+    def close(self) -> None:
+        # Let running encodes finish (they write atomically); drop queued work.
+        self.decoders.shutdown(wait=True, cancel_futures=True)
+        self.encoders.shutdown(wait=True, cancel_futures=True)
+
+    def _start(self, item: Item) -> Item:
+        """Start decoding a planned item (a settled one passes through)."""
+        if item.result is None and item.output is not None:
+            item.started = time.perf_counter()
+            item.decoded = self.decoders.submit(
+                imageio.load_image, item.job.input, self.options.max_pixels
+            )
+        return item
+
+    def process(self, items: Iterable[Item]) -> Iterator[Result]:
+        pending = iter(items)
+        window: deque[Item] = deque()
+        encoding: deque[tuple[Item, Future[Result]]] = deque()
+        exhausted = False
+        while True:
+            while not exhausted and len(window) < self.ahead:
+                item = next(pending, None)
+                if item is None:
+                    exhausted = True
+                    break
+                window.append(self._start(item))
+            if not window:
+                break
+            batch = self._take_batch(window)
+            if batch is None:  # the first item was settled without inference
+                item = window.popleft()
+                assert item.result is not None
+                encoding.append((item, _done(item.result)))
+            else:
+                for item, future in self._infer(batch):
+                    encoding.append((item, future))
+            while encoding and (encoding[0][1].done() or len(encoding) > self.ahead):
+                yield encoding.popleft()[1].result()
+        while encoding:
+            yield encoding.popleft()[1].result()
+
+    def _take_batch(self, window: deque[Item]) -> list[tuple[Item, imageio.DecodedImage]] | None:
         """The first item and the decoded neighbours of the same size behind it."""
         first = window[0]
         if first.decoded is None:
@@ -476,8 +511,8 @@ class _Pipeline:
         return image
 
     def _infer(
-        self, batch: list[tuple[_Item, imageio.DecodedImage]]
-    ) -> list[tuple[_Item, Future[Result]]]:
+        self, batch: list[tuple[Item, imageio.DecodedImage]]
+    ) -> list[tuple[Item, Future[Result]]]:
         try:
             outputs = self.stylizer.apply_batch([image.rgb for _, image in batch])
         except BadModelError:
@@ -493,7 +528,7 @@ class _Pipeline:
             for (item, image), rgb in zip(batch, outputs, strict=True)
         ]
 
-    def _encode(self, item: _Item, image: imageio.DecodedImage, rgb: np.ndarray) -> Result:
+    def _encode(self, item: Item, image: imageio.DecodedImage, rgb: np.ndarray) -> Result:
         assert item.output is not None
         fmt, out = item.format, item.output
         notes = []
@@ -510,6 +545,20 @@ class _Pipeline:
         return Result(str(item.job.input), str(out), "ok", None, _ms(item), notes)
 
 
+class _Pipeline:
+    """A local run: the planner's items straight into one processor."""
+
+    def __init__(self, stylizer: Stylizer, options: ApplyOptions) -> None:
+        self.planner = Planner(options)
+        self.processor = Processor(stylizer, options)
+
+    def close(self) -> None:
+        self.processor.close()
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[Result]:
+        yield from self.processor.process(self.planner.plan_all(jobs))
+
+
 def _real(path: Path) -> str:
     """``path`` with every symbolic link resolved ('' for a name the OS refuses)."""
     try:
@@ -518,7 +567,7 @@ def _real(path: Path) -> str:
         return ""
 
 
-def _settle(item: _Item, status: Status, error: str | None = None) -> _Item:
+def _settle(item: Item, status: Status, error: str | None = None) -> Item:
     """``item`` decided without decoding: failed, skipped or planned."""
     output = None if item.output is None else str(item.output)
     item.result = Result(str(item.job.input), output, status, error, _ms(item))
@@ -601,7 +650,7 @@ def _reason(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
 
 
-def _ms(item: _Item) -> float:
+def _ms(item: Item) -> float:
     return round((time.perf_counter() - item.started) * 1000, 1)
 
 

@@ -222,6 +222,28 @@ def _stop_cleanly_on_signal() -> Iterator[None]:
             signal.signal(s, signal.SIG_DFL)
 
 
+def with_optional_values(args: list[str]) -> list[str]:
+    """``args`` with ``--ray`` alone made ``--ray=local`` (typer's parser has
+    no option whose value may be left out): what follows ``--ray`` is its
+    value only when it is a Ray address, so ``styler apply --ray photos/``
+    styles photos/ on a Ray started here and ``--ray auto photos/`` joins."""
+    if "--ray" not in args:
+        return args
+    from styler.distributed import ADDRESS
+
+    out: list[str] = []
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--":
+            return [*out, arg, *rest]
+        if arg == "--ray":
+            given = rest.pop(0) if rest and ADDRESS.fullmatch(rest[0]) else "local"
+            arg = f"--ray={given}"
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; styler's errors become one line on stderr and
     their exit code (usage errors and bad models 2, failed inputs 1)."""
@@ -229,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     _log_library_warnings()
     try:
         with _stop_cleanly_on_signal():
-            code = app(args=argv, prog_name="styler", standalone_mode=False)
+            args = with_optional_values(sys.argv[1:] if argv is None else argv)
+            code = app(args=args, prog_name="styler", standalone_mode=False)
     except Terminated as exc:
         name = signal.Signals(int(exc.code or EXIT_TERMINATED) - 128).name
         typer.echo(f"styler: stopped ({name}); nothing half-written is left", err=True)

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
 from styler.cli.app import app, one_line
 from styler.errors import StylerError
 from styler.fsutil import check_output_folder, path_kind
+from styler.log import logger
+
+if TYPE_CHECKING:
+    from styler.apply import ApplyOptions, Stylizer
+    from styler.distributed import RayStylizer
 
 
 @app.command("apply")
@@ -63,6 +70,15 @@ def apply(
         bool, typer.Option("--json", help="One JSON object per input on stdout.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="[ADDRESS]",
+            help="Style on Ray actors (pip install 'styler[ray]'): alone, a Ray started "
+            "on this machine; 'auto' or HOST:PORT joins a running cluster.",
+        ),
+    ] = None,
 ) -> None:
     """Style every image in INPUT (files, folders, or '-' for paths on stdin).
 
@@ -71,11 +87,7 @@ def apply(
     styled image (or JSON with --json); progress and errors go to stderr.
     Exit code 0: all styled or skipped; 1: some inputs failed; 2: usage or model error.
     """
-    import time
-
     from styler.apply import ApplyOptions, Stylizer
-    from styler.errors import EXIT_SOME_FAILED
-    from styler.paths import Job, collect_jobs, read_path_list
 
     if inputs.count("-") > 1:
         raise StylerError("'-' (paths from stdin) can be given only once")
@@ -90,7 +102,41 @@ def apply(
         batch_size=batch_size,
         workers=workers,
     )
-    stylizer = Stylizer(model, device=device, threads=threads, tile=tile)
+    stdout = sys.stdout  # results only: what Ray prints on the driver goes to the log
+    with contextlib.ExitStack() as session:
+        stylizer: Stylizer | RayStylizer
+        if ray is None:
+            stylizer = Stylizer(model, device=device, threads=threads, tile=tile)
+            where = stylizer.model.device
+        else:  # the same run, styled on Ray actors
+            from styler.distributed import RayStylizer, connect
+
+            session.enter_context(contextlib.redirect_stdout(_RayPrints()))
+            session.enter_context(connect(ray))
+            stylizer = RayStylizer(model, device=device, threads=threads, tile=tile)
+            where = stylizer.plan.describe()
+        _run(stylizer, where, inputs, options, recursive, nul, quiet, as_json, stdout)
+
+
+def _run(
+    stylizer: Stylizer | RayStylizer,
+    where: str,
+    inputs: list[str],
+    options: ApplyOptions,
+    recursive: bool,
+    nul: bool,
+    quiet: bool,
+    as_json: bool,
+    stdout: TextIO,
+) -> None:
+    """The run itself, the same with a local Stylizer and a RayStylizer:
+    list, style, print each result, sum up, exit code."""
+    import time
+
+    from styler.errors import EXIT_SOME_FAILED
+    from styler.paths import Job, collect_jobs, read_path_list
+
+    output, dry_run = options.output_dir, options.dry_run
     if not dry_run:
         check_output_folder(output)
     elif path_kind(output) not in (None, "dir"):  # a dry run creates nothing
@@ -98,7 +144,7 @@ def apply(
     if not quiet:
         meta = stylizer.meta
         typer.echo(
-            one_line(f"styler: {meta.name} ({meta.architecture}) on {stylizer.model.device}"),
+            one_line(f"styler: {meta.name} ({meta.architecture}) on {where}"),
             err=True,
         )
     stdin_error: list[StylerError] = []  # raised once the paths before it are done
@@ -131,7 +177,7 @@ def apply(
         try:
             for result in results:
                 counts[result.status] += 1
-                _print_result(result, as_json)
+                _print_result(result, as_json, stdout)
                 advance(result)
         except KeyboardInterrupt:
             interrupted = True
@@ -155,18 +201,18 @@ def apply(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _print_result(result: Any, as_json: bool) -> None:
+def _print_result(result: Any, as_json: bool, stdout: TextIO) -> None:
     if as_json:
-        _out(_json_line(result.to_dict()))
+        _out(_json_line(result.to_dict()), stdout)
     elif result.status == "ok":
-        _out(result.output)
+        _out(result.output, stdout)
     elif result.status == "planned":
-        _out(f"{result.input} -> {result.output}")
+        _out(f"{result.input} -> {result.output}", stdout)
     if result.status == "failed":
         typer.echo(one_line(f"styler: {result.input}: {result.error}"), err=True)
     for note in result.warnings:
         typer.echo(one_line(f"styler: {result.input}: warning: {note}"), err=True)
-    sys.stdout.flush()
+    stdout.flush()
 
 
 def _json_line(record: dict[str, Any]) -> str:
@@ -177,20 +223,32 @@ def _json_line(record: dict[str, Any]) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _out(line: str) -> None:
+def _out(line: str, stdout: TextIO) -> None:
     """One line on stdout, written as bytes: file names exactly as the file
     system has them (as ``find`` prints them), never an encoding error. On a
     terminal (not a pipe), control characters are escaped, as ``ls`` does."""
-    if sys.stdout.isatty():
+    if stdout.isatty():
         line = one_line(line)
     data = os.fsencode(line) + b"\n"
-    buffer = getattr(sys.stdout, "buffer", None)
+    buffer = getattr(stdout, "buffer", None)
     if buffer is None:  # a text-only stream (some test runners)
-        typer.echo(data.decode("utf-8", "replace"), nl=False)
+        typer.echo(data.decode("utf-8", "replace"), nl=False, file=stdout)
         return
-    sys.stdout.flush()
+    stdout.flush()
     buffer.write(data)
     buffer.flush()
+
+
+class _RayPrints(io.StringIO):
+    """Where Ray's prints on the driver go (a worker's death, which Ray
+    retries; it prints them on stdout): the log (``-v``), a line each, so that
+    stdout holds the results only."""
+
+    def write(self, text: str) -> int:
+        for line in text.splitlines():
+            if line.strip():
+                logger.info("ray: %s", re.sub(r"\x1b\[[0-9;]*m", "", line))
+        return len(text)
 
 
 @contextlib.contextmanager
@@ -219,13 +277,19 @@ def _progress(enabled: bool, total: int | None = None) -> Iterator[Callable[[obj
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[rate]:.2f} images/s, {task.fields[failed]} failed"),
         TextColumn("{task.fields[last]}", style="dim"),
     )
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("styling", total=total, last="")
+        task = progress.add_task("styling", total=total, last="", rate=0.0, failed=0)
+        failed = 0
 
         def advance(result: object) -> None:
+            nonlocal failed
+            failed += getattr(result, "status", "") == "failed"
             name = Path(getattr(result, "input", "")).name  # shown, never read as markup
-            progress.update(task, advance=1, last=escape(one_line(name)))
+            elapsed = progress.tasks[0].elapsed or 0.0
+            rate = (progress.tasks[0].completed + 1) / elapsed if elapsed > 0 else 0.0
+            progress.update(task, advance=1, last=escape(one_line(name)), rate=rate, failed=failed)
 
         yield advance
