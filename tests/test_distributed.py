@@ -285,7 +285,8 @@ def test_without_ray_the_error_says_how_to_install_it(
     blocker = tmp_path / "noray"
     blocker.mkdir()
     (blocker / "ray.py").write_text("raise ImportError('no ray here')\n")
-    env = dict(os.environ, PYTHONPATH=str(blocker))
+    path = os.pathsep.join(filter(None, [str(blocker), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path)
     result = subprocess.run(
         [sys.executable, "-m", "styler", "apply", str(tmp_path), "-m", str(MODEL), "--ray"],
         capture_output=True,
