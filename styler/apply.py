@@ -393,11 +393,14 @@ class Planner:
         """Claim ``out`` for ``source``, or say why it is not written: another
         input writes it, ``source`` is itself this run's output, it exists
         (without ``overwrite``), or it is an input of this run."""
-        key = os.path.realpath(out)
         root = os.path.realpath(self.options.output_dir)
-        if os.path.commonpath([root, key]) != root:
+        if os.path.commonpath([root, os.path.realpath(out)]) != root:
             link = out if os.path.islink(out) else out.parent
             return "failed", f"{link} leads out of the output folder (a symbolic link)"
+        # Where the write lands: a symbolic link at ``out`` is replaced (or,
+        # without --overwrite, kept), never written through, so two outputs
+        # are one only when their folders and names are.
+        key = os.path.join(os.path.realpath(out.parent), out.name)
         other = self.claimed.get(key)
         if other is not None:
             return "failed", f"another input already writes {out} ({other})"

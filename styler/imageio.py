@@ -276,13 +276,24 @@ def _decode_reason(exc: BaseException, data: bytes) -> str:
 
 
 def decode_pil(img: Image.Image, source_format: str | None = None) -> DecodedImage:
-    """Turn an opened Pillow image into a :class:`DecodedImage`."""
+    """Turn an opened Pillow image into a :class:`DecodedImage` (a colour
+    mode Pillow cannot convert is a :class:`BadImageError`)."""
+    try:
+        return _decode_pil(img, source_format)
+    except ValueError as exc:
+        raise BadImageError(f"colour mode {img.mode} is not supported ({exc})") from None
+
+
+def _decode_pil(img: Image.Image, source_format: str | None) -> DecodedImage:
     fmt = source_format or img.format or "PNG"
     fmt = "JPEG" if fmt == "MPO" else fmt  # a multi-picture JPEG: its first picture
     mode = img.mode
     icc = img.info.get("icc_profile") or None
     lossless = fmt == "WEBP" and _webp_is_lossless(img)
     img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("RGBa", "La"):  # premultiplied alpha (PIL images given to the API)
+        img = img.convert("RGBA" if img.mode == "RGBa" else "LA")
+        mode = img.mode
     exif = _exif_without_orientation(img)
     alpha: np.ndarray | None = None
     bit_depth = 8

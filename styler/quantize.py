@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from styler import imageio, metrics
-from styler.errors import BadModelError, ExportError, UsageError
+from styler.errors import BadModelError, ExportError, OutputError, UsageError
 from styler.fsutil import atomic_write_bytes, check_new_output, remove_stale_parts
 from styler.graph_passes import fast_graph, transposed_to_subpixel
 from styler.log import logger
@@ -141,29 +141,33 @@ def quantize_int8(
             x = next(self.items, None)
             return None if x is None else {meta.input_name: x}
 
-    with tempfile.TemporaryDirectory() as tmp:
-        # The graph rewrites of the exporter first (files written by older
-        # versions lack them), transposed convolutions in sub-pixel form
-        # (which int8 can run); then onnxruntime's static quantisation.
-        fast = onnx.load(str(model_path))
-        fast_graph(fast)
-        transposed_to_subpixel(fast)
-        prepared = Path(tmp) / "fp32.onnx"
-        onnx.save(fast, str(prepared))
-        quantized = Path(tmp) / "int8.onnx"
-        with _quiet_root_logger():
-            quantize_static(
-                str(prepared),
-                str(quantized),
-                Reader(),
-                quant_format=QuantFormat.QOperator,
-                op_types_to_quantize=["Conv"],
-                nodes_to_exclude=thin_convolutions(fast),
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-            )
-        model = onnx.load(str(quantized))
+    try:  # the working files go to TMPDIR: a full or unwritable one is one line
+        with tempfile.TemporaryDirectory() as tmp:
+            # The graph rewrites of the exporter first (files written by older
+            # versions lack them), transposed convolutions in sub-pixel form
+            # (which int8 can run); then onnxruntime's static quantisation.
+            fast = onnx.load(str(model_path))
+            fast_graph(fast)
+            transposed_to_subpixel(fast)
+            prepared = Path(tmp) / "fp32.onnx"
+            onnx.save(fast, str(prepared))
+            quantized = Path(tmp) / "int8.onnx"
+            with _quiet_root_logger():
+                quantize_static(
+                    str(prepared),
+                    str(quantized),
+                    Reader(),
+                    quant_format=QuantFormat.QOperator,
+                    op_types_to_quantize=["Conv"],
+                    nodes_to_exclude=thin_convolutions(fast),
+                    per_channel=True,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                )
+            model = onnx.load(str(quantized))
+    except OSError as exc:
+        where = exc.filename or tempfile.gettempdir()
+        raise OutputError(f"cannot write a working file: {exc.strerror or exc}", where) from None
     new_meta = dataclasses.replace(meta, precision="int8", parity_error=None)
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {METADATA_KEY: new_meta.to_json()})
@@ -179,7 +183,7 @@ def quantize_int8(
     psnr = float(np.mean([min(s, 100.0) for s in scores]))
     if not psnr >= min_psnr:
         raise ExportError(
-            f"refusing to write {output}: int8 outputs are {psnr:.1f} dB from fp32 "
+            f"refusing to write {output}: int8 outputs are {psnr:.2f} dB from fp32 "
             f"(minimum {min_psnr:g} dB)"
         )
     new_meta = dataclasses.replace(new_meta, extra={**meta.extra, "int8_psnr_db": round(psnr, 2)})

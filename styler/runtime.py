@@ -221,9 +221,18 @@ class Model:
                 raise BadModelError("empty file, not an ONNX model", path)
         taken, providers = choose_providers(device, ort.get_available_providers())
         options = session_options(threads)
+        source = model if isinstance(model, bytes) else os.fspath(model)
+        if isinstance(source, str) and not _utf8(source):
+            # onnxruntime takes a path as UTF-8 only: a name that is not (as
+            # Linux allows) is read here and given as bytes (styler's models
+            # hold their weights inside, never in external data files).
+            try:
+                source = Path(source).read_bytes()
+            except OSError as exc:
+                raise BadModelError(f"cannot read: {exc.strerror or exc}", model) from None
         try:
             session = ort.InferenceSession(
-                model if isinstance(model, bytes) else os.fspath(model),
+                source,
                 sess_options=options,
                 providers=providers,
             )
@@ -316,3 +325,12 @@ def model_runs(path: str | Path) -> Iterator[None]:
 
 def _dims(shape: tuple[int, ...]) -> str:
     return " x ".join(str(d) for d in shape)
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` (a path as Python decodes it) is valid UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -23,6 +23,9 @@ from test_hostile import files_below, styler
 from test_safety import _lines, _metadata, _model, _noise_model, _png
 from test_safety_pass4 import _one_error, _photos
 
+#: Subprocess-heavy: run by `pytest -m slow` (README), beside the other reliability passes.
+pytestmark = pytest.mark.slow
+
 QUICK = 120
 
 

@@ -10,12 +10,13 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import unicodedata
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -109,6 +110,23 @@ def one_line(text: str) -> str:
     return _NOT_ASCII.sub(_escape, text.translate(_CONTROL))
 
 
+def print_line(line: str, stdout: TextIO | None = None) -> None:
+    """One line on stdout, written as bytes: file names exactly as the file
+    system has them (as ``find`` prints them), never an encoding error. On a
+    terminal (not a pipe), control characters are escaped, as ``ls`` does."""
+    stdout = stdout or sys.stdout
+    if stdout.isatty():
+        line = one_line(line)
+    data = os.fsencode(line) + b"\n"
+    buffer = getattr(stdout, "buffer", None)
+    if buffer is None:  # a text-only stream (some test runners)
+        typer.echo(data.decode("utf-8", "replace"), nl=False, file=stdout)
+        return
+    stdout.flush()
+    buffer.write(data)
+    buffer.flush()
+
+
 class _OneLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return one_line(super().format(record))
@@ -123,10 +141,48 @@ def _setup_logging(level: int) -> None:
 
 
 def need_train_extra() -> None:
+    if not import_torch():
+        raise StylerError("this command needs PyTorch: pip install 'styler[train]'")
+
+
+def import_torch() -> bool:
+    """Import torch (whether it is installed) with the process's stderr
+    caught meanwhile: what its native libraries print there as they load
+    (libgomp's complaint about an OpenMP variable it cannot read) becomes
+    styler's own warning lines."""
+    if "torch" in sys.modules:
+        return True
+    with _native_stderr_to_log():
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def _native_stderr_to_log() -> Iterator[None]:
     try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise StylerError("this command needs PyTorch: pip install 'styler[train]'") from None
+        sys.stderr.flush()
+        saved = os.dup(2)
+        catch = tempfile.TemporaryFile()  # noqa: SIM115 (closed below)
+    except (OSError, ValueError, AttributeError):  # no stderr, no TMPDIR: as it is
+        yield
+        return
+    try:
+        os.dup2(catch.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+        catch.seek(0)
+        caught = catch.read(1 << 16).decode("utf-8", "replace")
+    finally:
+        os.close(saved)
+        catch.close()
+    for line in caught.splitlines():
+        if line.strip():
+            logger.warning("%s", line.strip())
 
 
 # Options that several commands share.

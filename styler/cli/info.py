@@ -93,7 +93,7 @@ def models(
                         "name": m.name,
                         "path": str(m.path),
                         "default": m.is_default,
-                        "card": m.card.read_text() if m.card else None,
+                        "card": _card(m.card) if m.card else None,
                     }
                     for m in found
                 ],
@@ -108,6 +108,12 @@ def models(
         typer.echo(one_line(f"{m.name}{' (default)' if m.is_default else ''}  {m.path}"))
         if m.card:
             typer.echo("")
-            for line in m.card.read_text().rstrip().splitlines():
+            for line in _card(m.card).rstrip().splitlines():
                 typer.echo(one_line(line))
             typer.echo("")
+
+
+def _card(path: Path) -> str:
+    """A model card's text (UTF-8, whatever the locale; a byte that is not
+    shown as U+FFFD)."""
+    return path.read_text(encoding="utf-8", errors="replace")

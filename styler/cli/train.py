@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from styler.cli.app import app, need_train_extra
+from styler.cli.app import app, need_train_extra, print_line
 from styler.errors import UsageError
 
 EXIT_INTERRUPTED = 130
@@ -426,7 +426,7 @@ def train(
         logger.info("config: %s", config.to_json())
         result = loop.train(config, run_dir, device=chosen_device, watch=watch, found=found)
     for path in result.models:
-        typer.echo(str(path))
+        print_line(str(path))
     if result.interrupted:
         typer.echo(
             f"styler: stopped at step {result.step} of {result.total}; checkpoint "

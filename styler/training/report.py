@@ -345,7 +345,7 @@ def write_report(
     records = read_metrics(run_dir / "metrics.jsonl")
     keys = metric_keys(records, losses)
     svg = curves_svg(records, keys)
-    atomic_write_bytes(run_dir / "curves.svg", svg.encode())
+    atomic_write_bytes(run_dir / "curves.svg", svg.encode("utf-8", "backslashreplace"))
     samples = sorted(
         (int(m.group(1)), m.group(0))
         for m in map(SAMPLE_NAME.fullmatch, _names(run_dir / "samples"))
@@ -386,5 +386,5 @@ img {{ max-width: 100%; image-rendering: pixelated; }}
 </body></html>
 """
     path = run_dir / "report.html"
-    atomic_write_bytes(path, page.encode())
+    atomic_write_bytes(path, page.encode("utf-8", "backslashreplace"))  # names as Linux allows
     return path
