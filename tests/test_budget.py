@@ -219,7 +219,9 @@ def test_a_time_budget_scores_the_held_out_photos_and_keeps_the_best(tmp_path: P
     result = train(config, tmp_path / "run", device="cpu", watch=watch, found=found)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     evals = [json.loads(x) for x in lines if '"eval"' in x]
-    assert len(evals) >= 2 and evals[-1]["step"] == result.step
+    # About ten scores a run, the last at its end (a loaded machine's run of a
+    # few slow steps may have room for the last one only).
+    assert evals[-1]["step"] == result.step and (len(evals) >= 2 or result.step < 5)
     final = (evals[-1]["kid"], evals[-1]["kid_std"])
     better = [e for e in evals[:-1] if clearly_better((e["kid"], e["kid_std"]), final)]
     best = state.load(tmp_path / "run" / "checkpoints" / "best.safetensors")
