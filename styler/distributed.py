@@ -35,6 +35,7 @@ import os
 import re
 import signal
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
@@ -45,6 +46,7 @@ from typing import Any
 
 from styler.apply import ApplyOptions, Item, Planner, Processor, Result, Stylizer, check_model
 from styler.errors import DeviceError, StylerError, UsageError
+from styler.fsutil import process_alive, remove_stale_parts
 from styler.log import logger
 from styler.paths import Job, collect_jobs
 from styler.runtime import DEVICES, Model
@@ -91,23 +93,60 @@ def connect(address: str | None = None) -> Iterator[None]:
         yield
         return
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
-    sigterm = signal.getsignal(signal.SIGTERM)
+    _check_startable()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         if address in (None, "local"):
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False, **quiet)
         else:
             ray.init(address=check_address(address), **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except SystemExit as exc:  # Ray's own handler took a SIGTERM while it started
+        _restore(handlers)
+        if exc.code in (signal.SIGTERM, signal.SIGHUP):
+            signal.raise_signal(signal.Signals(exc.code))  # as the caller handles it
+        raise
+    except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
         where = f"the Ray cluster at {address}" if address not in (None, "local") else "Ray"
-        raise UsageError(f"cannot start or join {where}: {_first_line(exc)}") from None
-    if sigterm is not None and threading.current_thread() is threading.main_thread():
-        # Ray's core worker puts its own SIGTERM handler (a stack dump, then
-        # death) in place of the caller's: `styler apply` stops cleanly on it.
-        signal.signal(signal.SIGTERM, sigterm)
+        filename = getattr(exc, "filename", None)
+        why = f"{filename}: {exc.strerror}" if filename and exc.strerror else _first_line(exc)
+        raise UsageError(f"cannot start or join {where}: {why}") from None
+    # Ray's core worker puts its own SIGTERM handler (a stack dump, then
+    # death) in place of the caller's: `styler apply` stops cleanly on it.
+    _restore(handlers)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _restore(handlers: Mapping[int, Any]) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for s, handler in handlers.items():
+            if handler is not None:
+                signal.signal(s, handler)
+
+
+def _check_startable() -> None:
+    """What Ray needs of this process before it starts: a working folder
+    (the actors work in it) and a command line it can send as UTF-8."""
+    try:
+        os.getcwd()
+    except OSError as exc:
+        raise UsageError(
+            f"--ray needs a working folder (the actors work in it): {exc.strerror}; "
+            "cd to an existing folder"
+        ) from None
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            f.read().decode("utf-8")
+    except OSError:
+        pass  # not Linux: nothing to check
+    except UnicodeDecodeError:
+        raise UsageError(
+            "--ray: Ray cannot take a command line holding a name that is not UTF-8; "
+            "give such paths on stdin instead (for example: find DIR -print0 | "
+            "styler apply -0 - --ray ...)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -133,13 +172,16 @@ def plan_workers(
     *,
     threads: int | None = None,
     actors: int | None = None,
+    node_cpus: float | None = None,
 ) -> WorkerPlan:
     """The actors for ``device`` on a cluster with ``resources``
     (``ray.cluster_resources()``). CUDA (asked for, or ``auto`` on a cluster
     with GPUs): one actor per GPU, each reserving one; CUDA asked for on a
     cluster without GPUs is an error, never a silent fallback. CPU: one actor
     per ``threads`` CPUs (default 1), each session given that many threads.
-    ``actors`` overrides the count."""
+    ``actors`` overrides the count. ``node_cpus``, the most CPUs one node
+    has: an actor asking for more could never be placed (a usage error, not
+    a wait without end)."""
     if device not in DEVICES:
         raise DeviceError(f"unknown device {device!r}: expected one of {', '.join(DEVICES)}")
     if actors is not None and actors < 1:
@@ -151,6 +193,11 @@ def plan_workers(
     if device == "cuda" or (device == "auto" and gpus > 0):
         return WorkerPlan(actors or gpus, 1, 1, "cuda", threads)
     per_actor = threads or 1
+    if node_cpus is not None and per_actor > node_cpus:
+        raise UsageError(
+            f"--threads {per_actor}: no Ray node has {per_actor} CPUs (the largest has "
+            f"{node_cpus:g}); give at most that"
+        )
     return WorkerPlan(actors or max(1, cpus // per_actor), per_actor, 0, "cpu", per_actor)
 
 
@@ -201,6 +248,8 @@ class _Pool:
         self.plan = plan
         self.args = args
         self.actors: list[Any] = []
+        #: Each actor's ``ready`` call: its process id, once it has started.
+        self.started: list[Any] = []
         self.unfinished: list[list[Any]] = []
 
     def _start(self) -> None:
@@ -221,7 +270,8 @@ class _Pool:
         # busy cluster frees later): one that cannot start (a model it cannot
         # open, a device it lacks) is an error for the run, here or on its
         # first block.
-        first, _ = self.ray.wait([actor.ready.remote() for actor in self.actors], num_returns=1)
+        self.started = [actor.ready.remote() for actor in self.actors]
+        first, _ = self.ray.wait(self.started, num_returns=1)
         logger.info(
             "%s starting (the first in process %s)", self.plan.describe(), _get(self.ray, first[0])
         )
@@ -238,10 +288,30 @@ class _Pool:
         self.unfinished[i].append(ref)
         return ref
 
-    def close(self) -> None:
+    def close(self) -> list[int]:
+        """Kill the actors; the process ids of those that were still styling
+        (on this node: their temporary files can be told apart by them)."""
+        pids = []
+        busy = [ref for refs in self.unfinished for ref in refs]
+        if busy and len(self.ray.wait(busy, num_returns=len(busy), timeout=0)[0]) < len(busy):
+            done, _ = self.ray.wait(self.started, num_returns=len(self.started), timeout=0)
+            pids = [int(self.ray.get(ref)) for ref in done]
         for actor in self.actors:
             self.ray.kill(actor)
         self.actors = []
+        return pids
+
+
+def _remove_parts_of(pids: list[int], folders: Iterable[Path]) -> None:
+    """Once the killed actors ``pids`` have exited (a few seconds at most),
+    remove the temporary files they left in ``folders`` (styler's names
+    carry the writer's process id; another writer's files are kept)."""
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and any(process_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    for folder in folders:
+        for stale in remove_stale_parts(folder):
+            logger.info("removed %s, left by a stopped actor", stale)
 
 
 @dataclass
@@ -288,8 +358,13 @@ class RayStylizer:
         del checked  # the driver needs the metadata only, not a session
         self.tile = tile
         self.block_size = block_size
+        nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
         self.plan = plan_workers(
-            device, self.ray.cluster_resources(), threads=threads, actors=actors
+            device,
+            self.ray.cluster_resources(),
+            threads=threads,
+            actors=actors,
+            node_cpus=max((float(r.get("CPU", 0)) for r in nodes), default=None),
         )
 
     def apply_files(
@@ -299,10 +374,13 @@ class RayStylizer:
         per job, in order, the same as :meth:`Stylizer.apply_files`."""
         args = (self.path, self.plan.device, self.plan.threads, self.tile, options, os.getcwd())
         pool = _Pool(self.ray, self.plan, args)
+        planner = Planner(options)
         try:
-            yield from self._stream(Planner(options).plan_all(jobs), pool)
+            yield from self._stream(planner.plan_all(jobs), pool)
         finally:
-            pool.close()
+            pids = pool.close()
+            if pids:  # stopped early: what the killed actors were writing
+                _remove_parts_of(pids, planner.cleaned)
 
     def _stream(self, items: Iterator[Item], pool: _Pool) -> Iterator[Result]:
         window: deque[_Block] = deque()

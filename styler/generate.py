@@ -143,10 +143,23 @@ def file_name(item: Generated, classes: tuple[str, ...]) -> str:
     if item.label is None:
         return f"sample_{item.index:05d}.png"
     # Letters, digits, - and _ only, at most 100 bytes: never a path, never too long.
-    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in classes[item.label])
+    name = "".join(c if _plain(c) else "_" for c in classes[item.label])
     while len(os.fsencode(name)) > 100:
         name = name[:-1]
     return f"{name}_{item.index:05d}.png"
+
+
+def _plain(c: str) -> bool:
+    """A letter or digit the file system's encoding can hold, or - or _."""
+    if c in "-_":
+        return True
+    if not c.isalnum():
+        return False
+    try:
+        os.fsencode(c)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 #: Most images one grid picture holds (a 64 x 64 x 64 grid of 64-pixel cells

@@ -221,18 +221,12 @@ class Model:
                 raise BadModelError("empty file, not an ONNX model", path)
         taken, providers = choose_providers(device, ort.get_available_providers())
         options = session_options(threads)
-        source = model if isinstance(model, bytes) else os.fspath(model)
-        if isinstance(source, str) and not _utf8(source):
-            # onnxruntime takes a path as UTF-8 only: a name that is not (as
-            # Linux allows) is read here and given as bytes (styler's models
-            # hold their weights inside, never in external data files).
-            try:
-                source = Path(source).read_bytes()
-            except OSError as exc:
-                raise BadModelError(f"cannot read: {exc.strerror or exc}", model) from None
+        given: str | bytes = model if isinstance(model, bytes) else os.fspath(model)
+        if isinstance(given, str) and not _utf8(given):
+            given = _read_model(Path(given))  # onnxruntime takes UTF-8 paths only
         try:
             session = ort.InferenceSession(
-                source,
+                given,
                 sess_options=options,
                 providers=providers,
             )
@@ -334,3 +328,21 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+#: The largest file protobuf can parse as one model (2 GiB).
+MAX_MODEL_BYTES = 2**31
+
+
+def _read_model(path: Path) -> bytes:
+    """The bytes of the model at ``path``, for a name onnxruntime cannot take
+    (not UTF-8, as Linux allows; styler's models hold their weights inside,
+    never in external data files)."""
+    try:
+        if path.stat().st_size > MAX_MODEL_BYTES:
+            raise BadModelError("larger than 2 GiB: too large for an ONNX model", path)
+        return path.read_bytes()
+    except OSError as exc:
+        raise BadModelError(f"cannot read: {exc.strerror or exc}", path) from None
+    except MemoryError:
+        raise BadModelError("not enough memory to read it", path) from None

@@ -253,29 +253,43 @@ class Terminated(SystemExit):
     finish, and exits with 128 + the signal's number (143 for SIGTERM)."""
 
 
-def _on_signal(signum: int, frame: object) -> None:
-    raise Terminated(128 + signum)
-
-
-@contextlib.contextmanager
-def _stop_cleanly_on_signal() -> Iterator[None]:
+class _Signals:
     """While a command runs, SIGTERM (``kill``, a job scheduler's time limit)
     and SIGHUP (the terminal closed) stop it as Ctrl-C does, leaving no
     temporary file behind; a signal inherited as ignored stays ignored.
     ``styler train`` installs its own handler while it trains (save, then
-    stop)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    # SIGHUP too: the terminal or the ssh session closed.
-    wanted = [s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) == signal.SIG_DFL]
-    for s in wanted:
-        signal.signal(s, _on_signal)
-    try:
-        yield
-    finally:
+    stop). The signal is remembered: a library that turns the exception into
+    its own (Ray's ``SystemExit(1)``, an exporter's error) still ends as a
+    stop, with its exit code."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.received = signum
+        raise Terminated(128 + signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Signals]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        wanted = [
+            s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) == signal.SIG_DFL
+        ]
         for s in wanted:
-            signal.signal(s, signal.SIG_DFL)
+            signal.signal(s, self)
+        try:
+            yield self
+        finally:
+            for s in wanted:
+                signal.signal(s, signal.SIG_DFL)
+
+
+def _stopped(code: int) -> int:
+    name = signal.Signals(code - 128).name
+    typer.echo(f"styler: stopped ({name}); nothing half-written is left", err=True)
+    return code
 
 
 def with_optional_values(args: list[str]) -> list[str]:
@@ -305,15 +319,20 @@ def main(argv: list[str] | None = None) -> int:
     their exit code (usage errors and bad models 2, failed inputs 1)."""
     _open_closed_streams()
     _log_library_warnings()
+    signals = _Signals()
     try:
-        with _stop_cleanly_on_signal():
+        with signals.installed():
             args = with_optional_values(sys.argv[1:] if argv is None else argv)
             code = app(args=args, prog_name="styler", standalone_mode=False)
     except Terminated as exc:
-        name = signal.Signals(int(exc.code or EXIT_TERMINATED) - 128).name
-        typer.echo(f"styler: stopped ({name}); nothing half-written is left", err=True)
-        return int(exc.code or EXIT_TERMINATED)
-    except StylerError as exc:
+        return _stopped(int(exc.code or EXIT_TERMINATED))
+    except (StylerError, SystemExit) as exc:
+        if signals.received is not None:  # a stop that a library reported as its own
+            return _stopped(128 + signals.received)
+        if isinstance(exc, SystemExit):
+            return _exit_code(exc)
+        typer.echo(one_line(f"styler: error: {exc}"), err=True)
+        return exc.exit_code
         typer.echo(one_line(f"styler: error: {exc}"), err=True)
         return exc.exit_code
     except ClickException as exc:  # a usage error found by the option parser
@@ -330,12 +349,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         typer.echo(one_line(f"styler: error: stdout: cannot write: {exc.strerror}"), err=True)
         return EXIT_SOME_FAILED
-    except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):
-            return exc.code or 0
-        typer.echo(str(exc.code), err=True)
-        return EXIT_USAGE
     return code if isinstance(code, int) else 0  # typer.Exit(n) comes back as n
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    typer.echo(str(exc.code), err=True)
+    return EXIT_USAGE
 
 
 def _usage_message(exc: ClickException) -> str:
