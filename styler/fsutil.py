@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import filecmp
 import os
 import re
 import stat
@@ -83,20 +84,34 @@ def _publish(tmp: Path, path: Path, replace: bool) -> None:
     """Move the finished ``tmp`` to ``path``. Without ``replace``, never over
     a file that is there: a hard link is made (which fails if ``path``
     exists, atomically), then ``tmp`` removed; on a file system without hard
-    links, ``path`` is checked just before the rename."""
+    links, ``path`` is checked just before the rename. A file there with the
+    very bytes written is this write, done already."""
     if replace:
         os.replace(tmp, path)
         return
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise OutputExistsError("appeared while styler wrote it: kept as it is", path) from None
+        _taken(tmp, path)
     except OSError:  # no hard links here (FAT, some network file systems)
         if os.path.lexists(path):
-            raise OutputExistsError("appeared while styler wrote it: kept as it is", path) from None
-        os.replace(tmp, path)
-        return
+            _taken(tmp, path)
+        else:
+            os.replace(tmp, path)
+            return
     tmp.unlink()
+
+
+def _taken(tmp: Path, path: Path) -> None:
+    """``path`` exists: the very bytes written are this write done already
+    (a retry whose first attempt was cut short after publishing: a Ray
+    worker's block run again); anything else is someone else's file, kept."""
+    try:
+        same = filecmp.cmp(tmp, path, shallow=False)
+    except OSError:
+        same = False
+    if not same:
+        raise OutputExistsError("appeared while styler wrote it: kept as it is", path)
 
 
 @contextlib.contextmanager

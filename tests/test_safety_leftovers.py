@@ -38,6 +38,7 @@ def test_an_option_the_parser_refuses_is_one_line(args: list[str], words: list[s
     _one_error(styler(*args, timeout=60), 2, *words)
 
 
+@pytest.mark.slow  # heavier: run by pytest -m slow (README)
 def test_sigterm_stops_apply_with_nothing_half_written(
     tiny_resnet_onnx: Path, tmp_path: Path
 ) -> None:
@@ -77,6 +78,7 @@ def test_sigterm_stops_apply_with_nothing_half_written(
     assert {Path(p) for p in stdout.decode().split()} <= set(written)
 
 
+@pytest.mark.slow  # heavier: run by pytest -m slow (README)
 def test_a_calibration_folder_that_cannot_be_read_says_why(
     tiny_resnet_onnx: Path, tmp_path: Path
 ) -> None:
@@ -94,6 +96,7 @@ def test_a_calibration_folder_that_cannot_be_read_says_why(
     assert not out.exists()
 
 
+@pytest.mark.slow  # heavier: run by pytest -m slow (README)
 @pytest.mark.parametrize(
     ("env", "name"),
     [({"WORLD_SIZE": "abc"}, "WORLD_SIZE"), ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK")],
