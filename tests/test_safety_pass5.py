@@ -333,3 +333,25 @@ def test_sighup_stops_apply_with_nothing_half_written(
     assert proc.returncode == 129, lines
     assert lines[-1] == "styler: stopped (SIGHUP); nothing half-written is left", lines
     assert 0 < len(_names(out)) < 60 and not [n for n in _names(out) if n.endswith(".part")]
+
+
+def test_a_write_that_finds_its_own_bytes_there_is_done(tmp_path: Path) -> None:
+    """Without --overwrite, an output that appeared meanwhile is kept; one
+    holding the very bytes being written is this write done already (a Ray
+    block retried after its worker died had published some outputs, which
+    the retry then counted as skipped)."""
+    from styler.errors import OutputExistsError
+    from styler.fsutil import atomic_path, atomic_write_bytes, remove_stale_parts
+
+    path = tmp_path / "a.png"
+    atomic_write_bytes(path, b"styled")
+    with atomic_path(path, replace=False) as tmp:
+        tmp.write_bytes(b"styled")  # the same bytes: done, no error
+    with (
+        pytest.raises(OutputExistsError, match="appeared while styler wrote it"),
+        atomic_path(path, replace=False) as tmp,
+    ):
+        tmp.write_bytes(b"other")
+    assert path.read_bytes() == b"styled"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+    assert remove_stale_parts(tmp_path) == []
