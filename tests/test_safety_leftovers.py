@@ -38,19 +38,16 @@ def test_an_option_the_parser_refuses_is_one_line(args: list[str], words: list[s
     _one_error(styler(*args, timeout=60), 2, *words)
 
 
-@pytest.mark.slow  # heavier: run by pytest -m slow (README)
-def test_sigterm_stops_apply_with_nothing_half_written(
-    tiny_resnet_onnx: Path, tmp_path: Path
-) -> None:
-    """``kill`` (SIGTERM) during a batch: the process died at once, exit -15,
-    leaving hidden ``.part`` files beside the outputs. Now it stops as Ctrl-C
-    does: outputs written so far are whole, no temporary file is left, and
-    the exit code is the shell's for SIGTERM (143)."""
+def stop_apply_midway(model: Path, tmp_path: Path, sig: signal.Signals) -> list[Path]:
+    """Send ``sig`` to `styler apply` once its first output is written; check
+    that it stopped as on Ctrl-C (exit 128 + sig, the "stopped" line, no
+    traceback, no temporary file, every output whole and every printed path
+    one of them) and return the outputs."""
     photos = tmp_path / "in"
     for i in range(60):
         _png(photos / f"p{i:02d}.png", 384, 384, seed=i)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "styler", "apply", str(photos), "-m", str(tiny_resnet_onnx)]
+    cmd = [sys.executable, "-m", "styler", "apply", str(photos), "-m", str(model)]
     proc = subprocess.Popen(
         [*cmd, "-o", str(out), "--batch-size", "1"],
         stdout=subprocess.PIPE,
@@ -60,22 +57,33 @@ def test_sigterm_stops_apply_with_nothing_half_written(
     deadline = time.monotonic() + 120
     while not (out.exists() and any(out.glob("p*.png"))) and time.monotonic() < deadline:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
     lines = stderr.decode().splitlines()
-    assert proc.returncode == 143, lines
-    assert lines[-1] == "styler: stopped (SIGTERM); nothing half-written is left", lines
+    assert proc.returncode == 128 + sig, lines
+    assert lines[-1] == f"styler: stopped ({sig.name}); nothing half-written is left", lines
     assert b"Traceback" not in stderr
     written = sorted(out.iterdir())
     assert not [p for p in written if p.name.endswith(".part")], written
-    assert 0 < len(written) < 60, "SIGTERM came after the batch: give it more work"
+    assert 0 < len(written) < 60, f"{sig.name} came after the batch: give it more work"
     from PIL import Image
 
     for path in written:
         with Image.open(path) as image:
             assert image.size == (384, 384) and np.asarray(image).shape == (384, 384, 3)
-    # Every path printed on stdout is a whole output.
     assert {Path(p) for p in stdout.decode().split()} <= set(written)
+    return written
+
+
+@pytest.mark.slow  # heavier: run by pytest -m slow (README)
+def test_sigterm_stops_apply_with_nothing_half_written(
+    tiny_resnet_onnx: Path, tmp_path: Path
+) -> None:
+    """``kill`` (SIGTERM) during a batch: the process died at once, exit -15,
+    leaving hidden ``.part`` files beside the outputs. Now it stops as Ctrl-C
+    does: outputs written so far are whole, no temporary file is left, and
+    the exit code is the shell's for SIGTERM (143)."""
+    stop_apply_midway(tiny_resnet_onnx, tmp_path, signal.SIGTERM)
 
 
 @pytest.mark.slow  # heavier: run by pytest -m slow (README)

@@ -21,6 +21,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from test_hostile import files_below, styler
 from test_safety import _lines, _metadata, _model, _noise_model, _png
+from test_safety_leftovers import stop_apply_midway
 from test_safety_pass4 import _one_error, _photos
 
 #: Subprocess-heavy: run by `pytest -m slow` (README), beside the other reliability passes.
@@ -313,26 +314,7 @@ def test_sighup_stops_apply_with_nothing_half_written(
     """The terminal or the ssh session closed (SIGHUP) during a batch: the
     process died at once and could leave `.part` files; it now stops as on
     SIGTERM, exit 129."""
-    photos = tmp_path / "in"
-    for i in range(60):
-        _png(photos / f"p{i:02d}.png", 384, 384, seed=i)
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "styler", "apply", str(photos), "-m", str(tiny_resnet_onnx)]
-    proc = subprocess.Popen(
-        [*cmd, "-o", str(out), "--batch-size", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(os.environ, NO_COLOR="1"),
-    )
-    deadline = time.monotonic() + 120
-    while not (out.exists() and any(out.glob("p*.png"))) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGHUP)
-    _, stderr = proc.communicate(timeout=120)
-    lines = stderr.decode().splitlines()
-    assert proc.returncode == 129, lines
-    assert lines[-1] == "styler: stopped (SIGHUP); nothing half-written is left", lines
-    assert 0 < len(_names(out)) < 60 and not [n for n in _names(out) if n.endswith(".part")]
+    stop_apply_midway(tiny_resnet_onnx, tmp_path, signal.SIGHUP)
 
 
 def test_a_write_that_finds_its_own_bytes_there_is_done(tmp_path: Path) -> None:
