@@ -166,25 +166,8 @@ def _dynamo_export(
             )
         except Exception as exc:
             logger.debug("exporter output:\n%s", sink.getvalue())
-            stop = _stop_request(exc)
-            if stop is not None:  # Ctrl-C or SIGTERM that the exporter wrapped
-                raise stop from None
             raise ExportError(f"torch.onnx.export failed: {str(exc).splitlines()[0]}") from exc
     return program.model_proto
-
-
-def _stop_request(exc: BaseException) -> BaseException | None:
-    """A KeyboardInterrupt or SystemExit (a signal's) in ``exc``'s chain of
-    causes: the exporter catches what an interrupted import raised and
-    raises its own error, which is no export failure."""
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        if not isinstance(link, Exception):
-            return link
-        seen.add(id(link))
-        link = link.__cause__ or link.__context__
-    return None
 
 
 def parity_error(

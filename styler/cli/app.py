@@ -257,6 +257,7 @@ class _Signals:
     """While a command runs, SIGTERM (``kill``, a job scheduler's time limit)
     and SIGHUP (the terminal closed) stop it as Ctrl-C does, leaving no
     temporary file behind; a signal inherited as ignored stays ignored.
+    Ctrl-C raises KeyboardInterrupt as Python's own handler does.
     ``styler train`` installs its own handler while it trains (save, then
     stop). The signal is remembered: a library that turns the exception into
     its own (Ray's ``SystemExit(1)``, an exporter's error) still ends as a
@@ -267,6 +268,8 @@ class _Signals:
 
     def __call__(self, signum: int, frame: object) -> None:
         self.received = signum
+        if signum == signal.SIGINT:  # Ctrl-C: what Python does, remembered
+            raise KeyboardInterrupt
         raise Terminated(128 + signum)
 
     @contextlib.contextmanager
@@ -274,16 +277,16 @@ class _Signals:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        wanted = [
-            s for s in (signal.SIGTERM, signal.SIGHUP) if signal.getsignal(s) == signal.SIG_DFL
-        ]
+        defaults = {signal.SIGTERM: signal.SIG_DFL, signal.SIGHUP: signal.SIG_DFL}
+        defaults[signal.SIGINT] = signal.default_int_handler
+        wanted = [s for s, default in defaults.items() if signal.getsignal(s) == default]
         for s in wanted:
             signal.signal(s, self)
         try:
             yield self
         finally:
             for s in wanted:
-                signal.signal(s, signal.SIG_DFL)
+                signal.signal(s, defaults[s])
 
 
 def _stopped(code: int) -> int:
