@@ -299,11 +299,17 @@ class Planner:
         self.options = options
         #: Outputs of this run (real path) -> the input that writes it.
         self.claimed: dict[str, Path] = {}
-        #: Inputs of this run by file identity (device, inode) -> path.
+        #: Inputs of this run by file identity (device, inode) -> path ...
         self.inputs: dict[tuple[int, int], Path] = {}
+        #: ... and by place (folder identity and name): a file saved again
+        #: while the run goes on (written anew and renamed over the old, as
+        #: editors do) is a new file at an input's place, still the user's.
+        self.input_places: dict[Place, Path] = {}
         #: With a suffix or a chosen format, where each input's output goes by
-        #: its name (real path -> input): a file there is an earlier result.
-        self.named_outputs: dict[str, Path] = {}
+        #: its name (real path and place -> input): a file there is an
+        #: earlier result, under whatever name the folder is reached (a
+        #: symbolic link or a bind mount).
+        self.named_outputs: dict[str | Place, Path] = {}
         self.cleaned: set[Path] = set()
 
     def plan_all(self, jobs: Iterable[Job]) -> Iterator[Item]:
@@ -326,21 +332,25 @@ class Planner:
         except (OSError, ValueError):
             return
         self.inputs.setdefault((st.st_dev, st.st_ino), job.input)
-        named = self._named_output(job)
-        if named:
-            self.named_outputs.setdefault(named, job.input)
+        place = _place(job.input)
+        if place is not None:
+            self.input_places.setdefault(place, job.input)
+        for key in self._named_output(job):
+            self.named_outputs.setdefault(key, job.input)
 
-    def _named_output(self, job: Job) -> str:
-        """Where ``job``'s output goes by its name alone ('' unless a suffix
-        or a format is asked for: only then can a result lie among inputs)."""
+    def _named_output(self, job: Job) -> list[str | Place]:
+        """Where ``job``'s output goes by its name alone, as a real path and
+        as a place (none unless a suffix or a format is asked for: only then
+        can a result lie among inputs)."""
         opts = self.options
         if not (opts.suffix or opts.format != "keep"):
-            return ""
+            return []
         fmt = imageio.output_format(imageio.format_from_extension(job.input.suffix), opts.format)
         try:
-            return _real(output_path(opts.output_dir, job, imageio.extension_for(fmt), opts.suffix))
+            out = output_path(opts.output_dir, job, imageio.extension_for(fmt), opts.suffix)
         except ValueError:
-            return ""
+            return []
+        return [key for key in (_real(out), _place(out)) if key]
 
     def plan(self, job: Job) -> Item:
         """``job`` with its output decided, or its result settled (failed,
@@ -352,7 +362,10 @@ class Planner:
         self._register(job)  # a streamed input is known from here on
         # A file named like another input's output is taken as an earlier
         # result (in place, the two cannot be told apart by name): kept, not styled.
-        writer = self.named_outputs.get(_real(job.input)) if self.named_outputs else None
+        writer = None
+        if self.named_outputs:
+            keys = (_real(job.input), _place(job.input))
+            writer = next((self.named_outputs[k] for k in keys if k in self.named_outputs), None)
         if writer is not None and writer != job.input:
             return _settle(
                 item,
@@ -415,6 +428,8 @@ class Planner:
         if not stat.S_ISREG(st.st_mode):
             return "failed", f"{out} {NOT_A_FILE}"
         victim = self.inputs.get((st.st_dev, st.st_ino))
+        if victim is None:  # an input saved again since it was listed: a new file there
+            victim = self.input_places.get(_place(out) or ("", 0, 0))
         if victim is not None and os.path.samefile(victim, source):
             return "failed", "the output would overwrite the input; choose another --output"
         if not self.options.overwrite:
@@ -560,6 +575,20 @@ class _Pipeline:
 
     def run(self, jobs: Iterable[Job]) -> Iterator[Result]:
         yield from self.processor.process(self.planner.plan_all(jobs))
+
+
+#: Where a file is: its folder's identity (device, inode) and its name.
+Place = tuple[str, int, int]
+
+
+def _place(path: Path) -> Place | None:
+    """``path``'s place: the same under every name its folder is reached by
+    (symbolic links, bind mounts), and kept when the file there is replaced."""
+    try:
+        st = os.stat(path.parent)
+    except (OSError, ValueError):
+        return None
+    return (path.name, st.st_dev, st.st_ino)
 
 
 def _real(path: Path) -> str:

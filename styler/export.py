@@ -234,6 +234,7 @@ def export_onnx(
     tolerance: float | None = None,
     seed: int = 0,
     global_stats: bool = True,
+    replace: bool = True,
 ) -> ExportResult:
     """Export ``net`` (a generator described by ``meta``) to ``path``.
 
@@ -278,7 +279,7 @@ def export_onnx(
         )
     meta = dataclasses.replace(meta, parity_error=error)
     data = _replace_metadata(data, meta)
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, replace)
     seconds = time.perf_counter() - start
     logger.info("exported %s (parity error %.2e, %.1f s)", path, error, seconds)
     return ExportResult(path, meta, error, seconds)
@@ -319,7 +320,7 @@ def export_checkpoint(
         check_finite_weights(net)
     except ExportError as exc:
         raise ExportError(exc.reason, checkpoint) from None
-    return export_onnx(net, meta, output, fp16=fp16)
+    return export_onnx(net, meta, output, fp16=fp16, replace=overwrite)
 
 
 class _NoiseGenerator(nn.Module):
@@ -336,7 +337,7 @@ class _NoiseGenerator(nn.Module):
 
 
 def export_generator(
-    net: nn.Module, meta: ModelMetadata, path: str | Path, *, seed: int = 0
+    net: nn.Module, meta: ModelMetadata, path: str | Path, *, seed: int = 0, replace: bool = True
 ) -> ExportResult:
     """Export a generator from noise (``meta.task == "generate"``) to ``path``:
     inputs ``noise`` (N x latent) and, when conditional, ``label`` (N, int64);
@@ -387,7 +388,7 @@ def export_generator(
             f"(limit {FP32_TOLERANCE:g})"
         )
     meta = dataclasses.replace(meta, parity_error=worst)
-    atomic_write_bytes(path, _replace_metadata(data, meta))
+    atomic_write_bytes(path, _replace_metadata(data, meta), replace)
     seconds = time.perf_counter() - start
     logger.info("exported %s (parity error %.2e, %.1f s)", path, worst, seconds)
     return ExportResult(path, meta, worst, seconds)

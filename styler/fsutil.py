@@ -151,9 +151,9 @@ def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
+def atomic_write_bytes(path: Path, data: bytes, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (``replace`` as for :func:`atomic_path`)."""
+    with atomic_path(path, replace) as tmp:
         tmp.write_bytes(data)
 
 

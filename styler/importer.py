@@ -321,4 +321,4 @@ def import_to_onnx(
             checkpoint,
             len(imported.ignored_keys),
         )
-    return export_onnx(net, meta, output, fp16=fp16)
+    return export_onnx(net, meta, output, fp16=fp16, replace=overwrite)

@@ -13,6 +13,7 @@ read (:func:`list_images`), and pairs their files by stem
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -114,9 +115,9 @@ def _walk(root: Path, recursive: bool, exclude: Path | None) -> Iterator[tuple[P
 def _same(a: Path, b: Path | None) -> bool:
     if b is None:
         return False
-    try:
-        return a.resolve() == b.resolve()
-    except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python 3.11)
+    try:  # by identity: a symbolic link or a bind mount cannot hide it
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
         return False
 
 
@@ -124,14 +125,30 @@ def collect_jobs(
     inputs: Iterable[str | Path], *, recursive: bool = True, output_dir: Path | None = None
 ) -> Iterator[Job]:
     """Expand command-line inputs into jobs, in order, lazily (so that paths
-    from stdin stream through)."""
-    for raw in inputs:
+    from stdin stream through). The output folder given as a folder input is
+    walked (styled in place) only when it is the one input: among others
+    (``styler apply * -o styled`` run again, when ``*`` holds ``styled/``)
+    it holds this run's results and is left out, as it is when it lies
+    inside a walked folder. An entry that is not a path (a dataset row's
+    missing value) fails alone."""
+    inputs = iter(inputs)
+    first = list(itertools.islice(inputs, 2))
+    alone = len(first) == 1
+    for raw in itertools.chain(first, inputs):
+        if isinstance(raw, bytes):
+            raw = os.fsdecode(raw)
+        if not isinstance(raw, (str, os.PathLike)):
+            yield Job(Path(f"<{raw!r}>"), PurePath("image"), f"not a path: {raw!r}")
+            continue
         path = Path(raw)
         try:
             found, problem = path_kind(path), None
         except UsageError as exc:  # a name too long, a folder without permission
             found, problem = None, exc.reason
         if found == "dir":
+            if not alone and _same(path, output_dir):
+                logger.info("leaving out %s: it is the output folder", path)
+                continue
             for file, error in _walk(path, recursive, output_dir):
                 rel = file.relative_to(path)
                 yield Job(file, rel.with_suffix(""), error)

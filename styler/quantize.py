@@ -189,7 +189,7 @@ def quantize_int8(
     new_meta = dataclasses.replace(new_meta, extra={**meta.extra, "int8_psnr_db": round(psnr, 2)})
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, {METADATA_KEY: new_meta.to_json()})
-    atomic_write_bytes(output, model.SerializeToString())
+    atomic_write_bytes(output, model.SerializeToString(), overwrite)
     seconds = time.perf_counter() - start
     logger.info("wrote %s: int8, %.1f dB PSNR against fp32 (%.1f s)", output, psnr, seconds)
     return QuantizeResult(output, new_meta, psnr, seconds)

@@ -68,7 +68,7 @@ def import_(
         )
     result = import_to_onnx(
         checkpoint,
-        output or checkpoint.with_suffix(".onnx"),
+        output or _beside(checkpoint, ".onnx"),
         name=name,
         description=description,
         license=license,
@@ -114,10 +114,18 @@ def export(
             _report_export(result)
         return
 
-    target = output or checkpoint.with_suffix(".fp16.onnx" if fp16 else ".onnx")
+    target = output or _beside(checkpoint, ".fp16.onnx" if fp16 else ".onnx")
     meta = {"name": name, "description": description, "license": license}
     result = export_checkpoint(checkpoint, target, fp16=fp16, overwrite=overwrite, **meta)
     _report_export(result)
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    """The default output: ``path`` with ``suffix`` in place of its own. A
+    path without a file name (``.``, ``/``, an empty argument) names no file."""
+    if not path.name:
+        raise UsageError(f"{str(path) or repr('')}: not a file name (a model file is expected)")
+    return path.with_suffix(suffix)
 
 
 def _report_export(result: object) -> None:
@@ -167,7 +175,7 @@ def quantize(
             f"--calibration {calibration}: int8 calibration needs at least 2 images, "
             f"found {len(files)}{why}"
         )
-    target = output or model.with_suffix(".int8.onnx")
+    target = output or _beside(model, ".int8.onnx")
     check_new_output([model, *files], target, overwrite)  # no input is ever replaced
     images = load_calibration(files)
     result = quantize_int8(model, target, images, min_psnr=min_psnr, overwrite=overwrite)

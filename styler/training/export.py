@@ -64,18 +64,24 @@ def model_paths(trainer: Trainer, run_dir: Path, fp16: bool = False) -> list[Pat
 
 
 def export_trainer(
-    trainer: Trainer, config: TrainConfig, run_dir: Path, step: int, fp16: bool = False
+    trainer: Trainer,
+    config: TrainConfig,
+    run_dir: Path,
+    step: int,
+    fp16: bool = False,
+    replace: bool = True,
 ) -> list[ExportResult]:
-    """Export the trainer's generators to ``run_dir/<name>.onnx``."""
+    """Export the trainer's generators to ``run_dir/<name>.onnx`` (a file
+    there is replaced only with ``replace``)."""
     from styler.export import export_generator, export_onnx
 
     results = []
     for spec, path in zip(trainer.exports(), model_paths(trainer, run_dir, fp16), strict=True):
         meta = metadata(spec, config, run_dir, step)
         if spec.task == "generate":
-            results.append(export_generator(spec.net, meta, path))
+            results.append(export_generator(spec.net, meta, path, replace=replace))
         else:
-            results.append(export_onnx(spec.net, meta, path, fp16=fp16))
+            results.append(export_onnx(spec.net, meta, path, fp16=fp16, replace=replace))
     return results
 
 
@@ -123,4 +129,4 @@ def export_run(
         state.restore_networks(trainer, ckpt)
     logger.info("exporting %s (step %d)", ckpt.path, ckpt.step)
     trainer.train(False)
-    return export_trainer(trainer, ckpt.config, run.root, ckpt.step, fp16)
+    return export_trainer(trainer, ckpt.config, run.root, ckpt.step, fp16, replace=overwrite)
