@@ -36,7 +36,7 @@ from styler.errors import (
 from styler.fsutil import NOT_A_FILE, remove_stale_parts
 from styler.log import logger
 from styler.metadata import ModelMetadata
-from styler.paths import Job, output_path
+from styler.paths import IMAGE_EXTENSIONS, Job, output_path
 from styler.runtime import Model
 
 if TYPE_CHECKING:
@@ -310,6 +310,8 @@ class Planner:
         #: earlier result, under whatever name the folder is reached (a
         #: symbolic link or a bind mount).
         self.named_outputs: dict[str | Place, Path] = {}
+        #: Image files of a folder by stem (listed once, when first asked).
+        self.stems: dict[Path, dict[str, list[Path]]] = {}
         self.cleaned: set[Path] = set()
 
     def plan_all(self, jobs: Iterable[Job]) -> Iterator[Item]:
@@ -352,6 +354,51 @@ class Planner:
             return []
         return [key for key in (_real(out), _place(out)) if key]
 
+    def _source_beside(self, job: Job) -> Path | None:
+        """The image beside ``job.input`` whose output (by its name and its
+        content's format) is ``job.input``: then ``job.input`` is an earlier
+        result of it, whatever order the inputs come in (a stream from
+        stdin lists a result before its source as often as after) and
+        whatever the source's extension says."""
+        opts = self.options
+        stem = job.input.stem
+        if opts.suffix:
+            if not stem.endswith(opts.suffix) or stem == opts.suffix:
+                return None
+            stem = stem[: -len(opts.suffix)]
+        elif opts.format == "keep":
+            return None
+        target = _place(job.input)
+        if target is None:
+            return None
+        for other in self._by_stem(job.input.parent).get(stem, []):
+            if other.name == job.input.name:
+                continue
+            try:
+                header = imageio.probe(other, opts.max_pixels)
+                fmt = imageio.output_format(header.format, opts.format)
+                twin = Job(other, job.relative.with_name(stem))
+                out = output_path(opts.output_dir, twin, imageio.extension_for(fmt), opts.suffix)
+            except (BadImageError, ValueError):
+                continue
+            if _place(out) == target:
+                return other
+        return None
+
+    def _by_stem(self, folder: Path) -> dict[str, list[Path]]:
+        if folder not in self.stems:
+            found: dict[str, list[Path]] = {}
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        path = Path(entry.path)
+                        if path.suffix.lower() in IMAGE_EXTENSIONS:
+                            found.setdefault(path.stem, []).append(path)
+            except OSError:
+                pass
+            self.stems[folder] = found
+        return self.stems[folder]
+
     def plan(self, job: Job) -> Item:
         """``job`` with its output decided, or its result settled (failed,
         skipped, or planned in a dry run) without decoding."""
@@ -366,6 +413,8 @@ class Planner:
         if self.named_outputs:
             keys = (_real(job.input), _place(job.input))
             writer = next((self.named_outputs[k] for k in keys if k in self.named_outputs), None)
+        if writer is None:
+            writer = self._source_beside(job)
         if writer is not None and writer != job.input:
             return _settle(
                 item,

@@ -230,7 +230,7 @@ def check_new_output(source: Path | Sequence[Path], output: Path, overwrite: boo
     the atomic rename would put a file in its place)."""
     sources = [source] if isinstance(source, Path) else list(source)
     kind = path_kind(output)
-    exists = kind is not None
+    exists = kind is not None or os.path.islink(output)  # a dangling link is a file there
     for src in sources:
         try:
             same = exists and os.path.samefile(src, output)

@@ -168,13 +168,14 @@ MAX_GRID = 4096
 
 
 def grid(items: list[Generated], columns: int | None = None, min_cell: int = 64) -> Image.Image:
-    """All images in one picture (nearest-neighbour enlarged when tiny)."""
+    """All images in one picture (nearest-neighbour enlarged when tiny), in
+    ``columns`` columns (a row per class), never more than there are images."""
     if not items:
         raise UsageError("nothing to put in a grid")
     if len(items) > MAX_GRID:
         raise UsageError(f"a grid holds at most {MAX_GRID} images, not {len(items)}")
     h, w, c = items[0].image.shape
-    cols = columns or math.ceil(math.sqrt(len(items)))
+    cols = min(columns or math.ceil(math.sqrt(len(items))), len(items))
     rows = math.ceil(len(items) / cols)
     zoom = max(1, math.ceil(min_cell / max(h, w)))
     pad = 2

@@ -286,7 +286,7 @@ def test_export_keeps_a_file_that_appears_at_its_output(tmp_path: Path) -> None:
     meta = ModelMetadata(network=config, name="t", license="CC0-1.0", train_size=16)
     target = tmp_path / "m.onnx"
     target.write_bytes(b"made meanwhile")
-    with pytest.raises(OutputExistsError, match="m.onnx"):
+    with pytest.raises(OutputExistsError, match=r"m\.onnx"):
         export_onnx(zoo.build(config, init="normal"), meta, target, replace=False)
     assert target.read_bytes() == b"made meanwhile"
     assert sorted(os.listdir(tmp_path)) == ["m.onnx"]  # no temporary file left

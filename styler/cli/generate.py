@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -75,7 +76,7 @@ def generate(
             continue
         print_line(str(path))
     if grid_path is not None:
-        if grid_path.exists() and not overwrite:
+        if os.path.lexists(grid_path) and not overwrite:  # a dangling link too
             typer.echo(f"styler: {grid_path} exists; pass --overwrite to replace it", err=True)
         else:
             columns = gen.meta.num_classes if gen.meta.num_classes and label is None else None

@@ -85,14 +85,43 @@ class RunFolder:
     def leftover(self) -> list[Path] | None:
         """The files of a run folder that holds only what a run writes before
         its first checkpoint (a readable config.json, metrics, report, sample
-        grids, styler's temporary files), or None when it holds anything else."""
+        grids, styler's temporary files) and no history of training, or None
+        when it holds anything else. A run that trained (a sample grid after
+        step 0, a score, more than one step in its metrics) is history even
+        without its checkpoints (a finished run's, deleted to free space)."""
         try:
             entries = list(os.scandir(self.root))
             files = _first_files(entries)
             self.read_config()
+            if files is not None and self._trained(files):
+                return None
         except (OSError, StylerError):
             return None
         return files
+
+    def _trained(self, files: list[Path]) -> bool:
+        """Whether ``files`` (the run folder's) show training done: a sample
+        grid after step 0, a score, or more than one step in the metrics."""
+        for path in files:
+            grid = report.SAMPLE_NAME.fullmatch(path.name)
+            if path.parent == self.samples and grid and int(grid.group(1)) > 0:
+                return True
+        if not self.metrics.is_file():
+            return False
+        steps = set()
+        with open(self.metrics, "rb") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and ("eval" in record or "kid" in record):
+                    return True
+                if isinstance(record, dict) and isinstance(record.get("step"), int):
+                    steps.add(record["step"])
+                if len(steps) > 1:
+                    return True
+        return False
 
     def check_writable(self) -> None:
         """Refuse at once (before any image is decoded) a new run folder that
