@@ -70,9 +70,17 @@ class EvalReport:
     crops_per_image: int = 5
     extractor: str = ""
 
+    @property
+    def kid_ratio(self) -> float:
+        """The outputs' KID over the unmodified photos': below 1, the model
+        brings them closer to the style (0.5: half as far); NaN when the
+        photos' KID is not above 0 (they are already in the style)."""
+        return self.styled.kid / self.photos.kid if self.photos.kid > 0 else math.nan
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data; an infinite PSNR (identical images) is None."""
-        return _finite(dataclasses.asdict(self))
+        """Plain JSON-ready data; an infinite PSNR (identical images) and an
+        undefined ratio are None."""
+        return _finite({**dataclasses.asdict(self), "kid_ratio": self.kid_ratio})
 
 
 def _finite(value: Any) -> Any:

@@ -288,6 +288,7 @@ def test_eval_json_reports_model_and_baseline(
         assert np.isfinite([scores["kid"], scores["kid_std"], scores["fid"]]).all()
         assert scores["fid"] >= 0 and scores["psnr"] is None
     assert report["styled"] != report["photos"]
+    assert report["kid_ratio"] == pytest.approx(report["styled"]["kid"] / report["photos"]["kid"])
     assert report["pair_count"] is None
     assert report["skipped"] == [str(folders / "photos" / "broken.png")]
     warnings = [line for line in result.stderr.splitlines() if "broken.png" in line]

