@@ -36,7 +36,7 @@ from styler.errors import (
 from styler.fsutil import NOT_A_FILE, remove_stale_parts
 from styler.log import logger
 from styler.metadata import ModelMetadata
-from styler.paths import IMAGE_EXTENSIONS, Job, output_path
+from styler.paths import Job, output_path
 from styler.runtime import Model
 
 if TYPE_CHECKING:
@@ -390,9 +390,9 @@ class Planner:
             found: dict[str, list[Path]] = {}
             try:
                 with os.scandir(folder) as entries:
-                    for entry in entries:
-                        path = Path(entry.path)
-                        if path.suffix.lower() in IMAGE_EXTENSIONS:
+                    for entry in entries:  # any name: files given by name are styled whatever it is
+                        if not entry.name.startswith("."):
+                            path = Path(entry.path)
                             found.setdefault(path.stem, []).append(path)
             except OSError:
                 pass
@@ -473,7 +473,8 @@ class Planner:
         try:
             st = os.stat(out)
         except FileNotFoundError:  # a dangling symbolic link is still the user's file
-            return ("skipped", "output exists") if os.path.lexists(out) else None
+            dangling = os.path.lexists(out)
+            return ("skipped", "output exists") if dangling and not self.options.overwrite else None
         if not stat.S_ISREG(st.st_mode):
             return "failed", f"{out} {NOT_A_FILE}"
         victim = self.inputs.get((st.st_dev, st.st_ino))

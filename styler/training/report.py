@@ -309,6 +309,11 @@ def metric_keys(records: Sequence[dict[str, Any]], losses: Sequence[str]) -> lis
 SAMPLE_NAME = re.compile(r"step_([0-9]{7,12})\.png")
 
 
+def sample_name(step: int) -> str:
+    """The file name of the sample grid after ``step`` steps."""
+    return f"step_{step:07d}.png"
+
+
 def _names(folder: Path) -> list[str]:
     try:
         return [entry.name for entry in os.scandir(folder)]

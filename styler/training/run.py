@@ -77,6 +77,11 @@ class RunFolder:
             self.lock()  # (refused when another process holds it)
             self.unlock()
         if self.leftover() is None:
+            if self._ended():  # a run's history without its checkpoints
+                raise UsageError(
+                    f"{self.root} holds a run that ended (its report, metrics and samples) and "
+                    "no checkpoint to continue from: choose another --output"
+                )
             raise UsageError(
                 f"{self.root} exists and is not empty: continue it with "
                 f"`styler train --resume {shlex.quote(str(self.root))}` or choose another --output"
@@ -85,43 +90,30 @@ class RunFolder:
     def leftover(self) -> list[Path] | None:
         """The files of a run folder that holds only what a run writes before
         its first checkpoint (a readable config.json, metrics, report, sample
-        grids, styler's temporary files) and no history of training, or None
-        when it holds anything else. A run that trained (a sample grid after
-        step 0, a score, more than one step in its metrics) is history even
-        without its checkpoints (a finished run's, deleted to free space)."""
+        grids, styler's temporary files) of a run that did not end (it
+        failed: NaN, an error, a kill), or None when it holds anything else.
+        A run that ended (finished or stopped) is history even without its
+        checkpoints (deleted to free space)."""
         try:
             entries = list(os.scandir(self.root))
             files = _first_files(entries)
             self.read_config()
-            if files is not None and self._trained(files):
+            if files is not None and self._ended():
                 return None
         except (OSError, StylerError):
             return None
         return files
 
-    def _trained(self, files: list[Path]) -> bool:
-        """Whether ``files`` (the run folder's) show training done: a sample
-        grid after step 0, a score, or more than one step in the metrics."""
-        for path in files:
-            grid = report.SAMPLE_NAME.fullmatch(path.name)
-            if path.parent == self.samples and grid and int(grid.group(1)) > 0:
-                return True
-        if not self.metrics.is_file():
+    def _ended(self) -> bool:
+        """Whether the run ended: its end (finished or stopped) saves the last
+        checkpoint and then a sample grid of the last step in its metrics,
+        which a run that failed (NaN, an error, a kill) never has (the
+        metrics read a bounded line at a time)."""
+        try:
+            last = max((r["step"] for r in report.iter_metrics(self.metrics)), default=0)
+        except StylerError:
             return False
-        steps = set()
-        with open(self.metrics, "rb") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and ("eval" in record or "kid" in record):
-                    return True
-                if isinstance(record, dict) and isinstance(record.get("step"), int):
-                    steps.add(record["step"])
-                if len(steps) > 1:
-                    return True
-        return False
+        return last > 0 and (self.samples / report.sample_name(last)).is_file()
 
     def check_writable(self) -> None:
         """Refuse at once (before any image is decoded) a new run folder that
@@ -217,6 +209,8 @@ class RunFolder:
             why = f" ({len(skipped)} passed over; the newest: {skipped[0]})" if skipped else ""
             if self.leftover() is not None:
                 why = " (the run stopped before its first): the same `styler train` starts it again"
+            elif not skipped and self._ended():
+                why = " (the run ended; its checkpoints are gone): train anew with another --output"
             raise BadCheckpointError(f"no usable checkpoint{why}; nothing was changed", self.root)
         for exc in skipped:
             state.report_damaged(exc)

@@ -250,7 +250,7 @@ class Upkeep(Idle):
             rows = rows or self.sample_rows()
             image = report.grid_image(rows, self.trainer.column_names(), f"step {step}")
             try:
-                report.save_png(image, self.run.samples / f"step_{step:07d}.png")
+                report.save_png(image, self.run.samples / report.sample_name(step))
             except OutputError as exc:  # a folder of that name, a full disk: the run goes on
                 logger.warning("skipping the sample grid of step %d: %s", step, exc)
 
