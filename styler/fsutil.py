@@ -126,6 +126,8 @@ def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
     (one that appeared after the caller looked) is kept, and
     :class:`OutputExistsError` raised."""
     try:
+        if path_kind(path.parent, OutputError) not in (None, "dir"):
+            raise OutputError(f"{path.parent} is not a folder", path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
             prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=TEMP_SUFFIX, dir=path.parent
@@ -240,5 +242,10 @@ def check_new_output(source: Path | Sequence[Path], output: Path, overwrite: boo
             raise UsageError(f"the output is the input {src}; choose another --output", output)
     if kind in ("dir", "other"):  # replacing /dev/null or a pipe is never what was meant
         raise UsageError(f"{NOT_A_FILE}; choose another --output", output)
+    for folder in Path(output).parents:  # the nearest that exists must be a folder
+        if os.path.lexists(folder):
+            if path_kind(folder) != "dir":
+                raise UsageError(f"{folder} is not a folder; choose another --output", output)
+            break
     if exists and not overwrite:
         raise UsageError(f"{output} exists; pass --overwrite to replace it")

@@ -77,7 +77,7 @@ class RunFolder:
             self.lock()  # (refused when another process holds it)
             self.unlock()
         if self.leftover() is None:
-            if self._ended():  # a run's history without its checkpoints
+            if not self._has_checkpoints() and self._ended():  # history, checkpoints gone
                 raise UsageError(
                     f"{self.root} holds a run that ended (its report, metrics and samples) and "
                     "no checkpoint to continue from: choose another --output"
@@ -110,10 +110,19 @@ class RunFolder:
         which a run that failed (NaN, an error, a kill) never has (the
         metrics read a bounded line at a time)."""
         try:
+            if not stat.S_ISREG(os.lstat(self.metrics).st_mode):  # a pipe would never end
+                return False
             last = max((r["step"] for r in report.iter_metrics(self.metrics)), default=0)
-        except StylerError:
+        except (OSError, StylerError):
             return False
         return last > 0 and (self.samples / report.sample_name(last)).is_file()
+
+    def _has_checkpoints(self) -> bool:
+        try:
+            with os.scandir(self.checkpoints) as entries:
+                return next(entries, None) is not None
+        except OSError:
+            return False
 
     def check_writable(self) -> None:
         """Refuse at once (before any image is decoded) a new run folder that

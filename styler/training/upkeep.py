@@ -164,14 +164,14 @@ class Upkeep(Idle):
         rows = self.check(done) if score or sample or save else []
         if score:
             self.evaluate(display)
-        if sample:
-            self.samples(done, rows)
-            self.report(done)
-        if save:
+        if save:  # before the grid: a grid at a run's last step says it was saved (RunFolder)
             with self.timed("checkpoints"):
                 path = self.checkpointer.save(self.trainer, done, self.info())
             if path is not None and self.checkpointer.saved == done:
                 display.note(f"saved {path.name}")
+        if sample:
+            self.samples(done, rows)
+            self.report(done)
 
     def finish(self, display: Display) -> list[Path]:
         """The last checkpoint and samples; a finished run's score and its
