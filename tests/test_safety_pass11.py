@@ -93,9 +93,7 @@ def test_a_run_that_failed_writing_its_first_checkpoint_is_not_a_run_that_ended(
 
 
 @pytest.mark.parametrize("kind", ["named pipe", "link to /dev/zero"])
-def test_a_metrics_file_that_is_not_a_file_never_hangs_a_new_run(
-    kind: str, tmp_path: Path
-) -> None:
+def test_a_metrics_file_that_is_not_a_file_never_hangs_a_new_run(kind: str, tmp_path: Path) -> None:
     """P8 held: FIFOs as a checkpoint, config.json or metrics.jsonl give one
     line, no hang (`--resume` checks the run folder's parts first). P10's
     `RunFolder.check_new` now asks `_ended()` of every non-empty folder that
