@@ -4,8 +4,13 @@ through the Python API with the session open, and through the whole
 
     python bench/one_megapixel.py [--repeat 5]
 
-The baseline in the same run is the same session on a 512x341 image (a
-quarter of the pixels), which shows how the time scales with the size.
+The baselines in the same run: the same session on a 512x341 image (a
+sixth of the pixels), which shows how the time scales with the size, and,
+with ``--baseline MODEL``, another model timed in turns with it on the
+same photo (for example the model shipped before: same network, same cost
+expected), so that a busy machine shows in both.
+
+    python bench/one_megapixel.py --baseline old_photo2painting.onnx
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from pathlib import Path
 
 from PIL import Image
+from recipes import machine
 
 from styler.apply import Stylizer
 from styler.shipped import resolve_model
@@ -43,20 +49,37 @@ def timed(stylizer: Stylizer, image: Image.Image, repeat: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--model", default=None, help="[default: the shipped default]")
+    parser.add_argument("--baseline", default=None, help="another model, timed in turns")
     args = parser.parse_args()
     big = Image.open(PHOTO).convert("RGB").resize(BIG, Image.LANCZOS)
     small = big.resize(SMALL, Image.LANCZOS)
-    stylizer = Stylizer(None, device="cpu")
+    stylizer = Stylizer(args.model, device="cpu")
     api_small = timed(stylizer, small, args.repeat)
     api_big = timed(stylizer, big, args.repeat)
+    against: dict[str, float | str] = {}
+    if args.baseline:
+        other = Stylizer(args.baseline, device="cpu")
+        mine, theirs = [], []
+        for _ in range(args.repeat):  # in turns: load on the machine falls on both
+            theirs.append(timed(other, big, 1))
+            mine.append(timed(stylizer, big, 1))
+        against = {
+            "baseline": str(args.baseline),
+            "baseline_seconds_1224x816": round(statistics.median(theirs), 3),
+            "in_turns_seconds_1224x816": round(statistics.median(mine), 3),
+            "ratio_to_baseline": round(statistics.median(mine) / statistics.median(theirs), 3),
+        }
     cli = []
     with tempfile.TemporaryDirectory() as tmp:
         photo = Path(tmp) / "one_mp.jpg"
         big.save(photo, quality=92)
         for i in range(3):
             start = time.perf_counter()
+            model = ["-m", str(args.model)] if args.model else []
+            command = [sys.executable, "-m", "styler", "apply", str(photo), *model]
             subprocess.run(
-                [sys.executable, "-m", "styler", "apply", str(photo), "-o", f"{tmp}/out{i}", "-q"],
+                [*command, "-o", f"{tmp}/out{i}", "-q"],
                 check=True,
                 capture_output=True,
             )
@@ -65,13 +88,15 @@ def main() -> None:
         json.dumps(
             {
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                "model": str(resolve_model(None).name),
+                **machine(),
+                "model": str(resolve_model(args.model).name),
                 "api_seconds_1224x816": round(api_big, 3),
                 "api_seconds_512x341": round(api_small, 3),
                 "ratio_time_per_pixel_big_vs_small": round(
                     (api_big / (BIG[0] * BIG[1])) / (api_small / (SMALL[0] * SMALL[1])), 3
                 ),
                 "cli_seconds_1224x816": round(statistics.median(cli), 3),
+                **against,
             },
             indent=2,
         )

@@ -3,8 +3,8 @@ weights/photo2painting.onnx: the run's best checkpoint (by KID while training,
 else its latest), its A -> B generator, exported with the name, description
 and licence the model card gives.
 
-    python examples/make_corpus.py                       # data/photo2painting/
-    styler train data/photo2painting/photos data/photo2painting/paintings \\
+    python examples/make_corpus.py && python bench/corpus.py build   # data/p2p_split/
+    styler train data/p2p_split/train data/p2p_split/paintings \\
         -o runs/photo2painting ...                       # the command in weights/photo2painting.md
     python examples/ship_photo2painting.py runs/photo2painting
 """
@@ -24,7 +24,7 @@ from styler.training.run import BEST
 NAME = "photo2painting"
 DESCRIPTION = (
     "Photographs to painted landscapes in the style of Battle for Wesnoth's story art "
-    "(CycleGAN generator trained by styler on 56 photos and 18 paintings)"
+    "(FastCUT generator trained by styler for an hour of CPU on 40 photos and 18 paintings)"
 )
 LICENSE = "GPL-2.0-or-later"
 
