@@ -136,8 +136,9 @@ def test_a_finished_run_without_its_checkpoints_is_not_taken_for_a_failed_start(
     files of a run that stopped before its first checkpoint: starting
     afresh there` (its metrics show the run reached its last step) and
     replaces the finished run's report.html, metrics.jsonl and sample
-    grids, exit 0. They must be kept (refused as a folder that is not
-    empty, exit 2)."""
+    grids, exit 0. They must be kept: since the twelfth pass every fresh
+    start sets such files aside in RUN/earlier-<time>/ (no rule has to tell
+    a finished run from a failed one)."""
     pytest.importorskip("torch")
     a = _photos(tmp_path / "a", 2, (32, 32))
     b = _photos(tmp_path / "b", 2, (32, 32))
@@ -157,9 +158,13 @@ def test_a_finished_run_without_its_checkpoints_is_not_taken_for_a_failed_start(
     kept = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert run / "report.html" in kept and run / "samples" / "step_0000002.png" in kept
     again = _run(*args[:-1], "--seed", "5", "-q")
-    now = {p: p.read_bytes() if p.is_file() else None for p in kept}
-    assert now == kept, again.stderr.decode(errors="replace")
-    assert again.returncode == 2, again.stderr.decode(errors="replace")
+    # Decided in the twelfth pass: the new run starts there and the finished
+    # run's files are set aside, byte for byte, in RUN/earlier-<time>/.
+    assert again.returncode == 0, again.stderr.decode(errors="replace")
+    (aside,) = run.glob("earlier-*")
+    now = {p: (aside / p.relative_to(run)).read_bytes() for p in kept}
+    assert now == kept
+    assert b"are kept in" in again.stderr
 
 
 def test_a_grid_never_has_more_columns_than_images() -> None:

@@ -267,7 +267,7 @@ def test_projected_discriminators_and_a_run_folder_left_by_a_failed_start(
     outcomes[1].one_error("no usable checkpoint", "the same `styler train` starts it again")
     again = outcomes[2]
     assert again.code == 0, again.lines
-    _warnings(again.lines, "held only the files of a run that stopped before its first checkpoint")
+    _warnings(again.lines, "held a run without checkpoints: its files are kept in")
     assert _steps(failed) == [1] and _metrics_steps(failed) == [1]
     assert sorted(os.listdir(failed / "samples")) == ["step_0000000.png", "step_0000001.png"]
     for out, run in zip(outcomes[3:5], (projected, tmp_path / "luma"), strict=True):

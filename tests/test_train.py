@@ -367,7 +367,7 @@ def test_a_run_folder_is_never_reused(tmp_path: Path, unpaired: tuple[Path, Path
     run.mkdir()
     (run / "mine.txt").write_text("keep me")
     config, found = make_config(*unpaired, steps=1, **TINY)
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="not a styler run folder: choose another --output"):
         train(config, run, device="cpu", watch=QUIET, found=found)
     assert (run / "mine.txt").read_text() == "keep me"
 

@@ -19,6 +19,7 @@ import re
 import shlex
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,8 @@ class RunFolder:
 
     def check_new(self) -> None:
         """Refuse a run folder that is not empty, unless it holds only what
-        a run that stopped before its first checkpoint wrote (and no process
-        works in it): a new run starts afresh there."""
+        a run writes before its first checkpoint (and no process works in
+        it): a new run starts afresh there, those files kept aside."""
         found = path_kind(self.root)
         if found is None:
             return
@@ -77,52 +78,59 @@ class RunFolder:
             self.lock()  # (refused when another process holds it)
             self.unlock()
         if self.leftover() is None:
-            if not self._has_checkpoints() and self._ended():  # history, checkpoints gone
+            try:
+                self.read_config()
+            except StylerError:
                 raise UsageError(
-                    f"{self.root} holds a run that ended (its report, metrics and samples) and "
-                    "no checkpoint to continue from: choose another --output"
+                    f"{self.root} exists, is not empty and is not a styler run folder: "
+                    "choose another --output"
+                ) from None
+            if state.list_checkpoints(self.checkpoints):
+                raise UsageError(
+                    f"{self.root} exists and is not empty: continue it with `styler train "
+                    f"--resume {shlex.quote(str(self.root))}` or choose another --output"
                 )
             raise UsageError(
-                f"{self.root} exists and is not empty: continue it with "
-                f"`styler train --resume {shlex.quote(str(self.root))}` or choose another --output"
+                f"{self.root} holds a run without checkpoints and files styler did not write "
+                "there: choose another --output"
             )
 
     def leftover(self) -> list[Path] | None:
         """The files of a run folder that holds only what a run writes before
         its first checkpoint (a readable config.json, metrics, report, sample
-        grids, styler's temporary files) of a run that did not end (it
-        failed: NaN, an error, a kill), or None when it holds anything else.
-        A run that ended (finished or stopped) is history even without its
-        checkpoints (deleted to free space)."""
+        grids, styler's temporary files; and the folders earlier fresh
+        starts set aside), or None when it holds anything else. Such a run
+        failed (NaN, an error, a kill) or ended and lost its checkpoints;
+        a fresh start keeps its files aside (:meth:`set_aside`)."""
         try:
             entries = list(os.scandir(self.root))
             files = _first_files(entries)
             self.read_config()
-            if files is not None and self._ended():
-                return None
         except (OSError, StylerError):
             return None
         return files
 
-    def _ended(self) -> bool:
-        """Whether the run ended: its end (finished or stopped) saves the last
-        checkpoint and then a sample grid of the last step in its metrics,
-        which a run that failed (NaN, an error, a kill) never has (the
-        metrics read a bounded line at a time)."""
-        try:
-            if not stat.S_ISREG(os.lstat(self.metrics).st_mode):  # a pipe would never end
-                return False
-            last = max((r["step"] for r in report.iter_metrics(self.metrics)), default=0)
-        except (OSError, StylerError):
-            return False
-        return last > 0 and (self.samples / report.sample_name(last)).is_file()
-
-    def _has_checkpoints(self) -> bool:
-        try:
-            with os.scandir(self.checkpoints) as entries:
-                return next(entries, None) is not None
-        except OSError:
-            return False
+    def set_aside(self, files: list[Path]) -> Path | None:
+        """Move ``files`` (:meth:`leftover`'s) into a new ``earlier-<time>``
+        folder of the run folder, keeping their places below it (styler's
+        temporary files are removed): a fresh start there loses nothing."""
+        kept = [f for f in files if stale_writer(f.name) is None]
+        for path in files:
+            if path not in kept:
+                path.unlink(missing_ok=True)
+        if not kept:
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.root / f"earlier-{stamp}"
+        n = 1
+        while os.path.lexists(aside):
+            n += 1
+            aside = self.root / f"earlier-{stamp}-{n}"
+        for path in kept:
+            target = aside / path.relative_to(self.root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(path, target)
+        return aside
 
     def check_writable(self) -> None:
         """Refuse at once (before any image is decoded) a new run folder that
@@ -173,14 +181,16 @@ class RunFolder:
         self.lock()
         self.check_new()
         leftover = self.leftover() or []
-        if leftover:
+        try:
+            aside = self.set_aside(leftover)
+        except OSError as exc:
+            raise UsageError(f"cannot set aside: {exc.strerror or exc}", self.root) from None
+        if aside is not None:
             logger.warning(
-                "%s held only the files of a run that stopped before its first checkpoint: "
-                "starting afresh there",
+                "%s held a run without checkpoints: its files are kept in %s; starting afresh",
                 self.root,
+                aside,
             )
-        for path in leftover:
-            path.unlink(missing_ok=True)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.samples.mkdir(exist_ok=True)
         atomic_write_bytes(self.config, config.to_json().encode())
@@ -218,8 +228,6 @@ class RunFolder:
             why = f" ({len(skipped)} passed over; the newest: {skipped[0]})" if skipped else ""
             if self.leftover() is not None:
                 why = " (the run stopped before its first): the same `styler train` starts it again"
-            elif not skipped and self._ended():
-                why = " (the run ended; its checkpoints are gone): train anew with another --output"
             raise BadCheckpointError(f"no usable checkpoint{why}; nothing was changed", self.root)
         for exc in skipped:
             state.report_damaged(exc)
@@ -328,11 +336,18 @@ _FIRST_IN = {
 }
 
 
+#: Where a fresh start set aside the files of the run before it.
+_ASIDE = re.compile(r"earlier-[0-9]{8}-[0-9]{6}(-[0-9]+)?")
+
+
 def _first_files(entries: list[os.DirEntry[str]]) -> list[Path] | None:
     """The files among ``entries`` (of a run folder) and in its subfolders
-    if all are what a run writes before its first checkpoint, else None."""
+    if all are what a run writes before its first checkpoint (folders set
+    aside by earlier fresh starts are passed over), else None."""
     files = []
     for entry in entries:
+        if _ASIDE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            continue
         if entry.name in _FIRST_IN and entry.is_dir(follow_symlinks=False):
             pattern = _FIRST_IN[entry.name]
             with os.scandir(entry.path) as inside:
