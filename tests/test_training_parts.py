@@ -216,7 +216,7 @@ def test_run_folder(tmp_path: Path) -> None:
     assert run.read_config() == config
     run.check_new()  # no checkpoint yet: a new run may start afresh here
     (run.samples / "mine.png").write_bytes(b"the user's")
-    with pytest.raises(UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="choose another --output"):  # no checkpoint to resume
         run.check_new()
     before = run.config.stat().st_mtime_ns
     run.update_config(config)  # unchanged: not rewritten

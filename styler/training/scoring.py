@@ -30,8 +30,8 @@ from styler.log import logger
 from styler.paths import list_images
 from styler.training.checkpointing import BestKeeper
 from styler.training.config import TrainConfig
+from styler.training.metricslog import MetricsLog
 from styler.training.modes.translation import TranslationConfig
-from styler.training.run import MetricsLog
 from styler.training.trainer import Trainer
 
 #: Photos are downscaled to this longer side for evaluation during training.

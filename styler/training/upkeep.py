@@ -3,7 +3,7 @@ metrics.jsonl per step, and now and then a sample grid, report.html, a score
 (keeping the best checkpoint) and a checkpoint; at the end the last
 checkpoint, samples and score, and the export.
 
-Each of these has its own small object (:class:`~styler.training.run.MetricsLog`,
+Each of these has its own small object (:class:`~styler.training.metricslog.MetricsLog`,
 :class:`~styler.training.checkpointing.Checkpointer`,
 :class:`~styler.training.scoring.Evaluator`, :mod:`~styler.training.export`);
 :class:`Upkeep` says when each one runs. Processes other than the main one
@@ -30,7 +30,8 @@ from styler.training.checkpointing import BestKeeper, Checkpointer
 from styler.training.config import TrainConfig
 from styler.training.display import Display
 from styler.training.export import best_checkpoint, export_trainer
-from styler.training.run import MetricsLog, RunFolder
+from styler.training.metricslog import MetricsLog
+from styler.training.run import RunFolder
 from styler.training.trainer import KEPT, Trainer, TrainingError
 
 if TYPE_CHECKING:
