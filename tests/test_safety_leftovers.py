@@ -53,6 +53,9 @@ def stop_apply_midway(model: Path, tmp_path: Path, sig: signal.Signals) -> list[
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=dict(os.environ, NO_COLOR="1"),
+        # As a terminal would start it: under `nohup` (a CI runner) SIGHUP is
+        # inherited ignored, and styler rightly leaves an ignored signal so.
+        preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not (out.exists() and any(out.glob("p*.png"))) and time.monotonic() < deadline:
