@@ -312,6 +312,8 @@ class Planner:
         self.named_outputs: dict[str | Place, Path] = {}
         #: Image files of a folder by stem (listed once, when first asked).
         self.stems: dict[Path, dict[str, list[Path]]] = {}
+        #: Folders' identities (device, inode), each looked up once.
+        self.folders: dict[Path, tuple[int, int]] = {}
         self.cleaned: set[Path] = set()
 
     def plan_all(self, jobs: Iterable[Job]) -> Iterator[Item]:
@@ -334,7 +336,7 @@ class Planner:
         except (OSError, ValueError):
             return
         self.inputs.setdefault((st.st_dev, st.st_ino), job.input)
-        place = _place(job.input)
+        place = self._place(job.input)
         if place is not None:
             self.input_places.setdefault(place, job.input)
         for key in self._named_output(job):
@@ -352,7 +354,7 @@ class Planner:
             out = output_path(opts.output_dir, job, imageio.extension_for(fmt), opts.suffix)
         except ValueError:
             return []
-        return [key for key in (_real(out), _place(out)) if key]
+        return [key for key in (_real(out), self._place(out)) if key]
 
     def _source_beside(self, job: Job) -> Path | None:
         """The image beside ``job.input`` whose output (by its name and its
@@ -368,7 +370,7 @@ class Planner:
             stem = stem[: -len(opts.suffix)]
         elif opts.format == "keep":
             return None
-        target = _place(job.input)
+        target = self._place(job.input)
         if target is None:
             return None
         for other in self._by_stem(job.input.parent).get(stem, []):
@@ -381,9 +383,23 @@ class Planner:
                 out = output_path(opts.output_dir, twin, imageio.extension_for(fmt), opts.suffix)
             except (BadImageError, ValueError):
                 continue
-            if _place(out) == target:
+            if self._place(out) == target:
                 return other
         return None
+
+    def _place(self, path: Path) -> Place | None:
+        """``path``'s place: its name in its folder, the folder known by
+        identity (the same under every name it is reached by: symbolic
+        links, bind mounts; kept when the file there is replaced). None
+        while the folder does not exist."""
+        folder = path.parent
+        if folder not in self.folders:
+            try:
+                st = os.stat(folder)
+            except (OSError, ValueError):
+                return None
+            self.folders[folder] = (st.st_dev, st.st_ino)
+        return (path.name, *self.folders[folder])
 
     def _by_stem(self, folder: Path) -> dict[str, list[Path]]:
         if folder not in self.stems:
@@ -411,7 +427,7 @@ class Planner:
         # result (in place, the two cannot be told apart by name): kept, not styled.
         writer = None
         if self.named_outputs:
-            keys = (_real(job.input), _place(job.input))
+            keys = (_real(job.input), self._place(job.input))
             writer = next((self.named_outputs[k] for k in keys if k in self.named_outputs), None)
         if writer is None:
             writer = self._source_beside(job)
@@ -479,7 +495,7 @@ class Planner:
             return "failed", f"{out} {NOT_A_FILE}"
         victim = self.inputs.get((st.st_dev, st.st_ino))
         if victim is None:  # an input saved again since it was listed: a new file there
-            victim = self.input_places.get(_place(out) or ("", 0, 0))
+            victim = self.input_places.get(self._place(out) or ("", 0, 0))
         if victim is not None and os.path.samefile(victim, source):
             return "failed", "the output would overwrite the input; choose another --output"
         if not self.options.overwrite:
@@ -629,16 +645,6 @@ class _Pipeline:
 
 #: Where a file is: its folder's identity (device, inode) and its name.
 Place = tuple[str, int, int]
-
-
-def _place(path: Path) -> Place | None:
-    """``path``'s place: the same under every name its folder is reached by
-    (symbolic links, bind mounts), and kept when the file there is replaced."""
-    try:
-        st = os.stat(path.parent)
-    except (OSError, ValueError):
-        return None
-    return (path.name, st.st_dev, st.st_ino)
 
 
 def _real(path: Path) -> str:

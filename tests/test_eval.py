@@ -323,6 +323,13 @@ def test_eval_with_targets_prints_psnr_and_ssim(
     ssim = np.mean([metrics.ssim(p, t) for p, t in pairs])
     assert photos_row.split()[-2:] == [f"{psnr:.2f}", f"{ssim:.4f}"]
     assert "3 pairs with ground truth" in result.stdout
+    styled_kid, photos_kid = float(lines[1].split()[2]), float(photos_row.split()[2])
+    ratio = [line for line in lines if line.startswith("KID ratio, outputs / photos: ")]
+    if photos_kid > 0.05:  # (x1000) printed only when the photos' KID is above 0
+        (line,) = ratio
+        assert float(line.split()[5]) == pytest.approx(styled_kid / photos_kid, rel=0.05, abs=2e-3)
+    elif photos_kid <= 0:
+        assert not ratio
 
 
 def test_eval_usage_errors_exit_2(cli: Cli, tiny_resnet_onnx: Path, folders: Path) -> None:

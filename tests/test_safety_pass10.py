@@ -20,6 +20,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_safety_pass7 import _one_line, _photos, _run
+from test_safety_pass9 import style_listing_in_place_twice, train_args
 
 #: Subprocess-heavy: run by `pytest -m slow`, beside the other reliability passes.
 pytestmark = pytest.mark.slow
@@ -45,13 +46,7 @@ def test_in_place_never_styles_the_result_of_a_file_without_an_image_extension(
     pixels = np.random.default_rng(3).integers(0, 255, (16, 16, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(folder / "photo.jpg_large", format="JPEG")
     Image.fromarray(pixels).save(folder / "b.png")
-    model = str(tiny_resnet_onnx)
-    for _ in range(2):
-        listing = "".join(f"{name}\n" for name in sorted(os.listdir(folder))).encode()
-        result = _run(
-            "apply", "-", "-m", model, "-o", ".", "--suffix", "-s", "-q", cwd=folder, stdin=listing
-        )
-        assert result.returncode == 0, result.stderr.decode(errors="replace")
+    style_listing_in_place_twice(folder, tiny_resnet_onnx)
     assert sorted(os.listdir(folder)) == ["b-s.png", "b.png", "photo-s.jpg", "photo.jpg_large"]
 
 
@@ -102,14 +97,10 @@ def test_a_run_that_blew_up_before_its_first_checkpoint_can_be_trained_again(
     deleting the folder by hand) trains. Training again must start (exit
     0), or the `--resume` its refusal advises must work."""
     pytest.importorskip("torch")
-    a = _photos(tmp_path / "a", 2, (32, 32))
-    b = _photos(tmp_path / "b", 2, (32, 32))
     run = tmp_path / "run"
-    args = [
-        "train", str(a), str(b), "-o", str(run), "--steps", "40", "--checkpoint-every", "30",
-        "--mode", "cyclegan", "--gen", "resnet_2blocks", "--ngf", "4", "--ndf", "4",
-        "--size", "32", "--precision", "fp32", "-q",
-    ]  # fmt: skip
+    args = train_args(
+        tmp_path, run, "--steps", "40", "--checkpoint-every", "30", "--precision", "fp32", "-q"
+    )
     blown = _run(*args, "--lr", "1e10")
     line = _one_line(blown, 2)
     assert "NaN or infinite" in line and "lower --lr" in line, line
@@ -140,14 +131,8 @@ def test_a_failed_start_with_an_endless_metrics_line_is_one_line(tmp_path: Path)
     pytest.importorskip("torch")
     import resource
 
-    a = _photos(tmp_path / "a", 2, (32, 32))
-    b = _photos(tmp_path / "b", 2, (32, 32))
     run = tmp_path / "run"
-    args = [
-        "train", str(a), str(b), "-o", str(run), "--steps", "2", "--mode", "cyclegan",
-        "--gen", "resnet_2blocks", "--ngf", "4", "--ndf", "4", "--size", "32",
-        "--precision", "fp32", "-q",
-    ]  # fmt: skip
+    args = train_args(tmp_path, run, "--steps", "2", "--precision", "fp32", "-q")
     blown = _run(*args, "--lr", "1e20")
     assert blown.returncode == 2, blown.stderr.decode(errors="replace")
     with open(run / "metrics.jsonl", "r+b") as f:

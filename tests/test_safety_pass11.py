@@ -17,20 +17,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_safety_pass7 import _one_line, _photos, _run
+from test_safety_pass7 import _one_line, _run
+from test_safety_pass9 import NO_EXPORT, _model_output_commands, train_args
 
 #: Subprocess-heavy: run by `pytest -m slow`, beside the other reliability passes.
 pytestmark = pytest.mark.slow
 
 
 def _train_args(tmp_path: Path, run: Path, *extra: str) -> list[str]:
-    a = _photos(tmp_path / "a", 2, (32, 32))
-    b = _photos(tmp_path / "b", 2, (32, 32))
-    return [
-        "train", str(a), str(b), "-o", str(run), "--mode", "cyclegan",
-        "--gen", "resnet_2blocks", "--ngf", "4", "--ndf", "4", "--size", "32",
-        "--precision", "fp32", "--no-export", "-q", *extra,
-    ]  # fmt: skip
+    return train_args(tmp_path, run, *NO_EXPORT, *extra)
 
 
 # -- a run folder that ended, and one that did not --
@@ -113,27 +108,6 @@ def test_a_metrics_file_that_is_not_a_file_never_hangs_a_new_run(kind: str, tmp_
 
 
 # -- an output whose folder is a file --
-
-
-def _model_output_commands(tiny_resnet_onnx: Path, tmp_path: Path) -> dict[str, list[str]]:
-    torch = pytest.importorskip("torch")
-
-    from styler import zoo
-    from styler.checkpoint import save_generator
-    from styler.metadata import ModelMetadata
-    from styler.netconfig import generator_preset
-
-    config = generator_preset("resnet_2blocks", ngf=4)
-    weights = tmp_path / "g.safetensors"
-    save_generator(weights, zoo.build(config).state_dict(), ModelMetadata(network=config, name="g"))
-    pth = tmp_path / "g_net_G_A.pth"
-    torch.save(zoo.build(config).state_dict(), pth)
-    photos = _photos(tmp_path / "cal", 2, (16, 16))
-    return {
-        "quantize": ["quantize", str(tiny_resnet_onnx), "--calibration", str(photos)],
-        "export": ["export", str(weights)],
-        "import": ["import", str(pth)],
-    }
 
 
 @pytest.mark.parametrize("command", ["quantize", "export", "import"])

@@ -11,20 +11,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_safety_pass7 import _one_line, _photos, _run
+from test_safety_pass7 import _one_line, _run
+from test_safety_pass9 import NO_EXPORT, train_args
 
 #: Subprocess-heavy: run by `pytest -m slow`, beside the other reliability passes.
 pytestmark = pytest.mark.slow
 
 
 def _train_args(tmp_path: Path, run: Path, *extra: str) -> list[str]:
-    a = _photos(tmp_path / "a", 2, (32, 32))
-    b = _photos(tmp_path / "b", 2, (32, 32))
-    return [
-        "train", str(a), str(b), "-o", str(run), "--mode", "cyclegan",
-        "--gen", "resnet_2blocks", "--ngf", "4", "--ndf", "4", "--size", "32",
-        "--precision", "fp32", "--no-export", "-q", *extra,
-    ]  # fmt: skip
+    return train_args(tmp_path, run, *NO_EXPORT, *extra)
 
 
 @pytest.mark.parametrize("stray", [".DS_Store", "notes.txt"])

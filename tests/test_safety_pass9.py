@@ -23,6 +23,33 @@ from test_safety_pass7 import _one_line, _photos, _run
 pytestmark = pytest.mark.slow
 
 
+#: What the run-folder tests add to `train_args` to train fast and export nothing.
+NO_EXPORT = ("--precision", "fp32", "--no-export", "-q")
+
+
+def train_args(tmp_path: Path, run: Path, *extra: str) -> list[str]:
+    """`styler train` of two tiny photo folders (made under ``tmp_path``)
+    into ``run`` with the smallest CycleGAN, then ``extra``."""
+    a = _photos(tmp_path / "a", 2, (32, 32))
+    b = _photos(tmp_path / "b", 2, (32, 32))
+    return [
+        "train", str(a), str(b), "-o", str(run), "--mode", "cyclegan",
+        "--gen", "resnet_2blocks", "--ngf", "4", "--ndf", "4", "--size", "32", *extra,
+    ]  # fmt: skip
+
+
+def style_listing_in_place_twice(folder: Path, model: Path) -> None:
+    """`ls | styler apply - -o . --suffix -s` in ``folder``, twice, each
+    exiting 0 (`-` sorts before `.`: results are listed before sources)."""
+    for _ in range(2):
+        listing = "".join(f"{name}\n" for name in sorted(os.listdir(folder))).encode()
+        result = _run(
+            "apply", "-", "-m", str(model), "-o", ".", "--suffix", "-s", "-q",
+            cwd=folder, stdin=listing,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+
+
 # -- in place: results are never read back --
 
 
@@ -37,13 +64,7 @@ def test_in_place_from_stdin_never_styles_its_own_results(
     with any suffix) is not yet known as one: the second run styles
     `p0000-s.png` into `p0000-s-s.png`, exit 0."""
     photos = _photos(tmp_path / "in", 2, (16, 16))
-    model = str(tiny_resnet_onnx)
-    for _ in range(2):
-        listing = "".join(f"{name}\n" for name in sorted(os.listdir(photos))).encode()
-        result = _run(
-            "apply", "-", "-m", model, "-o", ".", "--suffix", "-s", "-q", cwd=photos, stdin=listing
-        )
-        assert result.returncode == 0, result.stderr.decode(errors="replace")
+    style_listing_in_place_twice(photos, tiny_resnet_onnx)
     assert sorted(os.listdir(photos)) == ["p0000-s.png", "p0000.png", "p0001-s.png", "p0001.png"]
 
 
@@ -70,7 +91,8 @@ def test_in_place_never_styles_the_result_of_a_mislabelled_file(
 
 
 def _model_output_commands(tiny_resnet_onnx: Path, tmp_path: Path) -> dict[str, list[str]]:
-    import torch
+    """quantize, export and import of tiny models, each to its default output."""
+    torch = pytest.importorskip("torch")
 
     from styler import zoo
     from styler.checkpoint import save_generator
@@ -140,13 +162,8 @@ def test_a_finished_run_without_its_checkpoints_is_not_taken_for_a_failed_start(
     start sets such files aside in RUN/earlier-<time>/ (no rule has to tell
     a finished run from a failed one)."""
     pytest.importorskip("torch")
-    a = _photos(tmp_path / "a", 2, (32, 32))
-    b = _photos(tmp_path / "b", 2, (32, 32))
     run = tmp_path / "run"
-    args = [
-        "train", str(a), str(b), "-o", str(run), "--steps", "2", "--mode", "cyclegan",
-        "--gen", "resnet_2blocks", "--ngf", "4", "--ndf", "4", "--size", "32", "-q",
-    ]  # fmt: skip
+    args = train_args(tmp_path, run, "--steps", "2", "-q")
     first = _run(*args)
     assert first.returncode == 0, first.stderr.decode(errors="replace")
     models = tmp_path / "models"
