@@ -44,8 +44,11 @@ class Checkpointer:
         saved: int = 0,
         path: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        reported: set[str] | None = None,
     ) -> None:
         self.folder = folder
+        #: Damaged checkpoints said so far (shared with the run folder's).
+        self.reported = set() if reported is None else reported
         self.every = every
         self.by_steps = by_steps
         self.minutes = minutes
@@ -73,7 +76,7 @@ class Checkpointer:
             )
             return self.path
         state.save(path, trainer, done, info)
-        state.prune(self.folder, self.keep, upto=done, run=trainer.config)
+        state.prune(self.folder, self.keep, self.reported, upto=done, run=trainer.config)
         self.saved, self.path, self.last = done, path, self.clock()
         return path
 

@@ -66,15 +66,11 @@ def domain_name(folder: str | Path) -> str:
     return cleaned.encode()[: limits.DOMAIN_FROM_FOLDER].decode(errors="ignore") or "images"
 
 
-#: Run folders found inside data folders so far (each is said once).
-_LEFT_OUT: set[Path] = set()
-
-
-def training_images(folder: str | Path) -> list[Path]:
+def training_images(folder: str | Path, say: bool = True) -> list[Path]:
     """The image files below ``folder`` that are training data: those inside
     a styler run folder (one holding config.json and checkpoints/, such as
     the run's own ``-o`` inside a data folder, whose sample grids grow with
-    every run) are left out, said once per run folder."""
+    every run) are left out, and (with ``say``) each such folder is said."""
     root = Path(folder)
     files = list_images(root)
     verdict: dict[Path, bool] = {}
@@ -90,9 +86,8 @@ def training_images(folder: str | Path) -> list[Path]:
                 break
         else:
             kept.append(file)
-    for run in sorted(left - _LEFT_OUT):
+    for run in sorted(left) if say else ():
         logger.warning("leaving out %s: a styler run folder, not training data", run)
-    _LEFT_OUT.update(left)
     if not kept:
         raise UsageError("no image files found outside styler run folders", root)
     return kept
@@ -158,20 +153,22 @@ def scan(
     seed: int = 0,
     holdout_a: Sequence[str] | None = None,
     holdout_b: Sequence[str] | None = None,
+    say: bool = True,
 ) -> Scan:
     """List the folders, decide paired or unpaired (one folder of side-by-side
     images is paired; two folders are when most of A's stems have a partner
     in B, unless ``paired`` says), and set images aside for samples.
-    ``holdout_*`` given (on resume) are used as they are."""
+    ``holdout_*`` given (on resume) are used as they are; ``say`` whether
+    to say which run folders inside them are left out."""
     root_a = Path(data_a)
-    files_a = training_images(root_a)
+    files_a = training_images(root_a, say)
     names_a = [f.relative_to(root_a).as_posix() for f in files_a]
     if data_b is None:  # one folder of side-by-side A|B images
         hold = list(holdout_a) if holdout_a is not None else choose_holdout(names_a, seed)
         sources = [Source(f, None, layout="pair") for f in files_a]
         return Scan(True, sources, [], hold, [])
     root_b = Path(data_b)
-    files_b = training_images(root_b)
+    files_b = training_images(root_b, say)
     pairs = pair_by_stem(files_a, root_a, files_b, root_b)
     if paired if paired is not None else is_paired(len(files_a), len(pairs)):
         if not pairs:

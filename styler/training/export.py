@@ -99,7 +99,7 @@ def best_checkpoint(run: RunFolder, trainer: Trainer) -> state.TrainState | None
             raise BadCheckpointError("not of this run (its config differs)", run.best)
         state.restore_networks(trainer, best)
     except BadCheckpointError as exc:
-        state.report_damaged(exc, "; exporting the latest checkpoint")
+        state.report_damaged(exc, run.reported, "; exporting the latest checkpoint")
         return None
     return best
 

@@ -54,6 +54,8 @@ class RunFolder:
         self.metrics = root / "metrics.jsonl"
         self.config = root / "config.json"
         self.best = self.checkpoints / BEST
+        #: Damaged checkpoints said so far (each is said once in a run).
+        self.reported: set[str] = set()
         self._lock: int | None = None
 
     def check_new(self) -> None:
@@ -228,7 +230,7 @@ class RunFolder:
                 why = " (the run stopped before its first): the same `styler train` starts it again"
             raise BadCheckpointError(f"no usable checkpoint{why}; nothing was changed", self.root)
         for exc in skipped:
-            state.report_damaged(exc)
+            state.report_damaged(exc, self.reported)
         return found
 
     def edited_steps(self, config: TrainConfig) -> int | None:

@@ -94,7 +94,8 @@ def recipe_for(
         return recipe
     if data_b is None or aligned or mode != "auto":
         return None
-    found = scan(resolved(data_a), resolved(data_b), paired=None, seed=seed or 0)
+    # (a first look: the config's scan, next, says what it leaves out)
+    found = scan(resolved(data_a), resolved(data_b), paired=None, seed=seed or 0, say=False)
     return None if found.paired else DEFAULT_RECIPE
 
 

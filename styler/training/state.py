@@ -322,33 +322,37 @@ def newest(
 
 
 def latest(folder: Path, run: TrainConfig | None = None) -> TrainState | None:
-    """The newest checkpoint that reads whole (a damaged one is reported, once,
-    and passed over)."""
+    """The newest checkpoint that reads whole (a damaged one is reported and
+    passed over)."""
     found, skipped = newest(folder, run)
+    said: set[str] = set()
     for exc in skipped:
-        report_damaged(exc)
+        report_damaged(exc, said)
     return found
 
 
-#: Damaged checkpoints reported so far by this process (each is reported once).
-_REPORTED: set[str] = set()
-
-
-def report_damaged(exc: BadCheckpointError, then: str = "") -> None:
-    """Say once that a checkpoint is passed over (and left where it is), and
-    ``then`` what is done instead."""
-    if exc.path not in _REPORTED:
-        _REPORTED.add(str(exc.path))
+def report_damaged(exc: BadCheckpointError, said: set[str], then: str = "") -> None:
+    """Say that a checkpoint is passed over (and left where it is), and
+    ``then`` what is done instead, unless ``said`` (the paths reported so
+    far, which this adds to) shows it was."""
+    if str(exc.path) not in said:
+        said.add(str(exc.path))
         logger.warning("passing over %s (left as it is)%s", exc, then)
 
 
-def prune(folder: Path, keep: int, upto: int | None = None, run: TrainConfig | None = None) -> None:
+def prune(
+    folder: Path,
+    keep: int,
+    said: set[str],
+    upto: int | None = None,
+    run: TrainConfig | None = None,
+) -> None:
     """Remove all but the newest ``keep`` (at least 1) checkpoints that read
     whole, up to step ``upto`` (the one just saved: a newer one is one a
     resume passed over). What does not read (damaged, a folder, a symlink,
     a name that is not its step, with ``run`` a checkpoint of another
-    config) is never counted and never removed: it is reported once and left
-    alone."""
+    config) is never counted and never removed: it is reported (once, by
+    ``said``) and left alone."""
     good = []
     for step, path in list_checkpoints(folder):
         if upto is not None and step > upto:
@@ -356,7 +360,7 @@ def prune(folder: Path, keep: int, upto: int | None = None, run: TrainConfig | N
         try:
             peek(path, run)
         except BadCheckpointError as exc:
-            report_damaged(exc)
+            report_damaged(exc, said)
             continue
         good.append(path)
     for path in good[: -max(1, keep)]:

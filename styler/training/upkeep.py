@@ -122,6 +122,7 @@ class Upkeep(Idle):
             keep=watch.keep_checkpoints,
             saved=progress.step,
             path=progress.checkpoint,
+            reported=run.reported,
         )
         self.sample_inputs = data.samples()
         self.epoch_steps = data.epoch_steps
