@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -315,6 +315,8 @@ class Planner:
         #: Folders' identities (device, inode), each looked up once.
         self.folders: dict[Path, tuple[int, int]] = {}
         self.cleaned: set[Path] = set()
+        #: The output folder's real path (results below it are looked for).
+        self.output_real = os.path.realpath(options.output_dir)
 
     def plan_all(self, jobs: Iterable[Job]) -> Iterator[Item]:
         """Each job planned, in order and lazily (a stream of jobs stays one,
@@ -363,23 +365,49 @@ class Planner:
         stdin lists a result before its source as often as after) and
         whatever the source's extension says."""
         opts = self.options
-        stem = job.input.stem
-        if opts.suffix:
-            if not stem.endswith(opts.suffix) or stem == opts.suffix:
-                return None
-            stem = stem[: -len(opts.suffix)]
-        elif opts.format == "keep":
+        if not opts.suffix and opts.format == "keep":
             return None
-        target = self._place(job.input)
+        stem = _source_stem(job.input.stem, opts.suffix)
+        if stem is None:
+            return None
+        return self._writer(job.input, job.input.parent, job.relative.with_name(stem))
+
+    def _source_above(self, job: Job) -> Path | None:
+        """For ``job.input`` inside the output folder (a listing that holds
+        it: ``find . | styler apply -`` with ``-o styled`` there), the image
+        whose output it is, found where its place below the output folder
+        says a source given by a relative path lies: then it is an earlier
+        result, never a photo to style again."""
+        opts = self.options
+        try:
+            real = os.path.join(os.path.realpath(job.input.parent), job.input.name)
+            below = PurePath(os.path.relpath(real, self.output_real))
+        except ValueError:  # another drive, a NUL in the name
+            return None
+        if below.parts[:1] == ("..",) or len(below.parts) == 0:
+            return None
+        stem = _source_stem(below.stem, opts.suffix)
+        if stem is None:
+            return None
+        folder = Path(below.parent)  # relative to the working folder, as the source was given
+        if self._place(folder / job.input.name) == self._place(job.input):
+            return None  # the folder beside it: _source_beside's
+        return self._writer(job.input, folder, below.parent / stem)
+
+    def _writer(self, result: Path, folder: Path, relative: PurePath) -> Path | None:
+        """The image of ``folder`` (with ``relative``'s stem) whose output,
+        styled as ``relative``, is ``result``."""
+        opts = self.options
+        target = self._place(result)
         if target is None:
             return None
-        for other in self._by_stem(job.input.parent).get(stem, []):
-            if other.name == job.input.name:
+        for other in self._by_stem(folder).get(relative.name, []):
+            if self._place(other) == target:
                 continue
             try:
                 header = imageio.probe(other, opts.max_pixels)
                 fmt = imageio.output_format(header.format, opts.format)
-                twin = Job(other, job.relative.with_name(stem))
+                twin = Job(other, relative)
                 out = output_path(opts.output_dir, twin, imageio.extension_for(fmt), opts.suffix)
             except (BadImageError, ValueError):
                 continue
@@ -430,7 +458,7 @@ class Planner:
             keys = (_real(job.input), self._place(job.input))
             writer = next((self.named_outputs[k] for k in keys if k in self.named_outputs), None)
         if writer is None:
-            writer = self._source_beside(job)
+            writer = self._source_beside(job) or self._source_above(job)
         if writer is not None and writer != job.input:
             return _settle(
                 item,
@@ -653,6 +681,15 @@ def _real(path: Path) -> str:
         return os.path.realpath(path)
     except (OSError, ValueError):
         return ""
+
+
+def _source_stem(stem: str, suffix: str) -> str | None:
+    """The stem of the source whose output has ``stem`` (None: no source's)."""
+    if not suffix:
+        return stem
+    if not stem.endswith(suffix) or stem == suffix:
+        return None
+    return stem[: -len(suffix)]
 
 
 def _settle(item: Item, status: Status, error: str | None = None) -> Item:

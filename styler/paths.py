@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import BinaryIO
@@ -122,7 +122,11 @@ def _same(a: Path, b: Path | None) -> bool:
 
 
 def collect_jobs(
-    inputs: Iterable[str | Path], *, recursive: bool = True, output_dir: Path | None = None
+    inputs: Iterable[str | Path],
+    *,
+    recursive: bool = True,
+    output_dir: Path | None = None,
+    missing: Collection[str] = (),
 ) -> Iterator[Job]:
     """Expand command-line inputs into jobs, in order, lazily (so that paths
     from stdin stream through). The output folder given as a folder input is
@@ -130,7 +134,8 @@ def collect_jobs(
     (``styler apply * -o styled`` run again, when ``*`` holds ``styled/``)
     it holds this run's results and is left out, as it is when it lies
     inside a walked folder. An entry that is not a path (a dataset row's
-    missing value) fails alone."""
+    missing value) fails alone, and so does one of ``missing`` (known
+    missing before the output folder was made, which may have made it)."""
     inputs = iter(inputs)
     first = list(itertools.islice(inputs, 2))
     alone = len(first) == 1
@@ -141,6 +146,10 @@ def collect_jobs(
             yield Job(Path(f"<{raw!r}>"), PurePath("image"), f"not a path: {raw!r}")
             continue
         path = Path(raw)
+        if raw in missing:
+            rel = _clean_relative(PurePath(raw)) or PurePath(path.name or "image")
+            yield Job(path, rel.with_suffix(""), "no such file")
+            continue
         try:
             found, problem = path_kind(path), None
         except UsageError as exc:  # a name too long, a folder without permission

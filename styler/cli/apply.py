@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -136,6 +137,10 @@ def _run(
     from styler.paths import Job, collect_jobs, read_path_list
 
     output, dry_run = options.output_dir, options.dry_run
+    # Inputs missing before the output folder is made stay missing: `-o` in
+    # or at a mistyped input folder must not make it, empty, and "style" it.
+    missing = {item for item in inputs if item != "-" and _missing(item)}
+    made = [p for p in (output, *output.parents) if _missing(str(p))]  # deepest first
     if not dry_run:
         check_output_folder(output)
     elif path_kind(output) not in (None, "dir"):  # a dry run creates nothing
@@ -159,7 +164,9 @@ def _run(
             else:
                 yield item
 
-    jobs: Iterable[Job] = collect_jobs(expand(), recursive=recursive, output_dir=output)
+    jobs: Iterable[Job] = collect_jobs(
+        expand(), recursive=recursive, output_dir=output, missing=missing
+    )
     total = None
     if "-" not in inputs:  # paths from stdin stream; anything else is listed first
         jobs = list(jobs)
@@ -180,6 +187,10 @@ def _run(
                 advance(result)
         except KeyboardInterrupt:
             interrupted = True
+    if not counts["ok"]:  # nothing written: the folders made for it go again
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     if not quiet:
         seconds = time.perf_counter() - started
         rate = counts["ok"] / seconds if seconds > 0 else 0.0
@@ -276,3 +287,15 @@ def _progress(enabled: bool, total: int | None = None) -> Iterator[Callable[[obj
             progress.update(task, advance=1, last=escape(one_line(name)), rate=rate, failed=failed)
 
         yield advance
+
+
+def _missing(path: str) -> bool:
+    """Whether nothing is at ``path`` (a name too long, a folder without
+    permission: not known to be missing, said later as what it is)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False

@@ -96,19 +96,18 @@ class RunFolder:
             )
 
     def leftover(self) -> list[Path] | None:
-        """The files of a run folder that holds only what a run writes before
-        its first checkpoint (a readable config.json, metrics, report, sample
-        grids, styler's temporary files; and the folders earlier fresh
-        starts set aside), or None when it holds anything else. Such a run
-        failed (NaN, an error, a kill) or ended and lost its checkpoints;
-        a fresh start keeps its files aside (:meth:`set_aside`)."""
+        """The files of a run folder without step checkpoints that holds only
+        what a run writes (a readable config.json, metrics, report, sample
+        grids, its exported models, its best checkpoint, styler's temporary
+        files; and the folders earlier fresh starts set aside), or None when
+        it holds anything else. Such a run failed before its first checkpoint
+        (NaN, an error, a kill) or ended and lost its step checkpoints; a
+        fresh start keeps its files aside (:meth:`set_aside`)."""
         try:
-            entries = list(os.scandir(self.root))
-            files = _first_files(entries)
-            self.read_config()
+            config = self.read_config()
+            return _first_files(list(os.scandir(self.root)), _exported(config))
         except (OSError, StylerError):
             return None
-        return files
 
     def set_aside(self, files: list[Path]) -> Path | None:
         """Move ``files`` (:meth:`leftover`'s) into a new ``earlier-<time>``
@@ -126,10 +125,17 @@ class RunFolder:
         while os.path.lexists(aside):
             n += 1
             aside = self.root / f"earlier-{stamp}-{n}"
-        for path in kept:
+        # config.json goes last: a set-aside cut short (a file that cannot
+        # be moved, a kill) leaves a run folder the next start sets aside.
+        for path in sorted(kept, key=lambda p: p == self.config):
             target = aside / path.relative_to(self.root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(path, target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(path, target)
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot set it aside in {aside.name}: {exc.strerror or exc}", path
+                ) from None
         return aside
 
     def check_writable(self) -> None:
@@ -183,7 +189,7 @@ class RunFolder:
         leftover = self.leftover() or []
         try:
             aside = self.set_aside(leftover)
-        except OSError as exc:
+        except OSError as exc:  # (a temporary file that cannot be removed)
             raise UsageError(f"cannot set aside: {exc.strerror or exc}", self.root) from None
         if aside is not None:
             logger.warning(
@@ -326,24 +332,40 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-#: What a run writes before its first checkpoint: files in the run folder ...
+#: What a run without step checkpoints writes: files in the run folder (and
+#: its exported models, named by its domains) ...
 _FIRST = frozenset({"config.json", "metrics.jsonl", "report.html", "curves.svg"})
-#: ... and in its subfolders (checkpoints/ holds none yet).
+#: ... and in its subfolders (in checkpoints/, at most the best one).
 _FIRST_IN = {
-    "checkpoints": re.compile(r"(?!)"),
+    "checkpoints": re.compile(r"best\.safetensors"),  # (`styler export RUN` exports it)
     "samples": report.SAMPLE_NAME,
     "tensorboard": re.compile(r"events\.out\.tfevents\.[^/]*"),
 }
 
 
+#: Any name (of a file already known to be styler's).
+_ANY = re.compile(r".*")
+
 #: Where a fresh start set aside the files of the run before it.
 _ASIDE = re.compile(r"earlier-[0-9]{8}-[0-9]{6}(-[0-9]+)?")
 
 
-def _first_files(entries: list[os.DirEntry[str]]) -> list[Path] | None:
+def _exported(config: TrainConfig) -> frozenset[str]:
+    """The model files a run of ``config`` writes in its folder (``styler
+    train``'s export, ``styler export --fp16``, ``styler quantize``'s default)."""
+    a, b = config.domains
+    return frozenset(
+        f"{name}{kind}.onnx"
+        for name in (f"{a}_to_{b}", f"{b}_to_{a}", f"{a}_generator")
+        for kind in ("", ".fp16", ".int8")
+    )
+
+
+def _first_files(entries: list[os.DirEntry[str]], exported: frozenset[str]) -> list[Path] | None:
     """The files among ``entries`` (of a run folder) and in its subfolders
-    if all are what a run writes before its first checkpoint (folders set
-    aside by earlier fresh starts are passed over), else None."""
+    if all are what a run without step checkpoints writes (``exported``:
+    its models' names; folders set aside by earlier fresh starts are passed
+    over), else None."""
     files = []
     for entry in entries:
         if _ASIDE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
@@ -355,7 +377,7 @@ def _first_files(entries: list[os.DirEntry[str]]) -> list[Path] | None:
             if not all(_ours(sub, pattern) for sub in subs):
                 return None
             files += [Path(sub.path) for sub in subs]
-        elif _ours(entry, None):
+        elif _ours(entry, None) or (entry.name in exported and _ours(entry, _ANY)):
             files.append(Path(entry.path))
         else:
             return None
