@@ -315,6 +315,8 @@ class Planner:
         #: Folders' identities (device, inode), each looked up once.
         self.folders: dict[Path, tuple[int, int]] = {}
         self.cleaned: set[Path] = set()
+        #: Inputs taken as earlier results (real paths), not styled.
+        self.earlier: set[str] = set()
         #: The output folder's real path (results below it are looked for).
         self.output_real = os.path.realpath(options.output_dir)
 
@@ -460,6 +462,7 @@ class Planner:
         if writer is None:
             writer = self._source_beside(job) or self._source_above(job)
         if writer is not None and writer != job.input:
+            self.earlier.add(_real(job.input))
             return _settle(
                 item,
                 "skipped",
@@ -529,10 +532,13 @@ class Planner:
         if not self.options.overwrite:
             return "skipped", "output exists"
         if victim is not None:
-            return "failed", (
-                f"the output {out} would overwrite the input {victim}; "
-                "choose another --output or a --suffix"
-            )
+            advice = "choose another --output" + ("" if self.options.suffix else " or a --suffix")
+            if _real(victim) in self.earlier:  # (said as such a moment ago)
+                return "failed", (
+                    f"the output {out} is an input of this run (taken as an earlier result, "
+                    f"which may be the user's own file) and is never overwritten; {advice}"
+                )
+            return "failed", f"the output {out} would overwrite the input {victim}; {advice}"
         return None
 
 

@@ -195,3 +195,28 @@ def test_a_listing_that_holds_the_output_folder_does_not_restyle_its_results(
     second = _run(*args, cwd=photos, stdin=listing.encode())
     assert second.returncode == 0, second.stderr.decode(errors="replace")
     assert not (photos / "styled" / "styled").exists(), list((photos / "styled").rglob("*"))
+
+
+def test_an_in_place_rerun_with_overwrite_gives_true_advice(
+    tiny_resnet_onnx: Path, tmp_path: Path
+) -> None:
+    """A judgement call of the thirteenth pass, kept (an earlier result and
+    the user's own file of that name cannot be told apart, so neither is
+    overwritten) but said truly: `styler apply p -o p --suffix -s
+    --overwrite` run again skips `p0000-s.png` as an earlier result, then
+    fails `p0000.png` with `would overwrite the input p0000-s.png; choose
+    another --output or a --suffix`, advising a suffix the command already
+    gives. The refusal must stand, every user file unchanged, and its
+    advice must not be the suffix that was given."""
+    photos = _photos(tmp_path / "p", 2, (32, 32))
+    args = ["apply", str(photos), "-o", str(photos), "--suffix", "-s", "-m", str(tiny_resnet_onnx)]
+    first = _run(*args, "-q")
+    assert first.returncode == 0, first.stderr.decode(errors="replace")
+    before = _files(photos)
+    assert len(before) == 4, sorted(before)
+    again = _run(*args, "--overwrite", "-q")
+    assert again.returncode == 1, again.stderr.decode(errors="replace")
+    failed = [line for line in again.stderr.decode().splitlines() if "never overwritten" in line]
+    assert len(failed) == 2, again.stderr.decode()
+    assert not any("--suffix" in line for line in failed), failed
+    assert _files(photos) == before
