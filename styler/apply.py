@@ -375,12 +375,15 @@ class Planner:
         return self._writer(job.input, job.input.parent, job.relative.with_name(stem))
 
     def _source_above(self, job: Job) -> Path | None:
-        """For ``job.input`` inside the output folder (a listing that holds
-        it: ``find . | styler apply -`` with ``-o styled`` there), the image
+        """For ``job.input`` given by a path relative to the working folder
+        and inside the output folder (a listing that holds it: ``find . |
+        styler apply -`` with ``-o styled`` there), the image
         whose output it is, found where its place below the output folder
         says a source given by a relative path lies: then it is an earlier
         result, never a photo to style again."""
         opts = self.options
+        if job.input.is_absolute() or job.input.with_suffix("") != Path(job.relative):
+            return None  # walked, or given by an absolute path: no place says where a source is
         try:
             real = os.path.join(os.path.realpath(job.input.parent), job.input.name)
             below = PurePath(os.path.relpath(real, self.output_real))

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import interruptible
 from test_hostile import TINY_TRAIN, styler
 from test_safety import _lines, _noise_model, _png
 from test_safety_pass4 import _photos
@@ -181,6 +182,7 @@ def test_a_signal_during_export_is_not_an_export_error(tmp_path: Path, sig: str,
         capture_output=True,
         env=dict(env, NO_COLOR="1"),
         timeout=QUICK,
+        preexec_fn=interruptible,  # SIGINT at its default, as at a terminal
     )
     lines = _no_traceback(result)
     assert result.returncode == code, lines

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import interruptible
 from test_safety import _lines, _png
 
 #: Subprocess-heavy: run by `pytest -m slow`, beside the other reliability passes.
@@ -183,6 +184,7 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
         env=_env(),
         cwd=cwd,
         start_new_session=True,
+        preexec_fn=interruptible,  # Ctrl-C reaches it as at a terminal
     )
 
 

@@ -264,7 +264,7 @@ def test_projected_discriminators_and_a_run_folder_left_by_a_failed_start(
         ["train", pairs_a, pairs_b, "-o", p2p, *pix2pix, "--disc", "projected", *ONE],
     )
     outcomes[0].one_error("NaN or infinite")
-    outcomes[1].one_error("no usable checkpoint", "the same `styler train` starts it again")
+    outcomes[1].one_error("no usable checkpoint", "the same `styler train` starts afresh")
     again = outcomes[2]
     assert again.code == 0, again.lines
     _warnings(again.lines, "held a run without checkpoints: its files are kept in")

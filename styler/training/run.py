@@ -232,8 +232,14 @@ class RunFolder:
             )
         if found is None:
             why = f" ({len(skipped)} passed over; the newest: {skipped[0]})" if skipped else ""
-            if self.leftover() is not None:
-                why = " (the run stopped before its first): the same `styler train` starts it again"
+            left = self.leftover()
+            if left is not None:
+                gone = any(f.suffix == ".onnx" or f.parent == self.checkpoints for f in left)
+                why = (
+                    " (its step checkpoints are gone)"
+                    if gone
+                    else " (the run stopped before its first)"
+                ) + ": the same `styler train` starts afresh, keeping its files aside"
             raise BadCheckpointError(f"no usable checkpoint{why}; nothing was changed", self.root)
         for exc in skipped:
             state.report_damaged(exc, self.reported)
