@@ -127,6 +127,7 @@ def collect_jobs(
     recursive: bool = True,
     output_dir: Path | None = None,
     missing: Collection[str] = (),
+    made: Collection[Path] = (),
 ) -> Iterator[Job]:
     """Expand command-line inputs into jobs, in order, lazily (so that paths
     from stdin stream through). The output folder given as a folder input is
@@ -135,7 +136,8 @@ def collect_jobs(
     it holds this run's results and is left out, as it is when it lies
     inside a walked folder. An entry that is not a path (a dataset row's
     missing value) fails alone, and so does one of ``missing`` (known
-    missing before the output folder was made, which may have made it)."""
+    missing before the output folder was made, which may have made it) or
+    a folder of ``made`` (the folders making the output folder made)."""
     inputs = iter(inputs)
     first = list(itertools.islice(inputs, 2))
     alone = len(first) == 1
@@ -154,6 +156,9 @@ def collect_jobs(
             found, problem = path_kind(path), None
         except UsageError as exc:  # a name too long, a folder without permission
             found, problem = None, exc.reason
+        if found == "dir" and any(_same(path, folder) for folder in made):
+            yield Job(path, PurePath(path.name or "image"), "no such file")
+            continue
         if found == "dir":
             if not alone and _same(path, output_dir):
                 logger.info("leaving out %s: it is the output folder", path)

@@ -96,3 +96,19 @@ def test_whether_an_in_place_photo_is_styled_does_not_depend_on_the_working_fold
         "y-s.png",
         "y.png",
     ], result.stderr.decode(errors="replace")
+
+
+def test_a_missing_folder_listed_on_stdin_is_not_made_by_the_output_folder(
+    tiny_resnet_onnx: Path, tmp_path: Path
+) -> None:
+    """A judgement call of the fourteenth pass, mended: `echo Photos |
+    styler apply - -o Photos --suffix -s` where `Photos` does not exist
+    (the thirteenth pass's missing input, through stdin, which is read
+    after the output folder is made) said `0 styled, 0 skipped, 0 failed`,
+    exit 0: the folder the run made was walked as the input. A folder the
+    run made itself is no input: `no such file`, exit 1, nothing left."""
+    args = ["apply", "-", "-o", "Photos", "--suffix", "-s", "-m", str(tiny_resnet_onnx), "-q"]
+    result = _run(*args, cwd=tmp_path, stdin=b"Photos\n")
+    assert result.returncode == 1, result.stderr.decode(errors="replace")
+    assert b"Photos: no such file" in result.stderr
+    assert not (tmp_path / "Photos").exists()

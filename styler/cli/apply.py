@@ -165,7 +165,7 @@ def _run(
                 yield item
 
     jobs: Iterable[Job] = collect_jobs(
-        expand(), recursive=recursive, output_dir=output, missing=missing
+        expand(), recursive=recursive, output_dir=output, missing=missing, made=made
     )
     total = None
     if "-" not in inputs:  # paths from stdin stream; anything else is listed first
