@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from styler import imageio, tiling
+from styler.colour import keep_colours as keep
 from styler.errors import (
     BadImageError,
     BadModelError,
@@ -72,6 +73,10 @@ class ApplyOptions:
     batch_size: int = 4
     workers: int = 2
     max_pixels: int = imageio.DEFAULT_MAX_PIXELS
+    #: Each output keeps its input's colours (the style's brightness and
+    #: texture, the photo's chroma: :func:`styler.colour.keep_colours`);
+    #: None: as the model's metadata says (``colours``).
+    keep_colours: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", Path(self.output_dir))
@@ -160,6 +165,7 @@ class Stylizer:
         tile: int | None = None,
         overlap: int = TILE_OVERLAP,
         whole_pixels: int | None = None,
+        keep_colours: bool | None = None,
     ) -> None:
         if isinstance(model, Model):
             self.model = model
@@ -174,6 +180,8 @@ class Stylizer:
         self.tile = tile
         self.overlap = overlap
         self.whole_pixels = whole_pixels or pixel_budget(self.model.meta.network.ngf)
+        #: Whether outputs keep their inputs' colours (None: as the model says).
+        self.keep_colours = self.meta.colours == "keep" if keep_colours is None else keep_colours
 
     @property
     def meta(self) -> Any:
@@ -198,14 +206,24 @@ class Stylizer:
         """Style one H x W x 3 float image in [0, 1]; same size out."""
         return self.apply_batch([rgb])[0]
 
-    def apply_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """Style images; those of one size that run whole share one session call."""
+    def apply_batch(
+        self, images: list[np.ndarray], keep_colours: bool | None = None
+    ) -> list[np.ndarray]:
+        """Style images; those of one size that run whole share one session
+        call. ``keep_colours`` (None: the stylizer's choice) gives each
+        output its input's chroma (:func:`styler.colour.keep_colours`)."""
+        outputs = self._style(images)
+        if self.keep_colours if keep_colours is None else keep_colours:
+            outputs = [keep(x, y) for x, y in zip(images, outputs, strict=True)]
+        return outputs
+
+    def _style(self, images: list[np.ndarray]) -> list[np.ndarray]:
         if not images:
             return []
         h, w = images[0].shape[:2]
         if any(im.shape[:2] != (h, w) for im in images) or self.uses_tiles(h, w):
             if len(images) > 1:
-                return [self.apply_batch([im])[0] for im in images]
+                return [self._style([im])[0] for im in images]
             return [self._tiled(images[0])]
         x = np.concatenate([self._to_model(im) for im in images])
         padded, size = pad_for_model(x, self.meta)
@@ -635,7 +653,8 @@ class Processor:
         self, batch: list[tuple[Item, imageio.DecodedImage]]
     ) -> list[tuple[Item, Future[Result]]]:
         try:
-            outputs = self.stylizer.apply_batch([image.rgb for _, image in batch])
+            images = [image.rgb for _, image in batch]
+            outputs = self.stylizer.apply_batch(images, self.options.keep_colours)
         except BadModelError:
             raise  # the model breaks its own promises: a model error, once, for the run
         except Exception as exc:  # e.g. out of memory, or NaN out of the model

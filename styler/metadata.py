@@ -44,6 +44,10 @@ TASK_KINDS: dict[str, tuple[str, ...]] = {
 NOISE_INPUT = "noise"
 LABEL_INPUT = "label"
 Precision = Literal["fp32", "fp16", "int8"]
+#: What ``styler apply`` does with an output's colours unless told: keep the
+#: model's ("model"), or the input's chroma under the model's brightness
+#: and texture ("keep", :func:`styler.colour.keep_colours`).
+Colours = Literal["model", "keep"]
 #: Bounds of a sane value_range: pixel values a network works in are [-1, 1],
 #: [0, 1] or [0, 255] (65535 for 16-bit data); anything far outside, or a
 #: range too narrow to hold 256 levels apart in float32, is a broken file.
@@ -83,6 +87,9 @@ class ModelMetadata:
     created: str = ""
     #: Class names of a class-conditional generation model, in label order.
     classes: tuple[str, ...] | None = None
+    #: The colours ``styler apply`` gives by default (``--keep-colours`` and
+    #: ``--model-colours`` choose); a model whose palette casts photos says "keep".
+    colours: Colours = "model"
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -199,6 +206,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "norm_stats": (int,),
     "created": (str,),
     "classes": (list, tuple, type(None)),
+    "colours": (str,),
     "format_version": (int,),
 }
 
@@ -217,6 +225,8 @@ def _check_types(data: dict[str, Any]) -> None:
         raise BadModelError("styler metadata has no name")
     if data.get("precision", "fp32") not in ("fp32", "fp16", "int8"):
         raise BadModelError(f"unknown precision {data['precision']!r}")
+    if data.get("colours", "model") not in ("model", "keep"):
+        raise BadModelError(f"unknown colours {data['colours']!r}: expected model or keep")
     lo_hi = data.get("value_range", (-1.0, 1.0))
     if (
         len(lo_hi) != 2

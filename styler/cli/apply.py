@@ -70,6 +70,16 @@ def apply(
         bool, typer.Option("--json", help="One JSON object per input on stdout.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress, no summary.")] = False,
+    keep_colours: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-colours/--model-colours",
+            help="Keep each photo's own colours (the style's brightness and texture "
+            "with the input's chroma: no colour cast), or the model's "
+            "[default: as the model's metadata says].",
+            show_default=False,
+        ),
+    ] = None,
     ray: Annotated[
         str | None,
         typer.Option(
@@ -101,6 +111,7 @@ def apply(
         dry_run=dry_run,
         batch_size=batch_size,
         workers=workers,
+        keep_colours=keep_colours,
     )
     stdout = sys.stdout  # results only: what Ray prints on the driver goes to the log
     with contextlib.ExitStack() as session:
@@ -140,57 +151,62 @@ def _run(
     # Inputs missing before the output folder is made stay missing: `-o` in
     # or at a mistyped input folder must not make it, empty, and "style" it.
     missing = {item for item in inputs if item != "-" and _missing(item)}
-    made = [p for p in (output, *output.parents) if _missing(str(p))]  # deepest first
+    # The folders making the output folder makes (deepest first), by where
+    # they are (`new/../photos` is `photos`): removed again if nothing is written.
+    real = Path(os.path.realpath(output))
+    made = [p for p in (real, *real.parents) if _missing(str(p))]
+    counts = {"ok": 0, "skipped": 0, "failed": 0, "planned": 0}
+    interrupted = False
     if not dry_run:
         check_output_folder(output)
     elif path_kind(output) not in (None, "dir"):  # a dry run creates nothing
         raise StylerError("the output folder is a file", output)
-    if not quiet:
-        meta = stylizer.meta
-        typer.echo(
-            one_line(f"styler: {meta.name} ({meta.architecture}) on {where}"),
-            err=True,
-        )
-    stdin_error: list[StylerError] = []  # raised once the paths before it are done
+    try:
+        if not quiet:
+            meta = stylizer.meta
+            typer.echo(
+                one_line(f"styler: {meta.name} ({meta.architecture}) on {where}"),
+                err=True,
+            )
+        stdin_error: list[StylerError] = []  # raised once the paths before it are done
 
-    def expand() -> Iterator[str]:
-        for item in inputs:
-            if item == "-":
-                try:
-                    yield from read_path_list(sys.stdin.buffer, nul=nul)
-                except StylerError as exc:
-                    stdin_error.append(exc)
-                    return
-            else:
-                yield item
+        def expand() -> Iterator[str]:
+            for item in inputs:
+                if item == "-":
+                    try:
+                        yield from read_path_list(sys.stdin.buffer, nul=nul)
+                    except StylerError as exc:
+                        stdin_error.append(exc)
+                        return
+                else:
+                    yield item
 
-    jobs: Iterable[Job] = collect_jobs(
-        expand(), recursive=recursive, output_dir=output, missing=missing, made=made
-    )
-    total = None
-    if "-" not in inputs:  # paths from stdin stream; anything else is listed first
-        jobs = list(jobs)
-        total = len(jobs)
-    counts = {"ok": 0, "skipped": 0, "failed": 0, "planned": 0}
-    started = time.perf_counter()
-    interrupted = False
-    with contextlib.ExitStack() as stack:
-        advance = stack.enter_context(
-            _progress(enabled=not quiet and sys.stderr.isatty(), total=total)
+        jobs: Iterable[Job] = collect_jobs(
+            expand(), recursive=recursive, output_dir=output, missing=missing, made=made
         )
-        results = stylizer.apply_files(jobs, options)
-        stack.callback(results.close)  # waits for encodes in flight
-        try:
-            for result in results:
-                counts[result.status] += 1
-                _print_result(result, as_json, stdout)
-                advance(result)
-        except KeyboardInterrupt:
-            interrupted = True
-    if not counts["ok"]:  # nothing written: the folders made for it go again
-        for folder in made:
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        total = None
+        if "-" not in inputs:  # paths from stdin stream; anything else is listed first
+            jobs = list(jobs)
+            total = len(jobs)
+        started = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            advance = stack.enter_context(
+                _progress(enabled=not quiet and sys.stderr.isatty(), total=total)
+            )
+            results = stylizer.apply_files(jobs, options)
+            stack.callback(results.close)  # waits for encodes in flight
+            try:
+                for result in results:
+                    counts[result.status] += 1
+                    _print_result(result, as_json, stdout)
+                    advance(result)
+            except KeyboardInterrupt:
+                interrupted = True
+    finally:  # (also when a signal stops the run before any output)
+        if not counts["ok"]:  # nothing written: the folders made for it go again
+            for folder in made:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
     if not quiet:
         seconds = time.perf_counter() - started
         rate = counts["ok"] / seconds if seconds > 0 else 0.0

@@ -61,6 +61,12 @@ def info(
     psnr = meta.extra.get("int8_psnr_db")
     if isinstance(psnr, (int, float)) and not isinstance(psnr, bool):
         precision += f" ({psnr:.1f} dB PSNR against fp32)"
+    if meta.task == "translate":
+        colours = {
+            "model": "the model's",
+            "keep": "each input's own (--model-colours: the model's)",
+        }
+        rows.append(("colours", colours[meta.colours]))
     rows += [
         ("precision", precision),
         (
