@@ -12,6 +12,7 @@ or in choosing a checkpoint. ``paintings/`` is the style.
 
     python bench/corpus.py build                  # data/p2p_split/ (symlinks)
     python bench/corpus.py score MODEL.onnx       # KID ratios on both sets, two extractors
+    python bench/corpus.py score MODEL.onnx --colours model   # with the model's own colours
     python bench/corpus.py filters                # what hand-made filters reach (no training)
 
 Scores: KID of the model's outputs against the paintings, divided by the KID
@@ -117,15 +118,22 @@ def hue_saturation(images: list[np.ndarray]) -> tuple[float, float]:
     return float(np.degrees(np.arctan2(y, x)) % 360), float(np.mean(sats))
 
 
-def score(model: Path, data: Path = OUT, extractors: tuple[str, ...] = ("lite0", "lite2")) -> dict:
+def score(
+    model: Path,
+    data: Path = OUT,
+    extractors: tuple[str, ...] = ("lite0", "lite2"),
+    keep_colours: bool | None = None,
+) -> dict:
     """KID ratios (outputs / unmodified photos, against the paintings) on
-    both held-out sets, per extractor, and the colour table."""
+    both held-out sets, per extractor, and the colour table; the outputs
+    keep the photos' colours as ``keep_colours`` says (None: as the model's
+    metadata says, as ``styler apply`` does)."""
     from styler import metrics
     from styler.apply import Stylizer
 
-    stylizer = Stylizer(model, device="cpu")
+    stylizer = Stylizer(model, device="cpu", keep_colours=keep_colours)
     paintings = _load(data / "paintings")
-    report: dict = {"model": str(model)}
+    report: dict = {"model": str(model), "keep_colours": stylizer.keep_colours}
     sets = {name: _load(data / name) for name in ("heldout", "second")}
     outputs = {name: [stylizer.apply_array(x) for x in photos] for name, photos in sets.items()}
     for ex_name in extractors:
@@ -150,15 +158,23 @@ def score(model: Path, data: Path = OUT, extractors: tuple[str, ...] = ("lite0",
 
 
 def _lab(x: np.ndarray) -> np.ndarray:
+    """Lab of an RGB image in [0, 1]: L in 0-255, a and b signed (Pillow keeps
+    them as two's-complement bytes: read as unsigned, -1 would be 255)."""
     from PIL import Image
 
-    return np.asarray(Image.fromarray(np.uint8(np.clip(x, 0, 1) * 255)).convert("LAB"), np.float32)
+    raw = np.asarray(Image.fromarray(np.uint8(np.clip(x, 0, 1) * 255)).convert("LAB"))
+    lab = raw.astype(np.float32)
+    lab[..., 1:] = raw[..., 1:].view(np.int8)
+    return lab
 
 
 def _rgb(lab: np.ndarray) -> np.ndarray:
     from PIL import Image
 
-    image = Image.fromarray(np.uint8(np.clip(lab, 0, 255)), "LAB").convert("RGB")
+    raw = np.empty(lab.shape, np.uint8)
+    raw[..., 0] = np.clip(np.rint(lab[..., 0]), 0, 255)
+    raw[..., 1:] = np.clip(np.rint(lab[..., 1:]), -128, 127).astype(np.int8).view(np.uint8)
+    image = Image.fromarray(raw, "LAB").convert("RGB")
     return np.asarray(image, np.float32) / 255
 
 
@@ -236,6 +252,10 @@ def main() -> None:
     s = sub.add_parser("score")
     s.add_argument("model", type=Path)
     s.add_argument("--data", type=Path, default=OUT)
+    s.add_argument(
+        "--colours", choices=("auto", "keep", "model"), default="auto",
+        help="the outputs' colours: as the model says, the photos' or the model's",
+    )  # fmt: skip
     f = sub.add_parser("filters")
     f.add_argument("--data", type=Path, default=OUT)
     args = parser.parse_args()
@@ -244,7 +264,8 @@ def main() -> None:
     elif args.command == "filters":
         print(json.dumps(filters(args.data), indent=1))
     else:
-        print(json.dumps(score(args.model, args.data), indent=1))
+        keep = {"auto": None, "keep": True, "model": False}[args.colours]
+        print(json.dumps(score(args.model, args.data, keep_colours=keep), indent=1))
 
 
 if __name__ == "__main__":

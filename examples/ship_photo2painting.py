@@ -24,7 +24,8 @@ from styler.training.run import BEST
 NAME = "photo2painting"
 DESCRIPTION = (
     "Photographs to painted landscapes in the style of Battle for Wesnoth's story art "
-    "(FastCUT generator trained by styler for an hour of CPU on 40 photos and 18 paintings)"
+    "(FastCUT generator trained by styler for an hour of CPU on 40 photos and 18 paintings; "
+    "keeps each photo's own colours unless --model-colours)"
 )
 LICENSE = "GPL-2.0-or-later"
 
@@ -33,6 +34,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the training run folder")
     parser.add_argument("--output", type=Path, default=Path("weights") / f"{NAME}.onnx")
+    parser.add_argument(
+        "--colours",
+        choices=("keep", "model"),
+        default="keep",
+        help="what styler apply does with colours by default: the network alone casts "
+        "photos in the paintings' green-olive grade (weights/photo2painting.md)",
+    )
     args = parser.parse_args()
     best = args.run / "checkpoints" / BEST
     ckpt = state.load(best) if best.exists() else state.latest(args.run / "checkpoints")
@@ -51,6 +59,7 @@ def main() -> None:
         domains=("photos", "paintings"),  # whatever the training folders were called
         train_size=ckpt.config.size,
         source=f"styler train run {args.run.name}, step {ckpt.step} ({ckpt.path.name})",
+        colours=args.colours,
     )
     info = ckpt.header.get("info", {})
     if "kid" in info:
