@@ -151,17 +151,14 @@ def _run(
     # Inputs missing before the output folder is made stay missing: `-o` in
     # or at a mistyped input folder must not make it, empty, and "style" it.
     missing = {item for item in inputs if item != "-" and _missing(item)}
-    # The folders making the output folder makes (deepest first), by where
-    # they are (`new/../photos` is `photos`): removed again if nothing is written.
-    real = Path(os.path.realpath(output))
-    made = [p for p in (real, *real.parents) if _missing(str(p))]
+    made = _to_make(output)
     counts = {"ok": 0, "skipped": 0, "failed": 0, "planned": 0}
     interrupted = False
-    if not dry_run:
-        check_output_folder(output)
-    elif path_kind(output) not in (None, "dir"):  # a dry run creates nothing
-        raise StylerError("the output folder is a file", output)
     try:
+        if not dry_run:
+            check_output_folder(output)
+        elif path_kind(output) not in (None, "dir"):  # a dry run creates nothing
+            raise StylerError("the output folder is a file", output)
         if not quiet:
             meta = stylizer.meta
             typer.echo(
@@ -303,6 +300,15 @@ def _progress(enabled: bool, total: int | None = None) -> Iterator[Callable[[obj
             progress.update(task, advance=1, last=escape(one_line(name)), rate=rate, failed=failed)
 
         yield advance
+
+
+def _to_make(folder: Path) -> list[Path]:
+    """The folders making ``folder`` makes, deepest first, by where they are:
+    every prefix of the path as written (``mkdir -p`` walks it so:
+    ``new/../photos`` makes ``new``, and ``photos`` when missing), resolved."""
+    prefixes = [Path(*folder.parts[:n]) for n in range(1, len(folder.parts) + 1)]
+    places = {Path(os.path.realpath(p)) for p in prefixes}
+    return sorted((p for p in places if _missing(str(p))), key=lambda p: -len(p.parts))
 
 
 def _missing(path: str) -> bool:

@@ -234,15 +234,14 @@ class RunFolder:
             why = f" ({len(skipped)} passed over; the newest: {skipped[0]})" if skipped else ""
             left = self.leftover()
             if left is not None:
-                # Exported models mean the run ended, and so saved a checkpoint;
-                # a best checkpoint alone may come before the first step one.
-                if any(f.suffix == ".onnx" for f in left):
-                    why = " (its step checkpoints are gone)"
-                elif any(f.parent == self.checkpoints for f in left):
-                    why = " (no step checkpoint, only the best one, which `styler export` uses)"
-                else:
-                    why = " (the run stopped before its first)"
-                why += ": the same `styler train` starts afresh, keeping its files aside"
+                # (whether there ever was one cannot be told: a run's exports may
+                # come from its best checkpoint, which may come before the first)
+                best = any(f.parent == self.checkpoints for f in left)
+                why = (
+                    " (no step checkpoint in it"
+                    + (", only the best one, which `styler export` uses" if best else "")
+                    + "): the same `styler train` starts afresh, keeping its files aside"
+                )
             raise BadCheckpointError(f"no usable checkpoint{why}; nothing was changed", self.root)
         for exc in skipped:
             state.report_damaged(exc, self.reported)
