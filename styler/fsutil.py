@@ -129,8 +129,12 @@ def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
         if path_kind(path.parent, OutputError) not in (None, "dir"):
             raise OutputError(f"{path.parent} is not a folder", path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        # The folder as the kernel found it: `link/../out` is beside the link's
+        # target (tempfile names its file with `..` taken as text).
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=TEMP_SUFFIX, dir=path.parent
+            prefix=f"{TEMP_PREFIX}{os.getpid()}-",
+            suffix=TEMP_SUFFIX,
+            dir=os.path.realpath(path.parent),
         )
         os.close(fd)
     except OSError as exc:

@@ -201,9 +201,7 @@ def _run(
                 interrupted = True
     finally:  # (also when a signal stops the run before any output)
         if not counts["ok"]:  # nothing written: the folders made for it go again
-            for folder in made:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            _remove_made(made)
     if not quiet:
         seconds = time.perf_counter() - started
         rate = counts["ok"] / seconds if seconds > 0 else 0.0
@@ -300,6 +298,16 @@ def _progress(enabled: bool, total: int | None = None) -> Iterator[Callable[[obj
             progress.update(task, advance=1, last=escape(one_line(name)), rate=rate, failed=failed)
 
         yield advance
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Remove the folders of ``made`` (deepest first) that are empty, with
+    the empty subfolders that failed writes left in them (a folder this run
+    made holds only what it made)."""
+    for folder in made:
+        for root, _, _ in os.walk(folder, topdown=False):  # (links are not followed)
+            with contextlib.suppress(OSError):
+                os.rmdir(root)
 
 
 def _to_make(folder: Path) -> list[Path]:

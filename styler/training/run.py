@@ -236,7 +236,7 @@ class RunFolder:
             if left is not None:
                 # (whether there ever was one cannot be told: a run's exports may
                 # come from its best checkpoint, which may come before the first)
-                best = any(f.parent == self.checkpoints for f in left)
+                best = any(f.parent == self.checkpoints for f in left) and _reads(self.best, config)
                 why = (
                     " (no step checkpoint in it"
                     + (", only the best one, which `styler export` uses" if best else "")
@@ -356,6 +356,15 @@ _ANY = re.compile(r".*")
 
 #: Where a fresh start set aside the files of the run before it.
 _ASIDE = re.compile(r"earlier-[0-9]{8}-[0-9]{6}(-[0-9]+)?")
+
+
+def _reads(checkpoint: Path, config: TrainConfig) -> bool:
+    """Whether ``checkpoint`` reads whole and is of ``config``'s run."""
+    try:
+        state.peek(checkpoint, config)
+    except BadCheckpointError:
+        return False
+    return True
 
 
 def _exported(config: TrainConfig) -> frozenset[str]:
