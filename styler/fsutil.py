@@ -253,3 +253,39 @@ def check_new_output(source: Path | Sequence[Path], output: Path, overwrite: boo
             break
     if exists and not overwrite:
         raise UsageError(f"{output} exists; pass --overwrite to replace it")
+
+
+def is_missing(path: str | Path) -> bool:
+    """Whether nothing is at ``path`` (a name too long, a folder without
+    permission: not known to be missing, said later as what it is)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
+def folders_to_make(folder: Path) -> list[Path]:
+    """The folders making ``folder`` (``mkdir -p``) makes, deepest first, by
+    where they are: every prefix of the path as written (``new/../photos``
+    makes ``new``, and ``photos`` when missing), resolved; a folder there
+    before is never among them."""
+    prefixes = [Path(*folder.parts[:n]) for n in range(1, len(folder.parts) + 1)]
+    places = {Path(os.path.realpath(p)) for p in prefixes}
+    return sorted((p for p in places if is_missing(p)), key=lambda p: -len(p.parts))
+
+
+def remove_made(made: list[Path]) -> None:
+    """Remove the folders of ``made`` (:func:`folders_to_make`'s, deepest
+    first) that are empty, with the empty subfolders failed writes left in
+    them (a folder a command made holds only what it made). One that is
+    now a link (swapped in meanwhile) is no folder it made: left, and what
+    it leads to too."""
+    for folder in made:
+        if os.path.islink(folder):
+            continue
+        for root, _, _ in os.walk(folder, topdown=False):  # (links inside are not followed)
+            with contextlib.suppress(OSError):
+                os.rmdir(root)

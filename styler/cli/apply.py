@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -16,7 +15,7 @@ import typer
 
 from styler.cli.app import app, one_line, print_line
 from styler.errors import StylerError
-from styler.fsutil import check_output_folder, path_kind
+from styler.fsutil import check_output_folder, folders_to_make, is_missing, path_kind, remove_made
 from styler.log import logger
 
 if TYPE_CHECKING:
@@ -150,8 +149,8 @@ def _run(
     output, dry_run = options.output_dir, options.dry_run
     # Inputs missing before the output folder is made stay missing: `-o` in
     # or at a mistyped input folder must not make it, empty, and "style" it.
-    missing = {item for item in inputs if item != "-" and _missing(item)}
-    made = _to_make(output)
+    missing = {item for item in inputs if item != "-" and is_missing(item)}
+    made = folders_to_make(output)
     counts = {"ok": 0, "skipped": 0, "failed": 0, "planned": 0}
     interrupted = False
     try:
@@ -201,7 +200,7 @@ def _run(
                 interrupted = True
     finally:  # (also when a signal stops the run before any output)
         if not counts["ok"]:  # nothing written: the folders made for it go again
-            _remove_made(made)
+            remove_made(made)
     if not quiet:
         seconds = time.perf_counter() - started
         rate = counts["ok"] / seconds if seconds > 0 else 0.0
@@ -298,34 +297,3 @@ def _progress(enabled: bool, total: int | None = None) -> Iterator[Callable[[obj
             progress.update(task, advance=1, last=escape(one_line(name)), rate=rate, failed=failed)
 
         yield advance
-
-
-def _remove_made(made: list[Path]) -> None:
-    """Remove the folders of ``made`` (deepest first) that are empty, with
-    the empty subfolders that failed writes left in them (a folder this run
-    made holds only what it made)."""
-    for folder in made:
-        for root, _, _ in os.walk(folder, topdown=False):  # (links are not followed)
-            with contextlib.suppress(OSError):
-                os.rmdir(root)
-
-
-def _to_make(folder: Path) -> list[Path]:
-    """The folders making ``folder`` makes, deepest first, by where they are:
-    every prefix of the path as written (``mkdir -p`` walks it so:
-    ``new/../photos`` makes ``new``, and ``photos`` when missing), resolved."""
-    prefixes = [Path(*folder.parts[:n]) for n in range(1, len(folder.parts) + 1)]
-    places = {Path(os.path.realpath(p)) for p in prefixes}
-    return sorted((p for p in places if _missing(str(p))), key=lambda p: -len(p.parts))
-
-
-def _missing(path: str) -> bool:
-    """Whether nothing is at ``path`` (a name too long, a folder without
-    permission: not known to be missing, said later as what it is)."""
-    try:
-        os.lstat(path)
-    except FileNotFoundError:
-        return True
-    except (OSError, ValueError):
-        return False
-    return False

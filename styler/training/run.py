@@ -11,7 +11,6 @@ RUN_DIR/tensorboard/       with --tensorboard
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -25,7 +24,9 @@ from styler.errors import BadCheckpointError, StylerError, UsageError
 from styler.fsutil import (
     atomic_path,
     atomic_write_bytes,
+    folders_to_make,
     path_kind,
+    remove_made,
     remove_stale_parts,
     stale_writer,
 )
@@ -142,7 +143,7 @@ class RunFolder:
         """Refuse at once (before any image is decoded) a new run folder that
         cannot be created or written to; what this made to find out is removed."""
         self.check_new()
-        made = [p for p in (self.root, *self.root.parents) if not os.path.lexists(p)]
+        made = folders_to_make(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=self.root):
@@ -152,9 +153,7 @@ class RunFolder:
                 f"cannot create or write the run folder: {exc.strerror or exc}", self.root
             ) from None
         finally:
-            for folder in made:  # deepest first
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            remove_made(made)
 
     def check_own(self) -> None:
         """Refuse a run folder whose parts are not what styler made: its
