@@ -42,8 +42,10 @@ def main() -> int:
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image, "L").save(folder / f"{i:04d}.png")
         counts[label] += 1
-    print(f"wrote {sum(counts)} digits to {args.output}: " + ", ".join(
-        f"{d}: {n}" for d, n in enumerate(counts)))
+    print(
+        f"wrote {sum(counts)} digits to {args.output}: "
+        + ", ".join(f"{d}: {n}" for d, n in enumerate(counts))
+    )
     return 0
 
 
