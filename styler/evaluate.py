@@ -318,12 +318,15 @@ def evaluate(
     *,
     device: str = "auto",
     max_side: int | None = None,
+    keep_colours: bool | None = None,
 ) -> EvalReport:
     """Score ``model`` on the images below ``photos`` against the style of the
     images below ``reference`` (KID, FID), beside the unmodified photos as a
     baseline; with ``targets`` (paired ground truth: same stem, same relative
     folder), also mean PSNR and SSIM. ``max_side`` downscales photos (and
-    targets) first. Unreadable images are skipped with a warning and listed."""
+    targets) first; the outputs keep the photos' colours as ``keep_colours``
+    says (None: as the model says, as `styler apply` does). Unreadable
+    images are skipped with a warning and listed."""
     from styler.apply import Stylizer
 
     begin = time.perf_counter()
@@ -334,7 +337,7 @@ def evaluate(
     reference_files = list_images(reference, "reference")
     pairs = match_targets(files, photos, Path(targets)) if targets is not None else None
     extractor = get_extractor(device)  # first: says at once when the extra is missing
-    stylizer = Stylizer(model, device=device)
+    stylizer = Stylizer(model, device=device, keep_colours=keep_colours)
     skipped: list[str] = []
     start = time.perf_counter()
     ref, ref_count = files_features(reference_files, extractor, skipped)

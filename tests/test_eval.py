@@ -293,6 +293,11 @@ def test_eval_json_reports_model_and_baseline(
     assert report["skipped"] == [str(folders / "photos" / "broken.png")]
     warnings = [line for line in result.stderr.splitlines() if "broken.png" in line]
     assert len(warnings) == 1 and "skipped" in warnings[0]
+    # --keep-colours scores what `apply --keep-colours` gives: other outputs, the same photos
+    args = ["eval", str(tiny_resnet_onnx), str(folders / "photos"), str(folders / "reference")]
+    kept = json.loads(cli(*args, "--keep-colours", "--json").stdout)
+    assert kept["photos"] == report["photos"]
+    assert kept["styled"]["kid"] != pytest.approx(report["styled"]["kid"])
 
 
 def test_eval_with_targets_prints_psnr_and_ssim(

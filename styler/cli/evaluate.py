@@ -38,6 +38,15 @@ def evaluate(
         int | None,
         typer.Option("--max-side", help="Downscale photos whose longest side exceeds this."),
     ] = None,
+    keep_colours: Annotated[
+        bool | None,
+        typer.Option(
+            "--keep-colours/--model-colours",
+            help="Score outputs with the photos' own colours, or the model's, as "
+            "styler apply gives them [default: as the model's metadata says].",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Score MODEL: KID and FID of its outputs on PHOTOS against the style of
@@ -49,7 +58,15 @@ def evaluate(
     import_torch()  # (when torch is missing, run says so)
     from styler.evaluate import evaluate as run
 
-    report = run(model, photos, reference, targets, device=device, max_side=max_side)
+    report = run(
+        model,
+        photos,
+        reference,
+        targets,
+        device=device,
+        max_side=max_side,
+        keep_colours=keep_colours,
+    )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
