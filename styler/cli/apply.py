@@ -199,7 +199,7 @@ def _run(
             except KeyboardInterrupt:
                 interrupted = True
     finally:  # (also when a signal stops the run before any output)
-        if not counts["ok"]:  # nothing written: the folders made for it go again
+        if not counts["ok"] and not dry_run:  # nothing written: the folders made go again
             remove_made(made)
     if not quiet:
         seconds = time.perf_counter() - started

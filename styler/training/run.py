@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import stat
 import tempfile
@@ -31,7 +30,7 @@ from styler.fsutil import (
     stale_writer,
 )
 from styler.log import logger
-from styler.training import report, state
+from styler.training import report, runfiles, state
 from styler.training.config import TrainConfig
 
 try:
@@ -106,7 +105,9 @@ class RunFolder:
         fresh start keeps its files aside (:meth:`set_aside`)."""
         try:
             config = self.read_config()
-            return _first_files(list(os.scandir(self.root)), _exported(config))
+            return runfiles.first_files(
+                list(os.scandir(self.root)), runfiles.exported_names(config)
+            )
         except (OSError, StylerError):
             return None
 
@@ -177,9 +178,11 @@ class RunFolder:
         write its config; what a run that stopped before its first
         checkpoint left there is removed first (said in one line)."""
         self.check_new()
+        made = folders_to_make(self.root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            remove_made(made)
             raise UsageError(
                 f"cannot create or write the run folder: {exc.strerror or exc}", self.root
             ) from None
@@ -196,9 +199,13 @@ class RunFolder:
                 self.root,
                 aside,
             )
+        try:  # config.json first: a start that cannot write it leaves nothing made
+            atomic_write_bytes(self.config, config.to_json().encode())
+        except BaseException:
+            remove_made(made)
+            raise
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.samples.mkdir(exist_ok=True)
-        atomic_write_bytes(self.config, config.to_json().encode())
 
     def read_config(self) -> TrainConfig:
         if path_kind(self.root) != "dir" or path_kind(self.config) != "file":
@@ -235,7 +242,9 @@ class RunFolder:
             if left is not None:
                 # (whether there ever was one cannot be told: a run's exports may
                 # come from its best checkpoint, which may come before the first)
-                best = any(f.parent == self.checkpoints for f in left) and _reads(self.best, config)
+                best = any(f.parent == self.checkpoints for f in left) and runfiles.reads(
+                    self.best, config
+                )
                 why = (
                     " (no step checkpoint in it"
                     + (", only the best one, which `styler export` uses" if best else "")
@@ -337,72 +346,3 @@ def _changes(config: TrainConfig, foreign: state.ForeignCheckpoint) -> str:
 def _short(value: object) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-#: What a run without step checkpoints writes: files in the run folder (and
-#: its exported models, named by its domains) ...
-_FIRST = frozenset({"config.json", "metrics.jsonl", "report.html", "curves.svg"})
-#: ... and in its subfolders (in checkpoints/, at most the best one).
-_FIRST_IN = {
-    "checkpoints": re.compile(r"best\.safetensors"),  # (`styler export RUN` exports it)
-    "samples": report.SAMPLE_NAME,
-    "tensorboard": re.compile(r"events\.out\.tfevents\.[^/]*"),
-}
-
-
-#: Any name (of a file already known to be styler's).
-_ANY = re.compile(r".*")
-
-#: Where a fresh start set aside the files of the run before it.
-_ASIDE = re.compile(r"earlier-[0-9]{8}-[0-9]{6}(-[0-9]+)?")
-
-
-def _reads(checkpoint: Path, config: TrainConfig) -> bool:
-    """Whether ``checkpoint`` reads whole and is of ``config``'s run."""
-    try:
-        state.peek(checkpoint, config)
-    except BadCheckpointError:
-        return False
-    return True
-
-
-def _exported(config: TrainConfig) -> frozenset[str]:
-    """The model files a run of ``config`` writes in its folder (``styler
-    train``'s export, ``styler export --fp16``, ``styler quantize``'s default)."""
-    a, b = config.domains
-    return frozenset(
-        f"{name}{kind}.onnx"
-        for name in (f"{a}_to_{b}", f"{b}_to_{a}", f"{a}_generator")
-        for kind in ("", ".fp16", ".int8")
-    )
-
-
-def _first_files(entries: list[os.DirEntry[str]], exported: frozenset[str]) -> list[Path] | None:
-    """The files among ``entries`` (of a run folder) and in its subfolders
-    if all are what a run without step checkpoints writes (``exported``:
-    its models' names; folders set aside by earlier fresh starts are passed
-    over), else None."""
-    files = []
-    for entry in entries:
-        if _ASIDE.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
-            continue
-        if entry.name in _FIRST_IN and entry.is_dir(follow_symlinks=False):
-            pattern = _FIRST_IN[entry.name]
-            with os.scandir(entry.path) as inside:
-                subs = list(inside)
-            if not all(_ours(sub, pattern) for sub in subs):
-                return None
-            files += [Path(sub.path) for sub in subs]
-        elif _ours(entry, None) or (entry.name in exported and _ours(entry, _ANY)):
-            files.append(Path(entry.path))
-        else:
-            return None
-    return files
-
-
-def _ours(entry: os.DirEntry[str], pattern: re.Pattern[str] | None) -> bool:
-    """A regular file of styler's: one of :data:`_FIRST` (``pattern`` None)
-    or matching ``pattern``, or a temporary file."""
-    named = entry.name in _FIRST if pattern is None else pattern.fullmatch(entry.name)
-    temporary = stale_writer(entry.name) is not None
-    return bool(named or temporary) and entry.is_file(follow_symlinks=False)
