@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from styler.errors import BadCheckpointError, StylerError, UsageError
+from styler.errors import BadCheckpointError, OutputError, StylerError, UsageError
 from styler.fsutil import (
     atomic_path,
     atomic_write_bytes,
@@ -102,12 +102,17 @@ class RunFolder:
         files; and the folders earlier fresh starts set aside), or None when
         it holds anything else. Such a run failed before its first checkpoint
         (NaN, an error, a kill) or ended and lost its step checkpoints; a
-        fresh start keeps its files aside (:meth:`set_aside`)."""
+        fresh start keeps its files aside (:meth:`set_aside`). A folder that
+        holds only what a start that failed after its set-aside left (the
+        ``earlier-*`` folders, empty subfolders, no config.json) has nothing
+        to set aside: ``[]``."""
         try:
-            config = self.read_config()
-            return runfiles.first_files(
-                list(os.scandir(self.root)), runfiles.exported_names(config)
-            )
+            entries = list(os.scandir(self.root))
+            try:
+                config = self.read_config()
+            except StylerError:
+                return [] if runfiles.only_set_aside(entries) else None
+            return runfiles.first_files(entries, runfiles.exported_names(config))
         except (OSError, StylerError):
             return None
 
@@ -204,8 +209,11 @@ class RunFolder:
         except BaseException:
             remove_made(made)
             raise
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
-        self.samples.mkdir(exist_ok=True)
+        for folder in (self.checkpoints, self.samples):
+            try:
+                folder.mkdir(exist_ok=True)
+            except OSError as exc:  # (the folder left is one the same command starts)
+                raise OutputError(f"cannot create: {exc.strerror or exc}", folder) from None
 
     def read_config(self) -> TrainConfig:
         if path_kind(self.root) != "dir" or path_kind(self.config) != "file":

@@ -83,3 +83,20 @@ def _ours(entry: os.DirEntry[str], pattern: re.Pattern[str] | None) -> bool:
     named = entry.name in _FIRST if pattern is None else pattern.fullmatch(entry.name)
     temporary = stale_writer(entry.name) is not None
     return bool(named or temporary) and entry.is_file(follow_symlinks=False)
+
+
+def only_set_aside(entries: list[os.DirEntry[str]]) -> bool:
+    """Whether ``entries`` (of a folder without config.json) are only what a
+    fresh start that failed after its set-aside leaves: ``earlier-*``
+    folders and empty run subfolders."""
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            return False
+        if _ASIDE.fullmatch(entry.name):
+            continue
+        if entry.name not in _FIRST_IN:
+            return False
+        with os.scandir(entry.path) as inside:
+            if next(inside, None) is not None:
+                return False
+    return True
