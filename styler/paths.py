@@ -126,7 +126,6 @@ def collect_jobs(
     *,
     recursive: bool = True,
     output_dir: Path | None = None,
-    missing: Collection[str] = (),
     made: Collection[Path] = (),
 ) -> Iterator[Job]:
     """Expand command-line inputs into jobs, in order, lazily (so that paths
@@ -135,9 +134,8 @@ def collect_jobs(
     (``styler apply * -o styled`` run again, when ``*`` holds ``styled/``)
     it holds this run's results and is left out, as it is when it lies
     inside a walked folder. An entry that is not a path (a dataset row's
-    missing value) fails alone, and so does one of ``missing`` (known
-    missing before the output folder was made, which may have made it) or
-    a folder of ``made`` (the folders making the output folder made)."""
+    missing value) fails alone, and so does a folder of ``made`` (made by
+    making the output folder: it was not there before the run)."""
     inputs = iter(inputs)
     first = list(itertools.islice(inputs, 2))
     alone = len(first) == 1
@@ -148,10 +146,6 @@ def collect_jobs(
             yield Job(Path(f"<{raw!r}>"), PurePath("image"), f"not a path: {raw!r}")
             continue
         path = Path(raw)
-        if raw in missing:
-            rel = _clean_relative(PurePath(raw)) or PurePath(path.name or "image")
-            yield Job(path, rel.with_suffix(""), "no such file")
-            continue
         try:
             found, problem = path_kind(path), None
         except UsageError as exc:  # a name too long, a folder without permission

@@ -22,6 +22,17 @@ def _train_args(tmp_path: Path, run: Path, *extra: str) -> list[str]:
     return train_args(tmp_path, run, *NO_EXPORT, *extra)
 
 
+def run_that_lost_its_checkpoints(tmp_path: Path, run: Path) -> list[str]:
+    """A two-step run in ``run`` whose checkpoints were then deleted (to free
+    space); the command that trained it."""
+    args = _train_args(tmp_path, run, "--steps", "2")
+    first = _run(*args)
+    assert first.returncode == 0, first.stderr.decode(errors="replace")
+    for checkpoint in (run / "checkpoints").iterdir():
+        checkpoint.unlink()
+    return args
+
+
 @pytest.mark.parametrize("stray", [".DS_Store", "notes.txt"])
 def test_a_run_that_ended_without_checkpoints_is_not_sent_to_resume(
     stray: str, tmp_path: Path
@@ -38,11 +49,7 @@ def test_a_run_that_ended_without_checkpoints_is_not_sent_to_resume(
     `--resume` when `--resume` cannot work."""
     pytest.importorskip("torch")
     run = tmp_path / "run"
-    args = _train_args(tmp_path, run, "--steps", "2")
-    first = _run(*args)
-    assert first.returncode == 0, first.stderr.decode(errors="replace")
-    for checkpoint in (run / "checkpoints").iterdir():
-        checkpoint.unlink()
+    args = run_that_lost_its_checkpoints(tmp_path, run)
     (run / "checkpoints" / stray).write_bytes(b"\0\0\0\1Bud1")
     resumed = _run("train", "--resume", str(run), "-q")
     assert "no usable checkpoint" in _one_line(resumed, 2)  # --resume cannot continue it

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import hostile
 from test_safety_pass7 import _one_line, _photos, _run
 from test_safety_pass9 import NO_EXPORT, train_args
+from test_safety_pass12 import run_that_lost_its_checkpoints
 
 #: Subprocess-heavy: run by `pytest -m slow`, beside the other reliability passes.
 pytestmark = pytest.mark.slow
@@ -72,11 +73,7 @@ def test_a_set_aside_cut_short_leaves_a_run_folder_the_same_command_starts(
     if drop is None:
         pytest.skip("cannot make a folder unwritable for this process")
     run = tmp_path / "run"
-    args = _train_args(tmp_path, run, "--steps", "2")
-    first = _run(*args)
-    assert first.returncode == 0, first.stderr.decode(errors="replace")
-    for checkpoint in (run / "checkpoints").iterdir():
-        checkpoint.unlink()
+    args = run_that_lost_its_checkpoints(tmp_path, run)
     board = run / "tensorboard"  # a second subfolder the set-aside moves files from
     board.mkdir()
     (board / "events.out.tfevents.1.host.1.0").write_bytes(b"\0" * 40)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_safety_pass7 import _env, _run
+from test_safety_pass7 import _run, _start
 from test_safety_pass9 import NO_EXPORT, train_args
 
 #: Subprocess-heavy: run by `pytest -m slow`, beside the other reliability passes.
@@ -101,12 +100,8 @@ def test_a_run_that_writes_nothing_never_walks_a_link_put_at_a_folder_it_made(
     alone."""
     (tmp_path / "user" / "drafts").mkdir(parents=True)
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "styler", "apply", "-", "-m", str(tiny_resnet_onnx),
-         "-q", "-o", "new/out"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=_env(), cwd=tmp_path, start_new_session=True,
-    )  # fmt: skip
+    args = ["apply", "-", "-m", str(tiny_resnet_onnx), "-q", "-o", "new/out"]
+    proc = _start(args, tmp_path, stdin=True)
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "new" / "out").is_dir() and time.monotonic() < deadline:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import resource
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_safety_pass7 import _env, _one_line, _photos, _run
+from test_safety_pass7 import _one_line, _photos, _run, _start
 from test_safety_pass9 import NO_EXPORT, train_args
 
 #: Subprocess-heavy: run by `pytest -m slow`, beside the other reliability passes.
@@ -79,12 +78,8 @@ def test_a_dry_run_removes_no_folder_it_did_not_make(
     `new` (every empty folder there), folders this command never made. A
     dry run must remove nothing: it made nothing."""
     _photos(tmp_path / "photos", 1)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "styler", "apply", "-", "-m", str(tiny_resnet_onnx),
-         "--dry-run", "-o", "new/out"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=_env(), cwd=tmp_path, start_new_session=True,
-    )  # fmt: skip
+    args = ["apply", "-", "-m", str(tiny_resnet_onnx), "--dry-run", "-o", "new/out"]
+    proc = _start(args, tmp_path, stdin=True)
     try:
         assert proc.stderr is not None
         header = proc.stderr.readline()  # printed once the run reads its paths

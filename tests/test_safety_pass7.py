@@ -176,9 +176,12 @@ def test_ray_threads_no_node_can_give_are_refused_not_waited_for(
         assert len(_lines(result)) == 1 and "--threads" in _lines(result)[0], _lines(result)
 
 
-def _start(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
+def _start(args: list[str], cwd: Path, stdin: bool = False) -> subprocess.Popen[bytes]:
+    """``styler ARGS`` started in its own session (with ``stdin``, its
+    standard input a pipe the test writes paths to)."""
     return subprocess.Popen(
         [sys.executable, "-m", "styler", *args],
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_env(),

@@ -15,7 +15,7 @@ import typer
 
 from styler.cli.app import app, one_line, print_line
 from styler.errors import StylerError
-from styler.fsutil import check_output_folder, folders_to_make, is_missing, path_kind, remove_made
+from styler.fsutil import check_output_folder, folders_to_make, path_kind, remove_made
 from styler.log import logger
 
 if TYPE_CHECKING:
@@ -147,9 +147,9 @@ def _run(
     from styler.paths import Job, collect_jobs, read_path_list
 
     output, dry_run = options.output_dir, options.dry_run
-    # Inputs missing before the output folder is made stay missing: `-o` in
-    # or at a mistyped input folder must not make it, empty, and "style" it.
-    missing = {item for item in inputs if item != "-" and is_missing(item)}
+    # The folders making the output folder makes are no inputs (`-o` in or at
+    # a mistyped input folder must not make it, empty, and "style" it), and
+    # go again when nothing is written.
     made = folders_to_make(output)
     counts = {"ok": 0, "skipped": 0, "failed": 0, "planned": 0}
     interrupted = False
@@ -178,7 +178,7 @@ def _run(
                     yield item
 
         jobs: Iterable[Job] = collect_jobs(
-            expand(), recursive=recursive, output_dir=output, missing=missing, made=made
+            expand(), recursive=recursive, output_dir=output, made=made
         )
         total = None
         if "-" not in inputs:  # paths from stdin stream; anything else is listed first
