@@ -7,6 +7,7 @@ painting corpus, scored on held-out photos.
     python bench/recipes.py run fast --task known --time 30m
     python bench/recipes.py run cyclegan-today --task known --time 30m
     python bench/recipes.py run fast -x lambda_style=0 --name fast-no-style --time 15m
+    python bench/recipes.py steps cyclegan-today fast painting   # step costs, one run
     python bench/recipes.py table                     # the results as markdown
     python bench/recipes.py grid RUN... -o docs/images/recipes_known.jpg  # same photos, each run
 
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -49,6 +51,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "reference": {"recipe": "reference"},
     "fast": {"recipe": "fast"},
+    "painting": {"recipe": "painting"},
 }
 
 #: Where each task's folders are (train A, train B).
@@ -70,7 +73,11 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
-    return {"cpu": model, "cpu_flags": [f for f in wanted if f in flags], "cores": os.cpu_count()}
+    found = {"cpu": model, "cpu_flags": [f for f in wanted if f in flags], "cores": os.cpu_count()}
+    # Instruction sets switched off for the run (an emulation of an older CPU).
+    isa = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+    limits = {k: os.environ[k] for k in isa if k in os.environ}
+    return {**found, "isa_limits": limits} if limits else found
 
 
 def _value(text: str) -> Any:
@@ -178,6 +185,88 @@ def table(path: Path) -> str:
     return "\n".join(lines)
 
 
+STEP_WORKER = r"""
+import json, statistics, sys, tempfile, time
+from pathlib import Path
+import numpy as np, torch
+from PIL import Image
+sys.path.insert(0, sys.argv[1])
+from styler.training.device import choose
+from styler.training.modes import build_trainer
+from styler.training.recipes import get_recipe
+from styler.training.setup import make_config
+flags, steps, warmup, threads = json.loads(sys.argv[2]), *(int(v) for v in sys.argv[3:6])
+torch.set_num_threads(threads)
+recipe = flags.pop("recipe", None)
+# The precision `styler train` picks: the recipe's, else the best this CPU computes fast.
+wanted = sys.argv[6]
+if wanted == "auto" and recipe is not None:
+    wanted = get_recipe(recipe).flags.get("precision", "auto")
+flags["precision"] = choose("cpu", wanted)[1]
+with tempfile.TemporaryDirectory() as tmp:  # folders make_config can look at
+    rng = np.random.default_rng(0)
+    for side in ("a", "b"):
+        (Path(tmp) / side).mkdir()
+        for i in range(4):
+            pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(Path(tmp) / side / f"{i}.png")
+    config, _ = make_config(Path(tmp) / "a", Path(tmp) / "b", recipe=recipe, steps=1000,
+                            seed=0, **flags)
+torch.manual_seed(0)
+trainer = build_trainer(config, "cpu")
+gen = torch.Generator().manual_seed(0)
+n, size = config.batch_size, config.size
+batches = [{"A": torch.rand(n, 3, size, size, generator=gen) * 2 - 1,
+            "B": torch.rand(n, 3, size, size, generator=gen) * 2 - 1} for _ in range(4)]
+times = []
+for step in range(warmup + steps):
+    began = time.perf_counter()
+    trainer.train_step(batches[step % 4], step)
+    if step >= warmup:
+        times.append(time.perf_counter() - began)
+print(json.dumps({"median": statistics.median(times), "size": size, "batch": n,
+                  "precision": trainer.precision,
+                  "mode": config.mode.name}))
+"""
+
+
+def step_costs(
+    variants: list[str], steps: int, warmup: int, repeat: int, threads: int, precision: str
+) -> dict[str, Any]:
+    """Seconds per training step of each variant at its own settings, the
+    variants in their own processes one after the other, alternating over
+    ``repeat`` rounds (one run: the ratios are what to read, machines are
+    noisy); random crops of the variant's size, no data loading or upkeep."""
+    medians: dict[str, list[float]] = {v: [] for v in variants}
+    info: dict[str, Any] = {}
+    for _ in range(repeat):
+        for variant in variants:
+            flags = {**VARIANTS[variant]}
+            out = subprocess.run(
+                [sys.executable, "-c", STEP_WORKER, str(ROOT), json.dumps(flags),
+                 str(steps), str(warmup), str(threads), precision],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            medians[variant].append(result["median"])
+            info[variant] = result
+    base = statistics.median(medians[variants[0]])
+    return {
+        "baseline": variants[0],
+        "variants": {
+            v: {
+                **info[v],
+                "median": round(statistics.median(m), 4),
+                "rounds": [round(x, 4) for x in m],
+                "ratio": round(statistics.median(m) / base, 3),
+            }
+            for v, m in medians.items()
+        },
+        "steps": steps, "warmup": warmup, "repeat": repeat, "threads": threads,
+        **machine(), "commit": _commit(), "date": time.strftime("%Y-%m-%d"),
+    }  # fmt: skip
+
+
 def grid(runs: list[Path], out: Path, task: str, count: int = 4, side: int = 256) -> Path:
     """A picture grid: ``count`` held-out photos (rows), untouched, through
     each run's A -> B model, and (task ``known``) the filter's own output."""
@@ -237,6 +326,13 @@ def main() -> None:
     r.add_argument("--name", help="the run's name [default: the variant's]")
     r.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     r.add_argument("--seed", type=int, default=0)
+    st = sub.add_parser("steps", help="seconds per step of each variant, against the first")
+    st.add_argument("variants", nargs="+", choices=sorted(VARIANTS))
+    st.add_argument("--steps", type=int, default=20)
+    st.add_argument("--warmup", type=int, default=3)
+    st.add_argument("--repeat", type=int, default=3)
+    st.add_argument("--threads", type=int, default=1)
+    st.add_argument("--precision", default="auto", help="auto (as styler train), fp32, bf16")
     t = sub.add_parser("table", help="the results as markdown")
     t.add_argument("results", nargs="?", type=Path, default=RESULTS)
     g = sub.add_parser("grid", help="a picture grid: the same photos through each run's model")
@@ -246,6 +342,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "grid":
         print(grid(args.runs, args.out, args.task))
+    elif args.command == "steps":
+        costs = step_costs(
+            args.variants, args.steps, args.warmup, args.repeat, args.threads, args.precision
+        )
+        with (RESULTS.parent / "steps.jsonl").open("a") as f:
+            f.write(json.dumps(costs) + "\n")
+        print(json.dumps(costs, indent=1))
     elif args.command == "run":
         if not args.time and not args.steps:
             parser.error("give --time or --steps")

@@ -174,6 +174,21 @@ def test_recipes_write_their_settings_and_the_users_flags_win(tmp_path: Path) ->
     assert steps.steps == 10 and not steps.time_budget
     plain, _ = make_config(a, b, recipe="auto", mode="cyclegan")  # a mode asked for: no recipe
     assert "recipe" not in plain.extra and plain.mode.name == "cyclegan"
+    # The shipped model's settings, by name: its card's command is `--recipe painting`.
+    painting, _ = make_config(a, b, recipe="painting", size=64)
+    shipped = painting.to_dict()
+    assert painting.mode.name == "fastcut" and painting.time_budget == 3600.0
+    assert shipped["generator"]["ngf"] == 16 and not shipped["generator"]["residual"]
+    assert shipped["load_size"] == 512 and shipped["size"] == 64  # the user's size wins
+    assert painting.mode.lambda_style == 20.0 and painting.mode.color_cells == 32
+    assert shipped["lambda_color"] == 30.0 and shipped["projected"] and shipped["augment"]
+    as_trained, _ = make_config(  # the flags the shipped model was trained with
+        a, b, recipe="fast", residual=False, ngf=16, lambda_style=20.0, lambda_color=30.0,
+        color_cells=32, load_size=512, size=64,
+    )  # fmt: skip
+    trained = as_trained.to_dict()
+    assert trained.pop("extra") == {"recipe": "fast"}
+    assert shipped.pop("extra") == {"recipe": "painting"} and trained == shipped
     with pytest.raises(UsageError, match="--recipe"):
         make_config(a, b, recipe="nonsense")
 

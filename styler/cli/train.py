@@ -47,8 +47,9 @@ def train(
     recipe: Annotated[
         str | None,
         typer.Option(
-            help="fast (one hour, starts at the identity) or reference (the published CycleGAN) "
-            "[default: fast for unpaired folders without --mode]."
+            help="fast (one hour, starts at the identity), painting (one hour, the shipped "
+            "photo -> painting model's settings: a style that shows) or reference (the "
+            "published CycleGAN) [default: fast for unpaired folders without --mode]."
         ),
     ] = None,
     time: Annotated[

@@ -9,6 +9,13 @@ the one it uses.
   never made a photo worse. It changes photos little in an hour: a recipe
   that learns a style from a few images is still being tuned (issue 16).
   The default for two unpaired folders.
+- ``painting``: the shipped photo -> painting model's settings, for a
+  style that should show: FastCUT without the identity start at a quarter
+  of the width (ngf 16), a style loss and a coarse colour loss, crops of
+  larger images, for an hour. Its outputs look painted (and, with their
+  own colours, cast towards the style's palette: apply keeps each photo's
+  colours with ``--keep-colours``); on a subtle style it changes photos
+  more than the style does (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -75,6 +82,31 @@ RECIPES: dict[str, Recipe] = {
             "augment": True,
             "projected": True,
             "ema": 0.999,
+        },
+        time=3600.0,
+    ),
+    "painting": Recipe(
+        "painting",
+        "the shipped photo -> painting model's settings: FastCUT without the identity start "
+        "(resnet_6blocks, ngf 16), DiffAugment, a projected discriminator beside the PatchGAN, "
+        "a style loss (20) and a colour loss (30 over 32 x 32 cells), an average of the "
+        "generator's weights, 128-pixel crops of images scaled to 512; for 1 hour: of the "
+        "recipes measured, the closest to the paintings per CPU-hour, and it recolours photos "
+        "towards the style's palette (docs/BENCHMARKS.md)",
+        {
+            "mode": "fastcut",
+            "generator": "resnet_6blocks",
+            "ngf": 16,
+            "upsample": "resize",
+            "residual": False,
+            "size": 128,
+            "load_size": 512,
+            "augment": True,
+            "projected": True,
+            "ema": 0.999,
+            "lambda_style": 20.0,
+            "lambda_color": 30.0,
+            "color_cells": 32,
         },
         time=3600.0,
     ),
