@@ -251,6 +251,15 @@ def _compare_with_target(
             out.shape[0],
         )
         return
+    if min(out.shape[:2]) < metrics.SSIM_WINDOW:  # (PSNR and SSIM over the same photos)
+        logger.warning(
+            "%s: %d x %d, narrower than SSIM's %d-pixel window: left out of PSNR and SSIM",
+            path,
+            out.shape[1],
+            out.shape[0],
+            metrics.SSIM_WINDOW,
+        )
+        return
     acc.styled_psnr.append(metrics.psnr(out, truth))
     acc.styled_ssim.append(metrics.ssim(out, truth))
     acc.photos_psnr.append(metrics.psnr(rgb, truth))

@@ -182,6 +182,28 @@ def stale_writer(name: str) -> int | None:
     return int(match.group(1))
 
 
+def dead_writer(name: str) -> bool:
+    """Whether ``name`` is a temporary file of styler's whose writer is gone
+    (killed mid-write): not this process, and no process of its id runs."""
+    pid = stale_writer(name)
+    return pid is not None and not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    return pid == os.getpid() or process_alive(pid)
+
+
+def live_writers(folder: Path) -> list[int]:
+    """The ids of the processes still writing a temporary file of styler's
+    in ``folder`` (this one included)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    pids = (stale_writer(name) for name in names)
+    return sorted({pid for pid in pids if pid is not None and _running(pid)})
+
+
 def remove_stale_parts(folder: Path) -> list[Path]:
     """Remove temporary files that styler writers killed mid-write (SIGKILL,
     power loss) left in ``folder``; files of writers still running, and every
@@ -192,8 +214,7 @@ def remove_stale_parts(folder: Path) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        pid = stale_writer(entry.name)
-        if pid is None or pid == os.getpid() or process_alive(pid):
+        if not dead_writer(entry.name):
             continue
         try:
             if entry.is_file(follow_symlinks=False):

@@ -72,16 +72,30 @@ def export_trainer(
     replace: bool = True,
 ) -> list[ExportResult]:
     """Export the trainer's generators to ``run_dir/<name>.onnx`` (a file
-    there is replaced only with ``replace``)."""
+    there is replaced only with ``replace``). All or none: when one cannot
+    be written, those this call wrote new are removed (what it replaced
+    cannot be brought back, and is said), so the same export can run again."""
     from styler.export import export_generator, export_onnx
 
-    results = []
-    for spec, path in zip(trainer.exports(), model_paths(trainer, run_dir, fp16), strict=True):
-        meta = metadata(spec, config, run_dir, step)
-        if spec.task == "generate":
-            results.append(export_generator(spec.net, meta, path, replace=replace))
-        else:
-            results.append(export_onnx(spec.net, meta, path, fp16=fp16, replace=replace))
+    results: list[ExportResult] = []
+    replaced: list[Path] = []
+    try:
+        for spec, path in zip(trainer.exports(), model_paths(trainer, run_dir, fp16), strict=True):
+            meta = metadata(spec, config, run_dir, step)
+            existed = os.path.lexists(path)
+            if spec.task == "generate":
+                results.append(export_generator(spec.net, meta, path, replace=replace))
+            else:
+                results.append(export_onnx(spec.net, meta, path, fp16=fp16, replace=replace))
+            if existed:
+                replaced.append(path)
+    except BaseException:
+        for result in results:
+            if result.path in replaced:
+                logger.warning("%s: replaced before the export failed", result.path)
+            else:
+                result.path.unlink(missing_ok=True)
+        raise
     return results
 
 

@@ -24,6 +24,7 @@ from styler.fsutil import (
     atomic_path,
     atomic_write_bytes,
     folders_to_make,
+    live_writers,
     path_kind,
     remove_made,
     remove_stale_parts,
@@ -78,6 +79,12 @@ class RunFolder:
             self.lock()  # (refused when another process holds it)
             self.unlock()
         if self.leftover() is None:
+            writers = [pid for pid in live_writers(self.root) if pid != os.getpid()]
+            if writers:
+                raise UsageError(
+                    f"{self.root}: another styler process (pid {writers[0]}) is writing in it: "
+                    "wait for it to end or choose another --output"
+                )
             try:
                 self.read_config()
             except StylerError:
@@ -98,20 +105,21 @@ class RunFolder:
     def leftover(self) -> list[Path] | None:
         """The files of a run folder without step checkpoints that holds only
         what a run writes (a readable config.json, metrics, report, sample
-        grids, its exported models, its best checkpoint, styler's temporary
-        files; and the folders earlier fresh starts set aside), or None when
-        it holds anything else. Such a run failed before its first checkpoint
-        (NaN, an error, a kill) or ended and lost its step checkpoints; a
-        fresh start keeps its files aside (:meth:`set_aside`). A folder that
-        holds only what a start that failed after its set-aside left (the
-        ``earlier-*`` folders, empty subfolders, no config.json) has nothing
-        to set aside: ``[]``."""
+        grids, its exported models, its best checkpoint, temporary files of
+        killed writers; and the folders earlier fresh starts set aside), or
+        None when it holds anything else. Such a run failed before its first
+        checkpoint (NaN, an error, a kill) or ended and lost its step
+        checkpoints; a fresh start keeps its files aside (:meth:`set_aside`).
+        A folder that holds only what a start that failed after its set-aside
+        or while writing its config.json left (the ``earlier-*`` folders,
+        empty subfolders, killed writers' temporary files, no config.json)
+        has nothing to set aside but those temporary files."""
         try:
             entries = list(os.scandir(self.root))
             try:
                 config = self.read_config()
             except StylerError:
-                return [] if runfiles.only_set_aside(entries) else None
+                return runfiles.only_set_aside(entries)
             return runfiles.first_files(entries, runfiles.exported_names(config))
         except (OSError, StylerError):
             return None

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from styler.errors import BadCheckpointError
-from styler.fsutil import stale_writer
+from styler.fsutil import dead_writer
 from styler.training import report, state
 from styler.training.config import TrainConfig
 
@@ -79,24 +79,29 @@ def first_files(entries: list[os.DirEntry[str]], exported: frozenset[str]) -> li
 
 def _ours(entry: os.DirEntry[str], pattern: re.Pattern[str] | None) -> bool:
     """A regular file of styler's: one of :data:`_FIRST` (``pattern`` None)
-    or matching ``pattern``, or a temporary file."""
+    or matching ``pattern``, or a temporary file whose writer was killed
+    (one still being written is another process's work: not left over)."""
     named = entry.name in _FIRST if pattern is None else pattern.fullmatch(entry.name)
-    temporary = stale_writer(entry.name) is not None
-    return bool(named or temporary) and entry.is_file(follow_symlinks=False)
+    return bool(named or dead_writer(entry.name)) and entry.is_file(follow_symlinks=False)
 
 
-def only_set_aside(entries: list[os.DirEntry[str]]) -> bool:
-    """Whether ``entries`` (of a folder without config.json) are only what a
-    fresh start that failed after its set-aside leaves: ``earlier-*``
-    folders and empty run subfolders."""
+def only_set_aside(entries: list[os.DirEntry[str]]) -> list[Path] | None:
+    """The temporary files whose writer was killed among ``entries`` (of a
+    folder without config.json) if they are only what a fresh start that
+    failed after its set-aside, or while writing its config.json, leaves:
+    ``earlier-*`` folders, empty run subfolders and such files; else None."""
+    dead = []
     for entry in entries:
+        if dead_writer(entry.name) and entry.is_file(follow_symlinks=False):
+            dead.append(Path(entry.path))
+            continue
         if not entry.is_dir(follow_symlinks=False):
-            return False
+            return None
         if _ASIDE.fullmatch(entry.name):
             continue
         if entry.name not in _FIRST_IN:
-            return False
+            return None
         with os.scandir(entry.path) as inside:
             if next(inside, None) is not None:
-                return False
-    return True
+                return None
+    return dead
