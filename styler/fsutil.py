@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -182,26 +183,51 @@ def stale_writer(name: str) -> int | None:
     return int(match.group(1))
 
 
-def dead_writer(name: str) -> bool:
-    """Whether ``name`` is a temporary file of styler's whose writer is gone
-    (killed mid-write): not this process, and no process of its id runs."""
-    pid = stale_writer(name)
-    return pid is not None and not _running(pid)
+def dead_writer(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a temporary file of styler's whose writer is gone
+    (killed mid-write): no process of its id runs, or the one that does
+    (this one, or another) started after the file was last written: its id
+    was given again (a container's processes have the same ids every start;
+    ids come round again after a reboot)."""
+    pid = stale_writer(os.path.basename(path))
+    if pid is None:
+        return False
+    if pid != os.getpid() and not process_alive(pid):
+        return True
+    running_for = _running_for(pid)
+    if running_for is None:  # (cannot tell: keep it)
+        return False
+    try:
+        written_ago = time.time() - os.lstat(path).st_mtime
+    except OSError:
+        return False
+    # (the start time is counted in clock ticks, rounded down: the process
+    # looks older than it is, so a file said to be older still was written
+    # before it started)
+    return written_ago > running_for + 0.005
 
 
-def _running(pid: int) -> bool:
-    return pid == os.getpid() or process_alive(pid)
+def _running_for(pid: int) -> float | None:
+    """Seconds since process ``pid`` started (Linux's /proc), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        ticks = int(fields[19])  # (field 22, starttime: clock ticks after boot)
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def live_writers(folder: Path) -> list[int]:
     """The ids of the processes still writing a temporary file of styler's
     in ``folder`` (this one included)."""
     try:
-        names = os.listdir(folder)
+        with os.scandir(folder) as entries:
+            paths = [entry.path for entry in entries]
     except OSError:
         return []
-    pids = (stale_writer(name) for name in names)
-    return sorted({pid for pid in pids if pid is not None and _running(pid)})
+    pids = {stale_writer(os.path.basename(p)) for p in paths if not dead_writer(p)}
+    return sorted(pid for pid in pids if pid is not None)
 
 
 def remove_stale_parts(folder: Path) -> list[Path]:
@@ -214,7 +240,7 @@ def remove_stale_parts(folder: Path) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
-        if not dead_writer(entry.name):
+        if not dead_writer(entry.path):
             continue
         try:
             if entry.is_file(follow_symlinks=False):

@@ -33,7 +33,7 @@ from styler.fsutil import atomic_write_bytes, check_new_output, remove_stale_par
 from styler.graph_passes import fast_graph, transposed_to_subpixel
 from styler.log import logger
 from styler.metadata import METADATA_KEY, ModelMetadata
-from styler.runtime import Model, model_runs
+from styler.runtime import Model, model_runs, read_model_file
 
 #: Calibration and checking images are downscaled to this longer side.
 CALIBRATION_SIDE = 512
@@ -119,7 +119,8 @@ def quantize_int8(
     output = Path(output)
     check_new_output(Path(model_path), output, overwrite)
     remove_stale_parts(output.parent)  # what a killed writer left
-    source = Model.open(model_path, device="cpu")
+    raw = read_model_file(model_path)  # (read once: the model run is the model rewritten)
+    source = Model.open(raw, device="cpu", name=model_path)
     meta = source.meta
     if meta.task != "translate" or meta.precision != "fp32":
         raise UsageError("int8 quantisation takes an fp32 translation model", model_path)
@@ -146,7 +147,7 @@ def quantize_int8(
             # The graph rewrites of the exporter first (files written by older
             # versions lack them), transposed convolutions in sub-pixel form
             # (which int8 can run); then onnxruntime's static quantisation.
-            fast = onnx.load(str(model_path))
+            fast = onnx.load_from_string(raw)
             fast_graph(fast)
             transposed_to_subpixel(fast)
             prepared = Path(tmp) / "fp32.onnx"

@@ -204,21 +204,20 @@ class Model:
 
     @classmethod
     def open(
-        cls, model: str | Path | bytes, device: str = "auto", threads: int | None = None
+        cls,
+        model: str | Path | bytes,
+        device: str = "auto",
+        threads: int | None = None,
+        name: str | Path | None = None,
     ) -> Model:
+        """A session of the model at a path, or of its bytes (``name``: the
+        file they were read from, for messages)."""
         ort = quiet_onnxruntime()
-        source = "<in-memory model>" if isinstance(model, bytes) else str(model)
-        if not isinstance(model, bytes):
-            path = Path(model)
-            found = path_kind(path, BadModelError)
-            if found is None:
-                raise BadModelError("no such model file", path)
-            if found == "dir":
-                raise BadModelError("is a directory, not an ONNX model file", path)
-            if found == "other":  # a named pipe would block onnxruntime's read forever
-                raise BadModelError("not a regular file (named pipe, device or socket)", path)
-            if found == "file" and path.stat().st_size == 0:
-                raise BadModelError("empty file, not an ONNX model", path)
+        if isinstance(model, bytes):
+            source = str(name) if name is not None else "<in-memory model>"
+        else:
+            source = str(model)
+            _check_model_path(Path(model))
         taken, providers = choose_providers(device, ort.get_available_providers())
         options = session_options(threads)
         given: str | bytes = model if isinstance(model, bytes) else os.fspath(model)
@@ -332,6 +331,28 @@ def _utf8(text: str) -> bool:
 
 #: The largest file protobuf can parse as one model (2 GiB).
 MAX_MODEL_BYTES = 2**31
+
+
+def _check_model_path(path: Path) -> None:
+    """Refuse what is not a model file before onnxruntime reads it."""
+    found = path_kind(path, BadModelError)
+    if found is None:
+        raise BadModelError("no such model file", path)
+    if found == "dir":
+        raise BadModelError("is a directory, not an ONNX model file", path)
+    if found == "other":  # a named pipe would block onnxruntime's read forever
+        raise BadModelError("not a regular file (named pipe, device or socket)", path)
+    if found == "file" and path.stat().st_size == 0:
+        raise BadModelError("empty file, not an ONNX model", path)
+
+
+def read_model_file(path: str | Path) -> bytes:
+    """The bytes of the model file at ``path``, read once: for a command
+    that both runs a model and rewrites its graph (one file, one model,
+    whatever replaces the file meanwhile)."""
+    path = Path(path)
+    _check_model_path(path)
+    return _read_model(path)
 
 
 def _read_model(path: Path) -> bytes:

@@ -134,6 +134,11 @@ def export_run(
             raise
         latest = None  # the best alone may do
     trainer = build_trainer(latest.config if latest else config, "cpu")
+    if fp16 and any(spec.task == "generate" for spec in trainer.exports()):
+        raise UsageError(
+            "--fp16 is for translation models: a generator from noise exports in fp32 only",
+            run.root,
+        )
     taken = [p for p in model_paths(trainer, run.root, fp16) if os.path.lexists(p)]
     if taken and not overwrite:
         raise UsageError(f"{taken[0]} exists; pass --overwrite to replace it")

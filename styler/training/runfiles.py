@@ -82,7 +82,7 @@ def _ours(entry: os.DirEntry[str], pattern: re.Pattern[str] | None) -> bool:
     or matching ``pattern``, or a temporary file whose writer was killed
     (one still being written is another process's work: not left over)."""
     named = entry.name in _FIRST if pattern is None else pattern.fullmatch(entry.name)
-    return bool(named or dead_writer(entry.name)) and entry.is_file(follow_symlinks=False)
+    return bool(named or dead_writer(entry.path)) and entry.is_file(follow_symlinks=False)
 
 
 def only_set_aside(entries: list[os.DirEntry[str]]) -> list[Path] | None:
@@ -92,7 +92,7 @@ def only_set_aside(entries: list[os.DirEntry[str]]) -> list[Path] | None:
     ``earlier-*`` folders, empty run subfolders and such files; else None."""
     dead = []
     for entry in entries:
-        if dead_writer(entry.name) and entry.is_file(follow_symlinks=False):
+        if dead_writer(entry.path) and entry.is_file(follow_symlinks=False):
             dead.append(Path(entry.path))
             continue
         if not entry.is_dir(follow_symlinks=False):
