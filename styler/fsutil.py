@@ -15,6 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks (the process ids alone tell)
+    fcntl = None  # type: ignore[assignment]
+
 from styler.errors import OutputError, OutputExistsError, StylerError, UsageError
 
 #: What :func:`path_kind` finds at a path.
@@ -76,6 +81,9 @@ FILE_MODE = 0o666 & ~_read_umask()
 TEMP_PREFIX = ".styler-"
 TEMP_SUFFIX = ".part"
 _TEMP_NAME = re.compile(r"\.styler-([0-9]{1,10})-([a-z0-9_]{8})\.part")
+#: A writer locks its temporary file an instant after making it: one that
+#: nobody holds is taken for a killed writer's once it is this old (seconds).
+WRITER_GRACE = 1.0
 #: Largest process id Linux gives (``pid_max`` is at most 2**22): a name
 #: with a larger one was not written by styler, and is kept.
 PID_MAX = 2**22
@@ -137,11 +145,11 @@ def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
             suffix=TEMP_SUFFIX,
             dir=os.path.realpath(path.parent),
         )
-        os.close(fd)
     except OSError as exc:
         raise OutputError(f"cannot write: {exc.strerror or exc}", path) from None
     tmp = Path(tmp_name)
     try:
+        _hold(fd)  # (until the end: the mark of a live writer, whatever its process id)
         os.chmod(tmp, FILE_MODE)
         yield tmp
         with open(tmp, "rb") as f:
@@ -156,6 +164,37 @@ def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
+
+
+def _hold(fd: int) -> None:
+    """Lock a temporary file for as long as its writer works on it (flock:
+    the system lets go when the writer ends, however it ends)."""
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _held(path: str | os.PathLike[str]) -> bool | None:
+    """Whether a writer holds the lock of the file at ``path`` (None: cannot tell)."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: Path, data: bytes, replace: bool = True) -> None:
@@ -185,26 +224,33 @@ def stale_writer(name: str) -> int | None:
 
 def dead_writer(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a temporary file of styler's whose writer is gone
-    (killed mid-write): no process of its id runs, or the one that does
-    (this one, or another) started after the file was last written: its id
-    was given again (a container's processes have the same ids every start;
-    ids come round again after a reboot)."""
+    (killed mid-write). A writer holds a lock on its file while it works
+    (:func:`atomic_path`), which the system drops when the writer ends, in
+    whatever container or process-id namespace it ran: a file nobody holds
+    that is older than :data:`WRITER_GRACE` is dead. Beside that, and where
+    locks cannot tell, its process id: dead when no process of that id runs,
+    or when the one that does (this one, or another) started after the file
+    was last written (its id was given again: a container's processes have
+    the same ids every start; ids come round again after a reboot)."""
     pid = stale_writer(os.path.basename(path))
     if pid is None:
-        return False
-    if pid != os.getpid() and not process_alive(pid):
-        return True
-    running_for = _running_for(pid)
-    if running_for is None:  # (cannot tell: keep it)
         return False
     try:
         written_ago = time.time() - os.lstat(path).st_mtime
     except OSError:
         return False
+    held = _held(path)
+    if held:
+        return False
+    if held is False and pid != os.getpid() and written_ago > WRITER_GRACE:
+        return True  # (this process's own are told by its start: NFS's locks are per process)
+    if pid != os.getpid() and not process_alive(pid):
+        return True
+    running_for = _running_for(pid)
     # (the start time is counted in clock ticks, rounded down: the process
     # looks older than it is, so a file said to be older still was written
     # before it started)
-    return written_ago > running_for + 0.005
+    return running_for is not None and written_ago > running_for + 0.005
 
 
 def _running_for(pid: int) -> float | None:

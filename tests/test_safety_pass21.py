@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -208,10 +209,23 @@ def test_a_fresh_start_leaves_a_temporary_file_that_another_process_is_writing(
     assert first.returncode == 0, _lines(first)
     for step in (run / "checkpoints").glob("step_*"):
         step.unlink()  # a run without step checkpoints: a fresh start sets it aside
-    with subprocess.Popen(["sleep", "60"]) as writer:
+    # A real writer: styler's own atomic write, held open mid-write.
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from styler.fsutil import atomic_path\n"
+        "with atomic_path(Path(sys.argv[1])) as tmp:\n"
+        "    tmp.write_bytes(b'a model being written')\n"
+        "    print(tmp, flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code, str(run / "x_to_y.onnx")], stdout=subprocess.PIPE, env=_env()
+    ) as writer:
         try:
-            part = run / f".styler-{writer.pid}-abcd1234.part"
-            part.write_bytes(b"a model being written")
+            assert writer.stdout is not None
+            part = Path(writer.stdout.readline().decode().strip())
+            time.sleep(1.5)  # older than a moment: only its writer's lock keeps it
             refused = _run(*args, timeout=600)
             assert refused.returncode == 2, _lines(refused)
             (line,) = _lines(refused)
