@@ -170,10 +170,12 @@ def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
 
 def _hold(fd: int) -> None:
     """Lock a temporary file for as long as its writer works on it (flock:
-    the system lets go when the writer ends, however it ends)."""
+    the system lets go when the writer ends, however it ends). It waits: a
+    check by another command (:func:`_held`) holds the lock for an instant,
+    and a writer that gave up then would write unlocked."""
     if fcntl is not None:
         with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def _held(path: str | os.PathLike[str]) -> bool | None:
