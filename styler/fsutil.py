@@ -21,6 +21,7 @@ except ImportError:  # Windows: no advisory locks (the process ids alone tell)
     fcntl = None  # type: ignore[assignment]
 
 from styler.errors import OutputError, OutputExistsError, StylerError, UsageError
+from styler.log import logger
 
 #: What :func:`path_kind` finds at a path.
 Kind = Literal["file", "dir", "other"]
@@ -84,6 +85,8 @@ _TEMP_NAME = re.compile(r"\.styler-([0-9]{1,10})-([a-z0-9_]{8})\.part")
 #: A writer locks its temporary file an instant after making it: one that
 #: nobody holds is taken for a killed writer's once it is this old (seconds).
 WRITER_GRACE = 1.0
+#: How long a writer waits for the lock of its new temporary file (seconds).
+LOCK_WAIT = 2.0
 #: Largest process id Linux gives (``pid_max`` is at most 2**22): a name
 #: with a larger one was not written by styler, and is kept.
 PID_MAX = 2**22
@@ -172,10 +175,24 @@ def _hold(fd: int) -> None:
     """Lock a temporary file for as long as its writer works on it (flock:
     the system lets go when the writer ends, however it ends). It waits: a
     check by another command (:func:`_held`) holds the lock for an instant,
-    and a writer that gave up then would write unlocked."""
-    if fcntl is not None:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    and a writer that gave up then would write unlocked; but not for long
+    (:data:`LOCK_WAIT`), so that a stop is never held up by whoever holds
+    it (the write then goes on unlocked, judged by its process id)."""
+    if fcntl is None:
+        return
+    waited = 0.0
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if waited >= LOCK_WAIT:
+                logger.debug("a temporary file's lock is held elsewhere: writing unlocked")
+                return
+            time.sleep(0.005)
+            waited += 0.005
+        except OSError:
+            return
 
 
 def _held(path: str | os.PathLike[str]) -> bool | None:

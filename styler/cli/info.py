@@ -19,11 +19,15 @@ def info(
     """Show what a styler model is: architecture, channels, range, provenance."""
     from styler.runtime import Model
 
+    try:  # (before it is read: the size of the file described, if it moves meanwhile)
+        size: int | None = model.stat().st_size
+    except OSError:
+        size = None  # (Model.open says why in one line)
     opened = Model.open(model, device="cpu")
     meta = opened.meta
     data = meta.to_dict()
     data["file"] = str(model)
-    data["file_size"] = model.stat().st_size
+    data["file_size"] = size
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True, allow_nan=False))
         return
@@ -76,7 +80,7 @@ def info(
         ("licence", meta.license),
         ("source", meta.source),
         ("created", f"{meta.created} with styler {meta.styler_version}"),
-        ("file", f"{model} ({data['file_size'] / 1e6:.1f} MB)"),
+        ("file", f"{model} ({size / 1e6:.1f} MB)" if size is not None else str(model)),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:  # every value may come from the file: one plain line each
