@@ -591,9 +591,25 @@ class Processor:
         return item
 
     def process(self, items: Iterable[Item]) -> Iterator[Result]:
+        """One result per item, in order. Stopped (Ctrl-C, SIGTERM: raised
+        here, or thrown in at a result), the encodes under way finish and
+        their results come out, then the stop goes on."""
+        encoding: deque[tuple[Item, Future[Result]]] = deque()
+        try:
+            yield from self._process(items, encoding)
+        except (KeyboardInterrupt, SystemExit):
+            self.decoders.shutdown(wait=False, cancel_futures=True)
+            self.encoders.shutdown(wait=True, cancel_futures=True)
+            for _, future in encoding:
+                if future.done() and not future.cancelled():
+                    yield future.result()
+            raise
+
+    def _process(
+        self, items: Iterable[Item], encoding: deque[tuple[Item, Future[Result]]]
+    ) -> Iterator[Result]:
         pending = iter(items)
         window: deque[Item] = deque()
-        encoding: deque[tuple[Item, Future[Result]]] = deque()
         exhausted = False
         while True:
             while not exhausted and len(window) < self.ahead:
@@ -613,9 +629,9 @@ class Processor:
                 for item, future in self._infer(batch):
                     encoding.append((item, future))
             while encoding and (encoding[0][1].done() or len(encoding) > self.ahead):
-                yield encoding.popleft()[1].result()
+                yield _first(encoding)
         while encoding:
-            yield encoding.popleft()[1].result()
+            yield _first(encoding)
 
     def _take_batch(self, window: deque[Item]) -> list[tuple[Item, imageio.DecodedImage]] | None:
         """The first item and the decoded neighbours of the same size behind it."""
@@ -683,6 +699,14 @@ class Processor:
         except Exception as exc:
             return Result(str(item.job.input), str(out), "failed", _reason(exc), _ms(item))
         return Result(str(item.job.input), str(out), "ok", None, _ms(item), notes)
+
+
+def _first(encoding: deque[tuple[Item, Future[Result]]]) -> Result:
+    """The first encode's result, taken off once it is there (a stop while
+    waiting for it leaves it to be reported when it finishes)."""
+    result = encoding[0][1].result()
+    encoding.popleft()
+    return result
 
 
 class _Pipeline:

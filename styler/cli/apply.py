@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
-from styler.cli.app import app, one_line, print_line
+from styler.cli.app import Terminated, app, one_line, print_line
 from styler.errors import StylerError
 from styler.fsutil import check_output_folder, folders_to_make, path_kind, remove_made
 from styler.log import logger
@@ -191,12 +191,23 @@ def _run(
             )
             results = stylizer.apply_files(jobs, options)
             stack.callback(results.close)  # waits for encodes in flight
+
+            def report(result: Any) -> None:
+                counts[result.status] += 1
+                _print_result(result, as_json, stdout)
+                advance(result)
+
             try:
                 for result in results:
-                    counts[result.status] += 1
-                    _print_result(result, as_json, stdout)
-                    advance(result)
-            except KeyboardInterrupt:
+                    report(result)
+            except (KeyboardInterrupt, Terminated) as stop:
+                # The encodes under way finish: what they wrote is reported too.
+                with contextlib.suppress(KeyboardInterrupt, SystemExit, StopIteration):
+                    report(results.throw(stop))
+                    for result in results:
+                        report(result)
+                if not isinstance(stop, KeyboardInterrupt):
+                    raise
                 interrupted = True
     finally:  # (also when a signal stops the run before any output)
         if not counts["ok"] and not dry_run:  # nothing written: the folders made go again
