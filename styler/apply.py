@@ -626,8 +626,7 @@ class Processor:
                 assert item.result is not None
                 encoding.append((item, _done(item.result)))
             else:
-                for item, future in self._infer(batch):
-                    encoding.append((item, future))
+                self._infer(batch, encoding)
             while encoding and (encoding[0][1].done() or len(encoding) > self.ahead):
                 yield _first(encoding)
         while encoding:
@@ -666,8 +665,12 @@ class Processor:
         return image
 
     def _infer(
-        self, batch: list[tuple[Item, imageio.DecodedImage]]
-    ) -> list[tuple[Item, Future[Result]]]:
+        self,
+        batch: list[tuple[Item, imageio.DecodedImage]],
+        encoding: deque[tuple[Item, Future[Result]]],
+    ) -> None:
+        """Style a batch and queue its encodes on ``encoding``, each as it is
+        handed to the encoders (a stop drains what is queued)."""
         try:
             images = [image.rgb for _, image in batch]
             outputs = self.stylizer.apply_batch(images, self.options.keep_colours)
@@ -675,14 +678,27 @@ class Processor:
             raise  # the model breaks its own promises: a model error, once, for the run
         except Exception as exc:  # e.g. out of memory, or NaN out of the model
             if len(batch) > 1:  # find which image it was: each alone
-                return [pair for one in batch for pair in self._infer([one])]
+                for one in batch:
+                    self._infer([one], encoding)
+                return
             item = batch[0][0]
             failed = Result(str(item.job.input), None, "failed", _reason(exc), _ms(item))
-            return [(item, _done(failed))]
-        return [
-            (item, self.encoders.submit(self._encode, item, image, rgb))
-            for (item, image), rgb in zip(batch, outputs, strict=True)
-        ]
+            encoding.append((item, _done(failed)))
+            return
+        for (item, image), rgb in zip(batch, outputs, strict=True):
+            # Queued before it is handed over: a stop at any moment drains it
+            # (it is done only if an encoder ran it).
+            slot: Future[Result] = Future()
+            encoding.append((item, slot))
+            self.encoders.submit(self._encode_into, slot, item, image, rgb)
+
+    def _encode_into(
+        self, slot: Future[Result], item: Item, image: imageio.DecodedImage, rgb: np.ndarray
+    ) -> None:
+        try:
+            slot.set_result(self._encode(item, image, rgb))
+        except BaseException as exc:
+            slot.set_exception(exc)
 
     def _encode(self, item: Item, image: imageio.DecodedImage, rgb: np.ndarray) -> Result:
         assert item.output is not None
