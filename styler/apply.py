@@ -593,7 +593,8 @@ class Processor:
     def process(self, items: Iterable[Item]) -> Iterator[Result]:
         """One result per item, in order. Stopped (Ctrl-C, SIGTERM: raised
         here, or thrown in at a result), the encodes under way finish and
-        their results come out, then the stop goes on."""
+        their results come out, then the stop goes on. A model error on one
+        batch writes and reports the batches before it, then goes on up."""
         encoding: deque[tuple[Item, Future[Result]]] = deque()
         try:
             yield from self._process(items, encoding)
@@ -602,6 +603,15 @@ class Processor:
             self.encoders.shutdown(wait=True, cancel_futures=True)
             for _, future in encoding:
                 if future.done() and not future.cancelled():
+                    yield future.result()
+            raise
+        except BadModelError:
+            # The model broke its promise on a later batch: the images styled
+            # before it are good, so they are written and reported first.
+            self.decoders.shutdown(wait=False, cancel_futures=True)
+            self.encoders.shutdown(wait=True)
+            for _, future in encoding:
+                if future.done():
                     yield future.result()
             raise
 

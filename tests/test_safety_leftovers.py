@@ -99,7 +99,7 @@ def test_a_calibration_folder_that_cannot_be_read_says_why(
     loop.symlink_to(loop)
     out = tmp_path / "q.onnx"
     result = styler("quantize", str(tiny_resnet_onnx), "--calibration", str(loop), "-o", str(out))
-    _one_error(result, 2, f"--calibration {loop}", "found 0", "Too many levels of symbolic links")
+    _one_error(result, 2, f"--calibration {loop}", "Too many levels of symbolic links")
     empty = tmp_path / "empty"
     _photos(empty, 1)
     result = styler("quantize", str(tiny_resnet_onnx), "--calibration", str(empty), "-o", str(out))

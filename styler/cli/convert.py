@@ -108,8 +108,17 @@ def export(
     if path_kind(checkpoint) == "dir":
         from styler.training.export import export_run
 
-        if output is not None or name is not None:
-            raise StylerError("--output and --name do not apply to a run folder")
+        given = {
+            "--output": output,
+            "--name": name,
+            "--description": description,
+            "--license": license,
+        }
+        if misplaced := [flag for flag, value in given.items() if value is not None]:
+            raise UsageError(
+                f"{' and '.join(misplaced)} apply to one checkpoint, not a run folder "
+                "(a run folder's models are named and described from its training config)"
+            )
         for result in export_run(checkpoint, fp16=fp16, overwrite=overwrite):
             _report_export(result)
         return
@@ -167,6 +176,13 @@ def quantize(
 
     if not math.isfinite(min_psnr):
         raise StylerError(f"--min-psnr must be a number, got {min_psnr}")
+    try:
+        kind = path_kind(calibration)
+    except UsageError as exc:  # a symbolic link loop, a folder without permission
+        raise UsageError(f"--calibration {calibration}: {exc.reason}") from None
+    if kind != "dir":
+        why = "no such folder" if kind is None else "not a folder (a folder of images is expected)"
+        raise UsageError(f"--calibration {calibration}: {why}")
     jobs = list(collect_jobs([calibration]))
     files = [j.input for j in jobs if not j.error][:limit]
     if len(files) < 2:
