@@ -14,6 +14,13 @@ import pytest
 FIXTURES = Path(__file__).parent / "fixtures"
 REFERENCE = FIXTURES / "reference"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` (README) runs two workers on the two cores: one thread
+    # each for PyTorch here and in the commands the tests start, where two
+    # workers of two threads each would fight over the cores. A value the
+    # user set is kept.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def interruptible() -> None:
     """``preexec_fn`` for a child the test will send SIGINT, as Ctrl-C at a

@@ -97,14 +97,14 @@ TINY = {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "size": 32, "precisio
 
 def test_a_time_budget_stops_on_time_and_resume_keeps_what_is_left(tmp_path: Path) -> None:
     a, b = _folders(tmp_path)
-    config, found = make_config(a, b, mode="fastcut", time=6.0, **TINY)
-    assert config.time_budget == 6.0
+    config, found = make_config(a, b, mode="fastcut", time=3.0, **TINY)
+    assert config.time_budget == 3.0
     watch = WatchOptions(display="quiet", workers=1, export=False, checkpoint_every=5)
     run = tmp_path / "run"
     result = train(config, run, device="cpu", watch=watch, found=found)
     assert result.finished and not result.interrupted
     saved = json.loads((run / "config.json").read_text())
-    assert saved["time_budget"] == 6.0 and saved["steps"] == result.step  # the count it ran
+    assert saved["time_budget"] == 3.0 and saved["steps"] == result.step  # the count it ran
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     from styler.training import state
 
@@ -112,8 +112,8 @@ def test_a_time_budget_stops_on_time_and_resume_keeps_what_is_left(tmp_path: Pat
     # Stopped on time: the budget is checked after every step and after the
     # upkeep between steps, so a run ends at most about one step late (the
     # margin allows for a slow step on a busy machine).
-    late = 6.0 * 0.05 + 3 * records[-1]["sec_per_step"]
-    assert abs(wall - 6.0) <= late
+    late = 3.0 * 0.05 + 3 * records[-1]["sec_per_step"]
+    assert abs(wall - 3.0) <= late
     # The rate follows the clock: the last step's rate is at most what the
     # schedule allows at the training time before it (the clock, which also
     # counts upkeep, is further on). On an idle machine that is near zero; on
@@ -123,7 +123,7 @@ def test_a_time_budget_stops_on_time_and_resume_keeps_what_is_left(tmp_path: Pat
 
     lrs = [r["lr"] for r in records]
     assert all(b <= a * (1 + 1e-9) for a, b in itertools.pairwise(lrs))
-    before_last = records[-2]["time"] / 6.0 if len(records) > 1 else 0.0
+    before_last = records[-2]["time"] / 3.0 if len(records) > 1 else 0.0
     allowed = records[0]["lr"] * time_lr_factor(before_last, config.decay_share)
     assert records[-1]["lr"] <= allowed + 1e-12
     if before_last >= 0.95:  # the usual case: the rate decayed to (nearly) zero
@@ -131,14 +131,14 @@ def test_a_time_budget_stops_on_time_and_resume_keeps_what_is_left(tmp_path: Pat
 
     # A run stopped half-way spends only the rest of its budget when resumed
     # (a budget that two steps cannot use up, even on a loaded machine).
-    config, found = make_config(a, b, mode="fastcut", time=10.0, **TINY)
+    config, found = make_config(a, b, mode="fastcut", time=5.0, **TINY)
     half = WatchOptions(display="quiet", workers=1, export=False, stop_at=2)
     first = train(config, tmp_path / "run2", device="cpu", watch=half, found=found)
     assert first.interrupted
     spent = state.load(first.checkpoint).header["info"]["wall"]
     again = resume(tmp_path / "run2", device="cpu", watch=watch)
     total = state.load(again.checkpoint).header["info"]["wall"]
-    assert again.finished and spent < total <= 10.0 + late
+    assert again.finished and spent < total <= 5.0 + late
     with pytest.raises(UsageError, match="time budget"):
         resume(tmp_path / "run2", device="cpu", watch=watch, steps=100)
 
@@ -200,7 +200,7 @@ def test_styler_train_without_a_mode_takes_the_fast_recipe_and_says_so(
     run = tmp_path / "run"
     small = ["--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "32"]
     result = cli(  # type: ignore[operator]
-        "train", str(a), str(b), "-o", str(run), *small, "--time", "4s", "--display", "plain"
+        "train", str(a), str(b), "-o", str(run), *small, "--time", "2s", "--display", "plain"
     )
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
@@ -208,7 +208,7 @@ def test_styler_train_without_a_mode_takes_the_fast_recipe_and_says_so(
     assert "--recipe reference" in lines[0] and "FastCUT" in lines[0]
     config = json.loads((run / "config.json").read_text())
     assert config["mode"] == "fastcut" and config["extra"]["recipe"] == "fast"
-    assert config["time_budget"] == 4.0 and config["size"] == 32  # the user's flags win
+    assert config["time_budget"] == 2.0 and config["size"] == 32  # the user's flags win
     assert config["generator"]["residual"] and config["projected"] and config["augment"]
     (model,) = result.stdout.split()
     assert Path(model).name == "photos_to_paintings.onnx"  # one-sided: one model

@@ -180,13 +180,13 @@ def test_residual_generators_start_as_the_identity(arch: str, upsample: str) -> 
 
 
 def test_a_colour_path_starts_at_zero_learns_a_colour_grade_and_exports(tmp_path: Path) -> None:
-    """The per-pixel colour path: the network starts as the identity; a few
-    hundred steps of plain regression learn a saturation boost and a warm
+    """The per-pixel colour path: the network starts as the identity; a hundred
+    steps of plain regression learn a saturation boost and a warm
     cast that the convolutional path alone (instance norm hides each image's
     colours from it) learns far worse in the same steps; it exports to ONNX
     and runs there as in torch."""
     torch.manual_seed(0)
-    x = torch.rand(8, 3, 32, 32) * 2 - 1
+    x = torch.rand(8, 3, 16, 16) * 2 - 1
     luma = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
     target = (luma + 1.6 * (x - luma) + torch.tensor([0.1, 0.0, -0.1])[:, None, None]).clamp(-1, 1)
 
@@ -196,7 +196,7 @@ def test_a_colour_path_starts_at_zero_learns_a_colour_grade_and_exports(tmp_path
         net = zoo.build(config)
         assert torch.equal(net(x), x)  # the identity at the start
         opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-        for _ in range(150):
+        for _ in range(100):  # (err/start 0.06, err/without 0.34 here)
             opt.zero_grad()
             loss = (net(x) - target).abs().mean()
             loss.backward()

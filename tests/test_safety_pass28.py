@@ -49,6 +49,12 @@ def test_export_of_a_run_folder_refuses_the_flags_it_cannot_honour(tmp_path: Pat
         assert "not a run folder" in line, line
     assert {p.name: p.stat().st_mtime_ns for p in run.glob("*.onnx")} == before
     assert {p.name for p in run.glob("*.onnx")} == exported  # nothing new written
+    # Without those flags, --overwrite re-exports the same models from the
+    # latest checkpoint (moved here from the default suite's run-folder test).
+    replaced = _run("export", str(run), "--overwrite", timeout=240)
+    assert replaced.returncode == 0, replaced.stderr.decode(errors="replace")
+    assert sorted(Path(x).name for x in replaced.stdout.decode().split()) == sorted(exported)
+    assert all(before[p.name] != p.stat().st_mtime_ns for p in run.glob("*.onnx"))
 
 
 def test_a_calibration_path_that_is_no_folder_says_so(

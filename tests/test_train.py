@@ -433,15 +433,12 @@ def test_cli_run_folder_and_models_work_with_apply(
     applied = cli("apply", str(photo), "-m", models[0], "-o", str(tmp_path / "out"), "-q")
     assert applied.returncode == 0, applied.stderr
     assert Image.open(applied.stdout.strip()).size == (51, 37)
-    # styler export RUN_DIR re-exports from the latest checkpoint, and keeps
-    # the models already there unless told to replace them.
+    # styler export RUN_DIR keeps the models already there unless told to
+    # replace them (the replacing export: tests/test_safety_pass28.py, slow).
     before = {m: Path(m).read_bytes() for m in models}
     kept = cli("export", str(run))
     assert kept.returncode == 2 and "pass --overwrite" in kept.stderr
     assert all(Path(m).read_bytes() == data for m, data in before.items())
-    replaced = cli("export", str(run), "--overwrite")
-    assert replaced.returncode == 0, replaced.stderr
-    assert replaced.stdout.split() == models
 
 
 def test_cli_ctrl_c_saves_and_resume_finishes(tmp_path: Path, unpaired: tuple[Path, Path]) -> None:
@@ -504,6 +501,7 @@ def test_cli_ctrl_c_saves_and_resume_finishes(tmp_path: Path, unpaired: tuple[Pa
             "--steps",
             str(ckpt.step + 2),
             "-q",
+            "--no-export",  # (a run's closing export: test_cli_run_folder_and_models_...)
         ],
         capture_output=True,
         text=True,
@@ -511,7 +509,7 @@ def test_cli_ctrl_c_saves_and_resume_finishes(tmp_path: Path, unpaired: tuple[Pa
         timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.split()) == 2  # the exported models
+    assert result.stdout == ""  # nothing exported, as asked
     assert state.latest(run / "checkpoints").step == ckpt.step + 2  # type: ignore[union-attr]
 
 
