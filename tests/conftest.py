@@ -71,6 +71,25 @@ def tiny_resnet_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its tallies to the controller, which prints them."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import hostile
+
+        output["styler_summary"] = list(hostile.SUMMARY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """(xdist's controller) a worker's tallies, printed at the end."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import hostile
+
+    hostile.SUMMARY.extend(getattr(node, "workeroutput", {}).get("styler_summary", []))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The tallies of the reliability tests (test_hostile, test_fuzz), if they ran."""
     sys.path.insert(0, str(Path(__file__).parent))
