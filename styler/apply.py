@@ -597,21 +597,22 @@ class Processor:
         batch writes and reports the batches before it, then goes on up."""
         encoding: deque[tuple[Item, Future[Result]]] = deque()
         try:
-            yield from self._process(items, encoding)
+            try:
+                yield from self._process(items, encoding)
+            except BadModelError:
+                # The model broke its promise on a later batch: the images
+                # styled before it are good, so they are written and reported
+                # first, each as its encode finishes (a stop meanwhile is a
+                # stop: the handler below drains what is left).
+                self.decoders.shutdown(wait=False, cancel_futures=True)
+                while encoding:
+                    yield _first(encoding)
+                raise
         except (KeyboardInterrupt, SystemExit):
             self.decoders.shutdown(wait=False, cancel_futures=True)
             self.encoders.shutdown(wait=True, cancel_futures=True)
             for _, future in encoding:
                 if future.done() and not future.cancelled():
-                    yield future.result()
-            raise
-        except BadModelError:
-            # The model broke its promise on a later batch: the images styled
-            # before it are good, so they are written and reported first.
-            self.decoders.shutdown(wait=False, cancel_futures=True)
-            self.encoders.shutdown(wait=True)
-            for _, future in encoding:
-                if future.done():
                     yield future.result()
             raise
 

@@ -418,12 +418,16 @@ def load_downscaled(
     max_side: int,
     what: str,
     check: Callable[[np.ndarray, Path], None] | None = None,
+    limit: int | None = None,
 ) -> list[np.ndarray]:
-    """The RGB arrays of the readable ``files``, downscaled to ``max_side``;
-    the others, and those ``check`` refuses (a :class:`BadImageError`), are
-    skipped with a warning (``what`` says what they were for)."""
-    images = []
+    """The RGB arrays of the readable ``files`` (the first ``limit`` of them),
+    downscaled to ``max_side``; the others, and those ``check`` refuses (a
+    :class:`BadImageError`), are skipped with a warning (``what`` says what
+    they were for)."""
+    images: list[np.ndarray] = []
     for path in files:
+        if limit is not None and len(images) >= limit:
+            break
         try:
             rgb = limit_size(load_image(path), max_side).rgb
             if check is not None:

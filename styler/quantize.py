@@ -91,8 +91,12 @@ def _model_inputs(images: Sequence[np.ndarray], meta: ModelMetadata) -> list[np.
     return [np.ascontiguousarray(pad_for_model(model_input(rgb, meta), meta)[0]) for rgb in images]
 
 
-def load_calibration(files: Sequence[Path], side: int = CALIBRATION_SIDE) -> list[np.ndarray]:
-    images = imageio.load_downscaled(files, side, "calibration")
+def load_calibration(
+    files: Sequence[Path], side: int = CALIBRATION_SIDE, limit: int | None = None
+) -> list[np.ndarray]:
+    """The first ``limit`` readable images of ``files`` (unreadable ones are
+    skipped with a warning), downscaled for calibration."""
+    images = imageio.load_downscaled(files, side, "calibration", limit=limit)
     if len(images) < 2:
         raise UsageError("int8 calibration needs at least 2 readable images")
     return images

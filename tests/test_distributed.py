@@ -28,6 +28,12 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 MODEL = Path(__file__).parent.parent / "weights" / "photo2painting.onnx"
 
 
+#: Ray started here, and `--ray auto` joins the Ray started last on this
+#: machine: under `pytest -n 2 --dist loadgroup` (README) these tests run in
+#: one worker, one at a time, beside those of other files that start Ray.
+pytestmark = pytest.mark.xdist_group("ray")
+
+
 @pytest.fixture(scope="module")
 def ray_here() -> Iterator[Any]:
     """One Ray for the module, on this machine: two CPUs, no dashboard."""

@@ -25,7 +25,9 @@ from conftest import interruptible
 from test_safety import _lines, _png
 
 #: Subprocess-heavy: run by `pytest -m slow`, beside the other reliability passes.
-pytestmark = pytest.mark.slow
+#: They start Ray or join it (`--ray auto`): under `pytest -n 2 --dist
+#: loadgroup` (README) they run in one worker, one at a time.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 QUICK = 180
 #: A name that is not UTF-8 (Latin-1 "é" alone), as old disks and archives hold.

@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_safety_pass7 import QUICK, _env, _one_line, _photos, _run
 
 #: Subprocess-heavy: run by `pytest -m slow`, beside the other reliability passes.
-pytestmark = pytest.mark.slow
+#: They start Ray or join it (`--ray auto`): under `pytest -n 2 --dist
+#: loadgroup` (README) they run in one worker, one at a time.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 def _image(path: Path, seed: int, size: int = 16) -> bytes:

@@ -145,6 +145,16 @@ def need_train_extra() -> None:
         raise StylerError("this command needs PyTorch: pip install 'styler[train]'")
 
 
+def need_onnx() -> None:
+    """The onnx package (of the train extra), for commands that rewrite ONNX
+    graphs without PyTorch (``quantize``), which then start in a fraction
+    of the time."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnx") is None:
+        raise StylerError("this command needs the onnx package: pip install 'styler[train]'")
+
+
 def import_torch() -> bool:
     """Import torch (whether it is installed) with the process's stderr
     caught meanwhile: what its native libraries print there as they load

@@ -14,6 +14,7 @@ from styler.cli.app import (
     OutputFile,
     Overwrite,
     app,
+    need_onnx,
     need_train_extra,
     print_line,
 )
@@ -170,7 +171,7 @@ def quantize(
     Calibrated on --calibration images; the int8 outputs are compared with
     the fp32 ones on those images and the file is refused below --min-psnr.
     """
-    need_train_extra()
+    need_onnx()
     from styler.paths import collect_jobs
     from styler.quantize import load_calibration, quantize_int8
 
@@ -184,7 +185,7 @@ def quantize(
         why = "no such folder" if kind is None else "not a folder (a folder of images is expected)"
         raise UsageError(f"--calibration {calibration}: {why}")
     jobs = list(collect_jobs([calibration]))
-    files = [j.input for j in jobs if not j.error][:limit]
+    files = [j.input for j in jobs if not j.error]
     if len(files) < 2:
         why = next((f" ({j.input}: {j.error})" for j in jobs if j.error), "")
         raise UsageError(
@@ -193,7 +194,10 @@ def quantize(
         )
     target = output or _beside(model, ".int8.onnx")
     check_new_output([model, *files], target, overwrite)  # no input is ever replaced
-    images = load_calibration(files)
+    try:  # the first --limit images that decode
+        images = load_calibration(files, limit=limit)
+    except UsageError as exc:
+        raise UsageError(f"--calibration {calibration}: {exc.reason}") from None
     result = quantize_int8(model, target, images, min_psnr=min_psnr, overwrite=overwrite)
     print_line(str(result.path))
     typer.echo(

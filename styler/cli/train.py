@@ -10,6 +10,7 @@ import typer
 
 from styler.cli.app import app, need_train_extra, print_line
 from styler.errors import UsageError
+from styler.fsutil import path_kind
 
 EXIT_INTERRUPTED = 130
 
@@ -309,6 +310,17 @@ def train(
     are printed on stdout. The first Ctrl-C saves a checkpoint and stops
     (exit 130); continue with --resume RUN_DIR.
     """
+    # What the arguments alone decide is checked before PyTorch is imported
+    # (seconds): a mistyped command is answered at once.
+    if resume is not None:
+        if data_a or data_b or aligned or output:
+            raise UsageError("--resume takes the run folder only: its config says the rest")
+        _refuse_on_resume(ctx)
+    else:
+        first, second = _folders(data_a, data_b, aligned)
+        for folder in (first, second):
+            if folder is not None and path_kind(folder) != "dir":
+                raise UsageError("not a folder of images", folder)
     need_train_extra()
     from styler.training.allocator import keep_freed_memory
 
@@ -339,12 +351,8 @@ def train(
 
         check_inputs(watch.eval_photos, watch.eval_reference)
     if resume is not None:
-        if data_a or data_b or aligned or output:
-            raise UsageError("--resume takes the run folder only: its config says the rest")
-        _refuse_on_resume(ctx)
         result = loop.resume(resume, device=device, watch=watch, steps=steps)
     else:
-        first, second = _folders(data_a, data_b, aligned)
         from styler.training.budget import parse_duration
         from styler.training.device import choose
         from styler.training.recipes import get_recipe
