@@ -46,7 +46,7 @@ def test_export_of_a_run_folder_refuses_the_flags_it_cannot_honour(tmp_path: Pat
     ):
         line = _one_line(_run("export", str(run), "--overwrite", *flags), 2)
         assert line.startswith("styler: error: ") and named in line, line
-        assert "not a run folder" in line, line
+        assert "not apply to a run folder" in line, line
     assert {p.name: p.stat().st_mtime_ns for p in run.glob("*.onnx")} == before
     assert {p.name for p in run.glob("*.onnx")} == exported  # nothing new written
     # Without those flags, --overwrite re-exports the same models from the

@@ -116,9 +116,12 @@ def export(
             "--license": license,
         }
         if misplaced := [flag for flag, value in given.items() if value is not None]:
+            flags = ", ".join(misplaced[:-1]) + " and " if len(misplaced) > 1 else ""
+            flags += misplaced[-1]
             raise UsageError(
-                f"{' and '.join(misplaced)} apply to one checkpoint, not a run folder "
-                "(a run folder's models are named and described from its training config)"
+                f"{flags} {'does' if len(misplaced) == 1 else 'do'} not apply to a run folder, "
+                "whose models are named and described from its training config "
+                "(export one of its checkpoints to set them)"
             )
         for result in export_run(checkpoint, fp16=fp16, overwrite=overwrite):
             _report_export(result)

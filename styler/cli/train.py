@@ -446,7 +446,8 @@ def train(
         raise typer.Exit(EXIT_INTERRUPTED)
     if watch.display != "quiet":
         typer.echo(
-            f"styler: finished {result.step} steps in {result.seconds / 60:.1f} min of training; "
+            f"styler: finished {result.step} step{'' if result.step == 1 else 's'} in "
+            f"{result.seconds / 60:.1f} min of training; "
             f"report: {result.run_dir / 'report.html'}",
             err=True,
         )
