@@ -21,6 +21,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # user set is kept.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# A test run started in the background (`cmd &` in a CI script) or in one of
+# xdist's workers has SIGINT ignored, which every command a test starts
+# would inherit (and styler rightly keeps an inherited ignored SIGINT
+# ignored): the tests' Ctrl-Cs would not reach them. The run takes SIGINT
+# as a terminal's process does.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def interruptible() -> None:
     """``preexec_fn`` for a child the test will send SIGINT, as Ctrl-C at a

@@ -87,7 +87,7 @@ def test_a_run_killed_before_its_first_checkpoint_is_not_a_run_that_ended(
     """Sample grids are written on their own schedule (about 40 a run, or
     `--sample-every`); checkpoints at those steps only once a minute has
     passed (`MIN_CHECKPOINT_SECONDS`). A run killed (SIGKILL, the OOM
-    killer, a power cut, SIGHUP, which stops `train` without a save) in
+    killer, a power cut; SIGHUP too until pass 29 made it save) in
     its first minute, during the step after a sample grid, leaves a grid at
     the last step of its metrics and no checkpoint: `RunFolder._ended`
     reads that as a run that ended (the P11 rule assumes a grid at the last

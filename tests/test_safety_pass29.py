@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,48 @@ def test_quantize_takes_the_first_limit_images_that_decode(
         f"styler: error: --calibration {bad}: int8 calibration needs at least 2 readable images"
     ), line
     assert not out.exists()
+
+
+def test_training_stopped_by_sighup_saves_a_checkpoint(tmp_path: Path) -> None:
+    """`styler train` in an SSH session that drops (SIGHUP): exit 129 and
+    no checkpoint, so every step since the last periodic checkpoint was
+    lost and a young run said `no usable checkpoint` on resume; Ctrl-C and
+    SIGTERM save first. SIGHUP is the commonest way a long run's session
+    ends: it saves and stops like them (exit 130, the resume command said),
+    and `--resume` goes on from there."""
+    from test_safety_pass9 import train_args
+
+    run = tmp_path / "run"
+    args = train_args(tmp_path, run, "--steps", "100000", "--no-export", "--display", "plain")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "styler", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),  # as a terminal's
+    )
+    metrics = run / "metrics.jsonl"
+    try:
+        deadline = time.monotonic() + 120
+        while not metrics.exists() or len(metrics.read_text().splitlines()) < 3:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.returncode
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGHUP)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    said = stderr.decode(errors="replace")
+    assert proc.returncode == 130, said
+    assert "Continue with: styler train --resume" in said, said
+    from styler.training import state
+
+    saved = state.latest(run / "checkpoints")
+    assert saved is not None and saved.step >= 3, "no checkpoint saved"
+    more = str(saved.step + 2)
+    resumed = _run("train", "--resume", str(run), "--steps", more, "-q", "--no-export")
+    assert resumed.returncode == 0, _lines(resumed)
+    assert state.latest(run / "checkpoints").step == saved.step + 2  # type: ignore[union-attr]

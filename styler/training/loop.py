@@ -7,7 +7,7 @@ Each step: seed the step, set the learning rate, take the step's batch (built
 ahead in worker threads), run the mode's ``train_step``, append a line to
 ``metrics.jsonl``. Every so often (:mod:`~styler.training.upkeep`): a sample
 grid of held-out images, a checkpoint of the whole state, a fresh
-``report.html``. The first Ctrl-C (or SIGTERM) finishes the step, saves a
+``report.html``. The first Ctrl-C (or SIGTERM, SIGHUP) finishes the step, saves a
 checkpoint and returns; a second one aborts. At the end the generators are
 exported to ONNX.
 
@@ -129,8 +129,8 @@ class TrainResult:
 
 
 class StopRequest:
-    """The first SIGINT/SIGTERM asks the loop to save and stop; a second
-    SIGINT aborts at once."""
+    """The first SIGINT, SIGTERM or SIGHUP (the terminal or SSH session
+    closed) asks the loop to save and stop; a second SIGINT aborts at once."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -148,7 +148,9 @@ class StopRequest:
         # A signal the process inherited as ignored (SIGINT in a job started
         # with `&` from a script) stays ignored, as it does for `styler apply`.
         wanted = [
-            s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) != signal.SIG_IGN
+            s
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+            if signal.getsignal(s) != signal.SIG_IGN
         ]
         old = {s: signal.signal(s, self) for s in wanted}
         try:
