@@ -220,8 +220,16 @@ def test_bad_files_are_reported_once_and_skipped(
     good = (a / "p00.png").read_bytes()
     (a / "cut.png").write_bytes(good[: len(good) // 2])
     config, found = make_config(*unpaired, steps=2, **TINY)
-    with caplog.at_level("WARNING", logger="styler"):
-        data = build_data(config, found)
+    from styler.log import logger
+
+    # Caught at styler's logger itself: a command run in this process before
+    # (another test's) stops it propagating to the root, where caplog listens.
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING", logger="styler"):
+            data = build_data(config, found)
+    finally:
+        logger.removeHandler(caplog.handler)
     data.close()
     assert isinstance(data, batches.UnpairedData)
     messages = [r.getMessage() for r in caplog.records]

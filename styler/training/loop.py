@@ -147,11 +147,8 @@ class StopRequest:
             return
         # A signal the process inherited as ignored (SIGINT in a job started
         # with `&` from a script) stays ignored, as it does for `styler apply`.
-        wanted = [
-            s
-            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-            if signal.getsignal(s) != signal.SIG_IGN
-        ]
+        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        wanted = [s for s in stops if signal.getsignal(s) != signal.SIG_IGN]
         old = {s: signal.signal(s, self) for s in wanted}
         try:
             yield self
