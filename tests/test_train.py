@@ -224,12 +224,15 @@ def test_bad_files_are_reported_once_and_skipped(
 
     # Caught at styler's logger itself: a command run in this process before
     # (another test's) stops it propagating to the root, where caplog listens.
-    logger.addHandler(caplog.handler)
+    direct = not logger.propagate
+    if direct:
+        logger.addHandler(caplog.handler)
     try:
         with caplog.at_level("WARNING", logger="styler"):
             data = build_data(config, found)
     finally:
-        logger.removeHandler(caplog.handler)
+        if direct:
+            logger.removeHandler(caplog.handler)
     data.close()
     assert isinstance(data, batches.UnpairedData)
     messages = [r.getMessage() for r in caplog.records]
