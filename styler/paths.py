@@ -222,10 +222,9 @@ def output_path(output_dir: Path, job: Job, extension: str, suffix: str = "") ->
 # -- folders of images ------------------------------------------------------------
 
 
-def list_images(folder: str | Path, what: str = "") -> list[Path]:
-    """Image files below ``folder`` (recursive, stable order); those that
-    cannot be listed are logged and left out. ``what`` says what the folder
-    is for in errors ("photos", "reference")."""
+def check_image_folder(folder: str | Path, what: str = "") -> Path:
+    """``folder`` as a Path, if it is a folder (nothing is listed yet: a
+    command checks its arguments with this before heavy imports)."""
     root = Path(folder)
     prefix = f"{what}: " if what else ""
     try:
@@ -234,6 +233,15 @@ def list_images(folder: str | Path, what: str = "") -> list[Path]:
         raise UsageError(f"{prefix}{exc.reason}", root) from None
     if found != "dir":
         raise UsageError(f"{prefix}not a folder of images", root)
+    return root
+
+
+def list_images(folder: str | Path, what: str = "") -> list[Path]:
+    """Image files below ``folder`` (recursive, stable order); those that
+    cannot be listed are logged and left out. ``what`` says what the folder
+    is for in errors ("photos", "reference")."""
+    root = check_image_folder(folder, what)
+    prefix = f"{what}: " if what else ""
     files = []
     for job in collect_jobs([root]):
         if job.error:

@@ -6,7 +6,6 @@ docstring gives.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import interruptible
 from test_safety import _lines, _model
 from test_safety_pass7 import _env, _photos, _run
+from test_safety_pass27 import _finish
 
 onnx = pytest.importorskip("onnx")
 from onnx import helper, numpy_helper  # noqa: E402
@@ -99,14 +99,7 @@ def test_a_stop_during_the_model_error_drain_lists_every_image_written(
         start_new_session=True,
         preexec_fn=interruptible,
     )
-    try:
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    done = _finish(proc, timeout=120)
     assert b"Traceback" not in done.stderr, _lines(done)
     assert done.returncode == code, _lines(done)
     listing = sorted(os.listdir(out)) if out.exists() else []
@@ -178,14 +171,10 @@ def test_training_stopped_by_sighup_saves_a_checkpoint(tmp_path: Path) -> None:
             assert proc.poll() is None and time.monotonic() < deadline, proc.returncode
             time.sleep(0.05)
         proc.send_signal(signal.SIGHUP)
-        _, stderr = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    said = stderr.decode(errors="replace")
-    assert proc.returncode == 130, said
+        done = _finish(proc, timeout=120)  # (killed if it hangs)
+    said = done.stderr.decode(errors="replace")
+    assert done.returncode == 130, said
     assert "Continue with: styler train --resume" in said, said
     from styler.training import state
 

@@ -10,7 +10,7 @@ import typer
 
 from styler.cli.app import app, need_train_extra, print_line
 from styler.errors import UsageError
-from styler.fsutil import path_kind
+from styler.paths import check_image_folder
 
 EXIT_INTERRUPTED = 130
 
@@ -319,8 +319,8 @@ def train(
     else:
         first, second = _folders(data_a, data_b, aligned)
         for folder in (first, second):
-            if folder is not None and path_kind(folder) != "dir":
-                raise UsageError("not a folder of images", folder)
+            if folder is not None:
+                check_image_folder(folder)
     need_train_extra()
     from styler.training.allocator import keep_freed_memory
 
