@@ -18,7 +18,7 @@ from styler.cli.app import (
     need_train_extra,
     print_line,
 )
-from styler.errors import StylerError, UsageError
+from styler.errors import BadCheckpointError, StylerError, UsageError
 from styler.fsutil import check_new_output, path_kind
 
 
@@ -52,6 +52,7 @@ def import_(
     overwrite: Overwrite = False,
 ) -> None:
     """Import a pytorch-CycleGAN-and-pix2pix generator checkpoint as a styler ONNX model."""
+    _say_if_missing(checkpoint)
     need_train_extra()
     from styler.importer import import_to_onnx
     from styler.netconfig import generator_preset
@@ -103,6 +104,7 @@ def export(
     Given a training run folder, exports its generators from the latest
     checkpoint into the folder, named by direction (A_to_B.onnx, B_to_A.onnx).
     """
+    _say_if_missing(checkpoint)
     need_train_extra()
     from styler.export import export_checkpoint
 
@@ -131,6 +133,13 @@ def export(
     meta = {"name": name, "description": description, "license": license}
     result = export_checkpoint(checkpoint, target, fp16=fp16, overwrite=overwrite, **meta)
     _report_export(result)
+
+
+def _say_if_missing(checkpoint: Path) -> None:
+    """A checkpoint that is not there is said at once, before PyTorch is
+    imported (which takes seconds)."""
+    if path_kind(checkpoint, BadCheckpointError) is None:
+        raise BadCheckpointError("no such file", checkpoint)
 
 
 def _beside(path: Path, suffix: str) -> Path:
