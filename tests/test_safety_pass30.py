@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_safety import _lines
+from test_safety import _lines, _metadata, _model
 from test_safety_pass7 import _env, _run
+
+onnx = pytest.importorskip("onnx")
+from onnx import helper  # noqa: E402
 
 #: Subprocess-heavy: run by `pytest -m slow`, beside the other reliability passes.
 pytestmark = pytest.mark.slow
@@ -37,3 +40,18 @@ def test_a_missing_checkpoint_is_said_before_pytorch_is_imported(
     assert r.returncode == 2, _lines(r)
     assert _lines(r) == [f"styler: error: {missing}: no such file"]
     assert not missing.exists() and not list(tmp_path.glob("*.onnx"))
+
+
+def test_a_hidden_character_beyond_the_bmp_is_escaped_unambiguously(tmp_path: Path) -> None:
+    """A tag character (U+E0041, invisible) in a model's name was shown as
+    ``\\ue0041``: four digits and a plain ``1``, or U+E004 then ``1``? Now
+    as Python writes it, ``\\U000e0041``; a hidden character of the BMP
+    keeps ``\\uXXXX`` and a plain one after it stays plain."""
+    identity = [helper.make_node("Identity", ["image"], ["styled"])]
+    name = "tag\U000e0041 bidi\u202e1"
+    model = _model(tmp_path / "m.onnx", identity, metadata=_metadata(name=name))
+    r = _run("info", str(model))
+    assert r.returncode == 0, _lines(r)
+    shown = r.stdout.decode()
+    assert "tag\\U000e0041 bidi\\u202e1" in shown, shown
+    assert "\U000e0041" not in shown and "\u202e" not in shown

@@ -92,7 +92,12 @@ def _escape(match: re.Match[str]) -> str:
     c = match.group(0)
     if unicodedata.category(c) not in _HIDDEN_CATEGORIES:
         return c
-    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+    code = ord(c)
+    # Python's own escapes: \U and eight digits beyond the BMP, so that a
+    # character is never read as four digits and a plain one after them.
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 #: Longest line shown (a file name is at most 4096 bytes; a model's metadata
