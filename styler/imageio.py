@@ -208,19 +208,24 @@ def _not_regular(mode: int) -> str | None:
 def _decoder_errors(head: bytes, path: Path) -> Iterator[None]:
     """Pillow's errors inside the block as one :class:`BadImageError` each;
     its warnings about damaged files it can still read stay quiet (the
-    file's one line of news is styler's), a decompression-bomb warning is an
-    error."""
+    file's one line of news is styler's). Pillow's decompression-bomb
+    warning (above half of its error threshold, 89.5 megapixels: a 100 MP
+    camera's photos) is quiet too: ``max_pixels`` decides, from the header,
+    up to the threshold where Pillow itself refuses."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
             yield
     except BadImageError as exc:
         if exc.path is None:  # raised by decode_pil, which knows no path
             raise BadImageError(exc.reason, path) from None
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImageError("image too large to decode safely (decompression bomb)", path) from None
+    except Image.DecompressionBombError:
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+        raise BadImageError(
+            f"image too large to decode safely (over {limit / 1e6:.0f} megapixels)", path
+        ) from None
     except UnidentifiedImageError:
         raise BadImageError(_UNSUPPORTED, path) from None
     # struct.error and IndexError: a damaged GIF's frame header, or palette.

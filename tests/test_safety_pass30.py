@@ -55,3 +55,30 @@ def test_a_hidden_character_beyond_the_bmp_is_escaped_unambiguously(tmp_path: Pa
     shown = r.stdout.decode()
     assert "tag\\U000e0041 bidi\\u202e1" in shown, shown
     assert "\U000e0041" not in shown and "\u202e" not in shown
+
+
+def test_a_photo_of_a_hundred_megapixels_is_styled(tmp_path: Path) -> None:
+    """A 100-megapixel photo (a Fujifilm GFX100 writes 11648 x 8736) was
+    refused as "too large to decode safely (decompression bomb)": Pillow's
+    warning at 89.5 MP was made an error, under styler's own limit of 179.
+    Now it decodes (and ``--max-size`` brings it down); above Pillow's own
+    threshold the refusal says the limit."""
+    from PIL import Image
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.new("L", (11648, 8736), 128).save(photos / "gfx100.png")
+    model = _model(tmp_path / "m.onnx", [helper.make_node("Identity", ["image"], ["styled"])])
+    out = tmp_path / "out"
+    r = _run("apply", str(photos), "-m", str(model), "-o", str(out), "--max-size", "64", "-q")
+    assert r.returncode == 0, _lines(r)
+    with Image.open(out / "gfx100.png") as styled:
+        assert styled.size == (64, 48)
+    # Beyond 2 x Pillow's MAX_IMAGE_PIXELS (a header declaring 200 MP): one line with the limit.
+    Image.new("1", (14000, 14300)).save(photos / "huge.png")
+    (photos / "gfx100.png").unlink()
+    r = _run("apply", str(photos), "-m", str(model), "-o", str(out), "-q")
+    assert r.returncode == 1, _lines(r)
+    assert _lines(r) == [
+        f"styler: {photos / 'huge.png'}: image too large to decode safely (over 179 megapixels)"
+    ]
