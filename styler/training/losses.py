@@ -110,12 +110,16 @@ def content_loss(output: list[torch.Tensor], source: list[torch.Tensor]) -> torc
 def style_loss(output: list[torch.Tensor], style: list[torch.Tensor]) -> torch.Tensor:
     """L1 between the per-channel mean and standard deviation of feature
     maps of the output and of style images (AdaIN's style statistics; the
-    style batch's statistics are averaged over its images)."""
+    style batch's statistics are averaged over its images). A map of one
+    pixel (the deepest, from crops of 32 pixels or less) has a mean and no
+    spread."""
     total = torch.zeros((), device=style[0].device)
     for o, s in zip(output, style, strict=True):
         o, s = o.float(), s.detach().float()
-        o_mean, o_std = o.mean((2, 3)), o.std((2, 3))
-        s_mean, s_std = s.mean((2, 3)).mean(0, keepdim=True), s.std((2, 3)).mean(0, keepdim=True)
-        scale = s_mean.abs().mean() + s_std.mean() + 1e-6
-        total = total + ((o_mean - s_mean).abs().mean() + (o_std - s_std).abs().mean()) / scale
+        o_mean, s_mean = o.mean((2, 3)), s.mean((2, 3)).mean(0, keepdim=True)
+        gap, scale = (o_mean - s_mean).abs().mean(), s_mean.abs().mean() + 1e-6
+        if min(o[0, 0].numel(), s[0, 0].numel()) > 1:
+            o_std, s_std = o.std((2, 3)), s.std((2, 3)).mean(0, keepdim=True)
+            gap, scale = gap + (o_std - s_std).abs().mean(), scale + s_std.mean()
+        total = total + gap / scale
     return total / len(style)
