@@ -21,7 +21,7 @@ from pathlib import Path, PurePath
 from typing import BinaryIO
 
 from styler.errors import UsageError
-from styler.fsutil import path_kind
+from styler.fsutil import path_kind, resolved
 from styler.log import logger
 
 #: Extensions styler treats as images when walking a directory (files named
@@ -234,6 +234,22 @@ def check_image_folder(folder: str | Path, what: str = "") -> Path:
     if found != "dir":
         raise UsageError(f"{prefix}not a folder of images", root)
     return root
+
+
+def check_two_domains(a: str | Path, b: str | Path) -> None:
+    """Two training folders that are one folder (by another name, through a
+    link or a bind mount), or one inside the other, would put the same
+    images in both domains (folders are walked with their subfolders)."""
+    if _same(Path(a), Path(b)):
+        raise UsageError(f"the same folder as {a} (the two domains must be different folders)", b)
+    outer, inner = resolved(a), resolved(b)
+    for (x, shown_x), (y, shown_y) in (((outer, a), (inner, b)), ((inner, b), (outer, a))):
+        if y.is_relative_to(x):
+            raise UsageError(
+                f"inside {shown_x}, whose images would include its own "
+                "(the two domains must be separate folders)",
+                shown_y,
+            )
 
 
 def list_images(folder: str | Path, what: str = "") -> list[Path]:

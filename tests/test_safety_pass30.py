@@ -97,3 +97,32 @@ def test_the_style_loss_trains_on_crops_of_32_pixels(tmp_path: Path) -> None:
     assert r.returncode == 0, _lines(r)
     assert list((run / "checkpoints").glob("step_*.safetensors"))
     assert not [line for line in _lines(r) if "NaN" in line]
+
+
+def test_the_two_training_folders_must_be_different_and_apart(tmp_path: Path) -> None:
+    """`styler train A A` (or A and a link to it, or `A ./A/`) paired every
+    file with itself and trained an identity pix2pix for 200 epochs, exit
+    0; with B inside A, B's images were in both domains. Now each is one
+    line, exit 2, before PyTorch is imported."""
+    a = _photos(tmp_path / "A", 2, (40, 40))
+    inner = _photos(a / "B", 2, (40, 40))
+    (tmp_path / "Alink").symlink_to(a)
+    run = tmp_path / "run"
+    fake = tmp_path / "fake"  # a torch that refuses to import: the answer comes before it
+    (fake / "torch").mkdir(parents=True)
+    (fake / "torch" / "__init__.py").write_text("raise RuntimeError('torch was imported')\n")
+    env = _env(PYTHONPATH=str(fake))
+    same = "(the two domains must be different folders)"
+    nested = "(the two domains must be separate folders)"
+    cases = [
+        ((a, a), f"{a}: the same folder as {a} {same}"),
+        ((a, tmp_path / "Alink"), f"{tmp_path / 'Alink'}: the same folder as {a} {same}"),
+        ((a, f"{tmp_path}/./A/"), f"{a}: the same folder as {a} {same}"),
+        ((a, inner), f"{inner}: inside {a}, whose images would include its own {nested}"),
+        ((inner, a), f"{inner}: inside {a}, whose images would include its own {nested}"),
+    ]
+    for (first, second), said in cases:
+        r = _run("train", str(first), str(second), "--steps", "1", "-o", str(run), env=env)
+        assert r.returncode == 2, _lines(r)
+        assert _lines(r) == [f"styler: error: {said}"]
+        assert not run.exists()

@@ -10,7 +10,7 @@ import typer
 
 from styler.cli.app import app, need_train_extra, print_line
 from styler.errors import UsageError
-from styler.paths import check_image_folder
+from styler.paths import check_image_folder, check_two_domains
 
 EXIT_INTERRUPTED = 130
 
@@ -321,6 +321,8 @@ def train(
         for folder in (first, second):
             if folder is not None:
                 check_image_folder(folder)
+        if second is not None:
+            check_two_domains(first, second)
     need_train_extra()
     from styler.training.allocator import keep_freed_memory
 

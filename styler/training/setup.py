@@ -19,6 +19,7 @@ from typing import Any
 from styler.errors import StylerError, UsageError
 from styler.fsutil import resolved
 from styler.log import logger
+from styler.paths import check_two_domains
 from styler.training import limits
 from styler.training.budget import PROVISIONAL_STEPS
 from styler.training.config import ModeConfig, TrainConfig, given
@@ -68,6 +69,8 @@ def make_config(
     the given ones override; ``"auto"`` takes the default recipe for two
     unpaired folders given no mode (what ``styler train A B`` does), and none
     otherwise. The recipe used is kept in the config (``extra["recipe"]``)."""
+    if data_b is not None:
+        check_two_domains(data_a, data_b)
     name = recipe_for(recipe, data_a, data_b, aligned, mode, flags.get("seed"))
     if name is None:
         return _make_config(data_a, data_b, aligned=aligned, mode=mode, **flags)
