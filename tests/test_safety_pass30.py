@@ -6,12 +6,14 @@ start (4673fe0) for the reason its docstring gives.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import interruptible
 from test_safety import _lines, _metadata, _model
 from test_safety_pass7 import _env, _photos, _run
 
@@ -126,3 +128,77 @@ def test_the_two_training_folders_must_be_different_and_apart(tmp_path: Path) ->
         assert r.returncode == 2, _lines(r)
         assert _lines(r) == [f"styler: error: {said}"]
         assert not run.exists()
+
+
+#: ``python WRAPPER N ARGS`` runs ``styler ARGS`` and sends itself N Ctrl-Cs
+#: (0.5 s apart) as the run's export begins: a stop while a run finishes.
+_CTRL_C_IN_EXPORT = (
+    "import os, runpy, signal, sys, time\n"
+    "import styler.training.upkeep as U\n"
+    "times, sys.argv = int(sys.argv[1]), ['styler', *sys.argv[2:]]\n"
+    "real = U.Upkeep.export\n"
+    "def export(self, display):\n"
+    "    for _ in range(times):\n"
+    "        os.kill(os.getpid(), signal.SIGINT)\n"
+    "        time.sleep(0.5)\n"
+    "    return real(self, display)\n"
+    "U.Upkeep.export = export\n"
+    "runpy.run_module('styler', run_name='__main__')\n"
+)
+
+
+def test_ctrl_c_while_a_run_finishes_says_what_it_does(tmp_path: Path) -> None:
+    """The first Ctrl-C during a finished run's export was silently ignored
+    (the export went on, exit 0); a second one exited 130 without a word,
+    the models unwritten, nothing saying that `--resume` exports them. Now
+    the first says the run is finishing and how to abort; the second says
+    `styler train --resume RUN` finishes it, which it does."""
+    from test_safety_pass9 import train_args
+
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(_CTRL_C_IN_EXPORT)
+    for times, run in ((1, tmp_path / "once"), (2, tmp_path / "twice")):
+        args = train_args(tmp_path / f"data{times}", run, "--steps", "2", "--display", "plain")
+        r = subprocess.run(
+            [sys.executable, str(wrapper), str(times), *args],
+            capture_output=True,
+            env=_env(),
+            timeout=300,
+            preexec_fn=interruptible,
+        )
+        said = _lines(r)
+        models = sorted(p.name for p in run.glob("*.onnx"))
+        finishing = [line for line in said if line.startswith("styler: finishing the run")]
+        assert len(finishing) == 1 and "Ctrl-C again aborts it" in finishing[0], said
+        if times == 1:
+            assert r.returncode == 0, said
+            assert models == ["a_to_b.onnx", "b_to_a.onnx"], said
+            continue
+        assert r.returncode == 130, said
+        assert models == [], said
+        assert said[-1] == (
+            f"styler: aborted while finishing the run: `styler train --resume {run}` finishes it"
+        ), said
+        resumed = _run("train", "--resume", str(run), "-q", timeout=300)
+        assert resumed.returncode == 0, _lines(resumed)
+        assert sorted(p.name for p in run.glob("*.onnx")) == ["a_to_b.onnx", "b_to_a.onnx"]
+
+
+def test_quantize_with_a_broken_onnx_install_says_so(tmp_path: Path) -> None:
+    """An onnx package that is installed but fails to import (a numpy or
+    protobuf mismatch) passed quantize's check, which only looked for it,
+    and ended in a traceback. Now one line, exit 2."""
+    broken = tmp_path / "broken"
+    (broken / "onnx").mkdir(parents=True)
+    (broken / "onnx" / "__init__.py").write_text("raise ImportError('numpy mismatch')\n")
+    model = _model(tmp_path / "m.onnx", [helper.make_node("Identity", ["image"], ["styled"])])
+    cal = _photos(tmp_path / "cal", 2, (32, 32))
+    out = tmp_path / "q.onnx"
+    args = ["quantize", str(model), "--calibration", str(cal), "-o", str(out)]
+    r = _run(*args, env=_env(PYTHONPATH=str(broken)))
+    assert r.returncode == 2, _lines(r)
+    assert _lines(r) == [
+        "styler: error: this command needs the onnx package (it does not import: "
+        "numpy mismatch): pip install 'styler[train]'"
+    ]
+    assert not out.exists()

@@ -154,10 +154,13 @@ def need_onnx() -> None:
     """The onnx package (of the train extra), for commands that rewrite ONNX
     graphs without PyTorch (``quantize``), which then start in a fraction
     of the time."""
-    import importlib.util
-
-    if importlib.util.find_spec("onnx") is None:
-        raise StylerError("this command needs the onnx package: pip install 'styler[train]'")
+    try:
+        import onnx  # noqa: F401
+    except ImportError as exc:  # missing, or installed but broken (a numpy or protobuf mismatch)
+        found = "" if exc.name == "onnx" else f" (it does not import: {exc})"
+        raise StylerError(
+            f"this command needs the onnx package{found}: pip install 'styler[train]'"
+        ) from None
 
 
 def import_torch() -> bool:
@@ -349,8 +352,6 @@ def main(argv: list[str] | None = None) -> int:
             return _stopped(128 + signals.received)
         if isinstance(exc, SystemExit):
             return _exit_code(exc)
-        typer.echo(one_line(f"styler: error: {exc}"), err=True)
-        return exc.exit_code
         typer.echo(one_line(f"styler: error: {exc}"), err=True)
         return exc.exit_code
     except ClickException as exc:  # a usage error found by the option parser

@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +41,7 @@ from styler.training.run import RunFolder
 from styler.training.schedule import lr_factor
 from styler.training.scoring import scorer_for
 from styler.training.seeds import step_seed
+from styler.training.stopping import StopRequest
 from styler.training.trainer import KEPT, Trainer, TrainingError
 from styler.training.upkeep import Idle, Progress, Upkeep
 
@@ -126,35 +123,6 @@ class TrainResult:
         shares = sorted(self.spent.items(), key=lambda kv: -kv[1])
         total = max(self.wall, 1e-9)
         return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in shares if v >= 0.005 * total)
-
-
-class StopRequest:
-    """The first SIGINT, SIGTERM or SIGHUP (the terminal or SSH session
-    closed) asks the loop to save and stop; a second SIGINT aborts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: object) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    @contextmanager
-    def installed(self) -> Iterator[StopRequest]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        # A signal the process inherited as ignored (SIGINT in a job started
-        # with `&` from a script) stays ignored, as it does for `styler apply`.
-        stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        wanted = [s for s in stops if signal.getsignal(s) != signal.SIG_IGN]
-        old = {s: signal.signal(s, self) for s in wanted}
-        try:
-            yield self
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
 
 
 def train(
@@ -269,7 +237,7 @@ def _loop(
 ) -> TrainResult:
     """The steps from ``progress`` to the end of the run (or a stop request,
     or the end of its time budget)."""
-    stop = StopRequest()
+    stop = StopRequest(run.root)
     view = watch.display if dist.is_main else "quiet"
     display = make_display(view, trainer.config.steps, progress.step, trainer.loss_names)
     budget = _budget(trainer.config, progress)
@@ -296,6 +264,7 @@ def _loop(
                     _follow_budget(
                         budget, trainer, progress, upkeep, display, dist, only_if_over=True
                     )
+        stop.finishing = True
         models = upkeep.finish(display)
     total = trainer.config.steps
     return TrainResult(
