@@ -51,6 +51,10 @@ BYTES_PER_PIXEL_PER_NGF = 32
 #: Overlap between neighbouring tiles, blended with a smooth window, and the
 #: margin of context at each tile edge that is computed and discarded.
 TILE_OVERLAP = 32
+#: Pixels decoded ahead of the model at most, and as many styled and waiting
+#: to be written (each 12 bytes a pixel as float32 RGB: 600 MB): the count
+#: of images read ahead bounds memory only while they are small.
+HOLD_PIXELS = 50_000_000
 TILE_MARGIN = 32
 
 Status = Literal["ok", "skipped", "failed", "planned"]
@@ -299,6 +303,9 @@ class Item:
     decoded: Future[imageio.DecodedImage] | None = None
     result: Result | None = None
     started: float = field(default_factory=time.perf_counter)
+    #: Pixels of the input (from its header): what it holds in memory while
+    #: decoded, and its output while encoded.
+    pixels: int = 0
 
 
 class Planner:
@@ -495,6 +502,7 @@ class Planner:
         except BadImageError as exc:
             return _settle(item, "failed", exc.reason)
         item.format = imageio.output_format(header.format, opts.format)
+        item.pixels = header.size[0] * header.size[1]
         too_large = imageio.too_large_for(item.format, imageio.limited(header.size, opts.max_size))
         if too_large is not None:
             return _settle(item, "failed", too_large)
@@ -575,6 +583,10 @@ class Processor:
         self.decoders = ThreadPoolExecutor(options.workers, thread_name_prefix="styler-decode")
         self.encoders = ThreadPoolExecutor(options.workers, thread_name_prefix="styler-encode")
         self.ahead = max(2 * options.batch_size, 2 * options.workers)
+        #: ... and at most this many pixels decoded ahead, and as many
+        #: styled and waiting for their encodes (an image at least, however
+        #: large): a folder of 100-megapixel photos is not held 16 at a time.
+        self.hold_pixels = HOLD_PIXELS
 
     def close(self) -> None:
         # Let running encodes finish (they write atomically); drop queued work.
@@ -621,14 +633,14 @@ class Processor:
     ) -> Iterator[Result]:
         pending = iter(items)
         window: deque[Item] = deque()
-        exhausted = False
+        upcoming = next(pending, None)
         while True:
-            while not exhausted and len(window) < self.ahead:
-                item = next(pending, None)
-                if item is None:
-                    exhausted = True
+            while upcoming is not None and len(window) < self.ahead:
+                held = sum(item.pixels for item in window)
+                if window and held + upcoming.pixels > self.hold_pixels:
                     break
-                window.append(self._start(item))
+                window.append(self._start(upcoming))
+                upcoming = next(pending, None)
             if not window:
                 break
             batch = self._take_batch(window)
@@ -638,7 +650,11 @@ class Processor:
                 encoding.append((item, _done(item.result)))
             else:
                 self._infer(batch, encoding)
-            while encoding and (encoding[0][1].done() or len(encoding) > self.ahead):
+            while encoding and (
+                encoding[0][1].done()
+                or len(encoding) > self.ahead
+                or sum(item.pixels for item, _ in encoding) > self.hold_pixels
+            ):
                 yield _first(encoding)
         while encoding:
             yield _first(encoding)

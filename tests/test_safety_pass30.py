@@ -202,3 +202,40 @@ def test_quantize_with_a_broken_onnx_install_says_so(tmp_path: Path) -> None:
         "numpy mismatch): pip install 'styler[train]'"
     ]
     assert not out.exists()
+
+
+def test_images_held_in_memory_are_bounded_by_pixels_not_only_by_count(tmp_path: Path) -> None:
+    """apply decoded max(2 x batch size, 2 x workers) images ahead and kept
+    as many styled ones waiting for their encodes, whatever their size:
+    16 photos of 24 megapixels peaked at 6.1 GB with --batch-size 8 (3.6
+    at 1), where large images never batch together anyway. Now what is
+    decoded ahead, and what waits to be written, is bounded by pixels too
+    (a 50-megapixel budget; 3.0 GB at either batch size on those photos).
+    Here the budget is three images' worth: at most three are decoded ahead
+    and three wait, where 16 were read ahead before."""
+    from styler.apply import ApplyOptions, Stylizer, _Pipeline
+    from styler.paths import collect_jobs
+
+    photos = _photos(tmp_path / "in", 20, (64, 64))
+    model = _model(tmp_path / "m.onnx", [helper.make_node("Identity", ["image"], ["styled"])])
+    options = ApplyOptions(output_dir=tmp_path / "out", batch_size=8, workers=4)
+    pipeline = _Pipeline(Stylizer(model, device="cpu"), options)
+    pipeline.processor.hold_pixels = 3 * 64 * 64
+    started, done, most = 0, 0, 0
+    real_start = pipeline.processor._start
+
+    def start(item):  # type: ignore[no-untyped-def]
+        nonlocal started, most
+        started += 1
+        most = max(most, started - done)
+        return real_start(item)
+
+    pipeline.processor._start = start  # type: ignore[method-assign]
+    try:
+        for result in pipeline.run(collect_jobs([photos], output_dir=options.output_dir)):
+            assert result.status == "ok", result
+            done += 1
+    finally:
+        pipeline.close()
+    assert done == 20 and len(list((tmp_path / "out").iterdir())) == 20
+    assert most <= 3 + 3 + 1, most
