@@ -867,7 +867,10 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, StylerError):
         return exc.reason
     text = str(exc).strip().splitlines()
-    return f"unexpected {type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
+    first = text[0] if text else ""
+    if len(first) > 240:  # (a runtime's message ends with its cause: keep both ends)
+        first = f"{first[:120]} ... {first[-115:]}"
+    return f"unexpected {type(exc).__name__}: {first}".rstrip(": ")
 
 
 def _ms(item: Item) -> float:

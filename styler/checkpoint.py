@@ -94,9 +94,12 @@ def read_header(
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            length = int.from_bytes(f.read(8), "little")
+            first = f.read(8)
+            length = int.from_bytes(first, "little")
             if size < 8 or length > min(MAX_HEADER_BYTES, size - 8):
-                raise ValueError(f"a header of {length} bytes in a file of {size}")
+                raise ValueError(
+                    _what_it_is(first) or f"a header of {length} bytes in a file of {size}"
+                )
             header = strictjson.loads(f.read(length))
         if not isinstance(header, dict):
             raise ValueError("the header is not an object")
@@ -111,6 +114,18 @@ def read_header(
     except ValueError as exc:
         raise BadCheckpointError(f"not {what} ({exc})", path) from None
     return meta, declared
+
+
+def _what_it_is(first: bytes) -> str | None:
+    """What a file that is not a safetensors file looks like, from its first
+    bytes, when that is plain (a config.json given for a checkpoint)."""
+    if first[:1] in (b"{", b"["):
+        return "it holds JSON"
+    if first[:4] == b"PK\x03\x04":
+        return "a zip file, as PyTorch saves a .pth"
+    if first[:1] == b"\x80":
+        return "a pickle, as old PyTorch versions save a .pth"
+    return None
 
 
 def _declared(name: str, entry: Any, room: int) -> Declared:

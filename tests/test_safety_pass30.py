@@ -239,3 +239,35 @@ def test_images_held_in_memory_are_bounded_by_pixels_not_only_by_count(tmp_path:
         pipeline.close()
     assert done == 20 and len(list((tmp_path / "out").iterdir())) == 20
     assert most <= 3 + 3 + 1, most
+
+
+def test_messages_name_the_real_cause(tmp_path: Path) -> None:
+    """Wording of the thirtieth pass: a runtime's message cut at 200
+    characters lost its cause (onnxruntime ends with it); a model given to
+    import or export without -o was refused as "the output is the input";
+    a config.json given to export was "a header of 7596553470662937211
+    bytes"."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    photos = _photos(tmp_path / "in", 1, (32, 32))
+    shape = numpy_helper.from_array(np.array([-1, 3, 40, 48], np.int64), "shape")
+    reshape = helper.make_node("Reshape", ["image", "shape"], ["styled"])
+    model = _model(tmp_path / "m.onnx", [reshape], initializers=[shape])
+    r = _run("apply", str(photos), "-m", str(model), "-o", str(tmp_path / "out"), "-q")
+    assert r.returncode == 1, _lines(r)
+    (line,) = _lines(r)
+    assert line.startswith(f"styler: {photos / 'p0000.png'}: unexpected Fail: [ONNXRuntimeError]")
+    assert " ... " in line and line.endswith("requested shape:{-1,3,40,48}"), line
+    for command in ("import", "export"):
+        r = _run(command, str(model))
+        assert r.returncode == 2 and _lines(r) == [
+            f"styler: error: {model}: an ONNX model, not a checkpoint "
+            "(styler info describes it, styler apply -m runs it)"
+        ], _lines(r)
+    config = tmp_path / "config.json"
+    config.write_text('{"mode": "cyclegan"}\n')
+    r = _run("export", str(config), "-o", str(tmp_path / "x.onnx"))
+    assert r.returncode == 2 and _lines(r) == [
+        f"styler: error: {config}: not a safetensors checkpoint (it holds JSON)"
+    ], _lines(r)

@@ -122,8 +122,8 @@ def export(
             flags += misplaced[-1]
             raise UsageError(
                 f"{flags} {'does' if len(misplaced) == 1 else 'do'} not apply to a run folder, "
-                "whose models are named and described from its training config "
-                "(export one of its checkpoints to set them)"
+                "whose models are written into it, named and described from its training "
+                "config (export one of its checkpoints to choose them)"
             )
         for result in export_run(checkpoint, fp16=fp16, overwrite=overwrite):
             _report_export(result)
@@ -136,10 +136,16 @@ def export(
 
 
 def _say_if_missing(checkpoint: Path) -> None:
-    """A checkpoint that is not there is said at once, before PyTorch is
-    imported (which takes seconds)."""
-    if path_kind(checkpoint, BadCheckpointError) is None:
+    """A checkpoint that is not there, or a model given for one, is said at
+    once, before PyTorch is imported (which takes seconds)."""
+    kind = path_kind(checkpoint, BadCheckpointError)
+    if kind is None:
         raise BadCheckpointError("no such file", checkpoint)
+    if kind == "file" and checkpoint.suffix.lower() == ".onnx":
+        raise BadCheckpointError(
+            "an ONNX model, not a checkpoint (styler info describes it, styler apply -m runs it)",
+            checkpoint,
+        )
 
 
 def _beside(path: Path, suffix: str) -> Path:
