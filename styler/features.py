@@ -48,8 +48,8 @@ def _modules() -> tuple[Any, Any, Any]:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
         raise StylerError(
-            f"evaluation needs PyTorch and the EfficientNet-Lite0 extractor ({exc.name} is "
-            f"missing): {INSTALL}"
+            f"evaluation needs PyTorch and the EfficientNet-Lite0 extractor "
+            f"({f'{exc.name} is missing' if exc.name else exc}): {INSTALL}"
         ) from None
     return torch, EfficientNet, EfficientnetLite0ModelFile
 

@@ -184,24 +184,43 @@ def test_ctrl_c_while_a_run_finishes_says_what_it_does(tmp_path: Path) -> None:
         assert sorted(p.name for p in run.glob("*.onnx")) == ["a_to_b.onnx", "b_to_a.onnx"]
 
 
-def test_quantize_with_a_broken_onnx_install_says_so(tmp_path: Path) -> None:
+def test_a_broken_onnx_or_pytorch_install_is_one_line(tmp_path: Path) -> None:
     """An onnx package that is installed but fails to import (a numpy or
     protobuf mismatch) passed quantize's check, which only looked for it,
-    and ended in a traceback. Now one line, exit 2."""
+    and ended in a traceback; so did a PyTorch that fails to load with
+    anything but ImportError (an OSError for a missing CUDA library) in
+    train, export, import and eval (pass 31). Now one line, exit 2."""
     broken = tmp_path / "broken"
-    (broken / "onnx").mkdir(parents=True)
-    (broken / "onnx" / "__init__.py").write_text("raise ImportError('numpy mismatch')\n")
+    for package, error in (
+        ("onnx", "AttributeError('_ARRAY_API not found')"),
+        ("torch", "OSError('libcudnn.so.9: cannot open shared object file')"),
+    ):
+        (broken / package).mkdir(parents=True)
+        (broken / package / "__init__.py").write_text(f"raise {error}\n")
+    env = _env(PYTHONPATH=str(broken))
     model = _model(tmp_path / "m.onnx", [helper.make_node("Identity", ["image"], ["styled"])])
     cal = _photos(tmp_path / "cal", 2, (32, 32))
     out = tmp_path / "q.onnx"
-    args = ["quantize", str(model), "--calibration", str(cal), "-o", str(out)]
-    r = _run(*args, env=_env(PYTHONPATH=str(broken)))
+    r = _run("quantize", str(model), "--calibration", str(cal), "-o", str(out), env=env)
     assert r.returncode == 2, _lines(r)
     assert _lines(r) == [
-        "styler: error: this command needs the onnx package (it does not import: "
-        "numpy mismatch): pip install 'styler[train]'"
+        "styler: error: the onnx package is installed but does not import (AttributeError: "
+        "_ARRAY_API not found): reinstall it, or pip install 'styler[train]' in a fresh environment"
     ]
     assert not out.exists()
+    other = _photos(tmp_path / "other", 2, (32, 32))
+    torch_broken = (
+        "styler: error: PyTorch is installed but does not import (OSError: libcudnn.so.9: cannot "
+        "open shared object file): reinstall it, or pip install 'styler[train]' in a fresh "
+        "environment"
+    )
+    for args in (
+        ["train", str(cal), str(other), "-o", str(tmp_path / "run"), "--steps", "1"],
+        ["eval", str(model), str(cal), str(other)],
+    ):
+        r = _run(*args, env=env)
+        assert r.returncode == 2 and _lines(r) == [torch_broken], (args, _lines(r))
+    assert not (tmp_path / "run").exists()
 
 
 def test_images_held_in_memory_are_bounded_by_pixels_not_only_by_count(tmp_path: Path) -> None:

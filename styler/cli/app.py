@@ -157,10 +157,22 @@ def need_onnx() -> None:
     try:
         import onnx  # noqa: F401
     except ImportError as exc:  # missing, or installed but broken (a numpy or protobuf mismatch)
-        found = "" if exc.name == "onnx" else f" (it does not import: {exc})"
+        if exc.name != "onnx":
+            raise _broken("the onnx package", exc) from None
         raise StylerError(
-            f"this command needs the onnx package{found}: pip install 'styler[train]'"
+            "this command needs the onnx package: pip install 'styler[train]'"
         ) from None
+    except Exception as exc:  # a broken install raises anything while it loads
+        raise _broken("the onnx package", exc) from None
+
+
+def _broken(package: str, exc: BaseException) -> StylerError:
+    """The one line for a package that is installed but fails to import (a
+    missing CUDA library, a numpy or protobuf of another version)."""
+    return StylerError(
+        f"{package} is installed but does not import ({type(exc).__name__}: {exc}): "
+        "reinstall it, or pip install 'styler[train]' in a fresh environment"
+    )
 
 
 def import_torch() -> bool:
@@ -173,8 +185,12 @@ def import_torch() -> bool:
     with _native_stderr_to_log():
         try:
             import torch  # noqa: F401
-        except ImportError:
-            return False
+        except ImportError as exc:
+            if exc.name == "torch":
+                return False
+            raise _broken("PyTorch", exc) from None
+        except Exception as exc:  # e.g. OSError: a CUDA library not found
+            raise _broken("PyTorch", exc) from None
     return True
 
 
