@@ -18,6 +18,20 @@ from torch import nn
 #: their channels.
 STAGES = ((0, 3), (3, 5), (5, 11), (11, 16))
 CHANNELS = (24, 40, 112, 320)
+#: The sides Lite0 takes are multiples of this (its total stride).
+STRIDE = 32
+
+
+def pad_to_stride(x: torch.Tensor) -> torch.Tensor:
+    """``x`` padded on the bottom and right to sides that are multiples of
+    :data:`STRIDE`: mirrored, or, where the pad is as long as the side (a
+    16-pixel crop), the edge repeated."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % STRIDE, -w % STRIDE
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
 class Lite0Features(nn.Module):

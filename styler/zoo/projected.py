@@ -29,10 +29,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from styler.netconfig import ProjectedDiscriminatorConfig
-from styler.zoo.lite0 import CHANNELS, Lite0Features
+from styler.zoo.lite0 import CHANNELS, Lite0Features, pad_to_stride
 
-#: The backbone's total stride: inputs are padded to a multiple of it.
-STRIDE = 32
 #: Strided convolutions in the head of each scale (finest first): the maps
 #: of a 128-pixel crop (32, 16, 8, 4 pixels) all come to 8 x 8 or less.
 HEAD_DOWNSAMPLINGS = (2, 1, 0, 0)
@@ -90,11 +88,7 @@ class ProjectedDiscriminator(nn.Module):
         return self._backbone[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        pad_h, pad_w = -h % STRIDE, -w % STRIDE
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
-        features = self.backbone(x, self.config.scales)
+        features = self.backbone(pad_to_stride(x), self.config.scales)
         mixed = [F.conv2d(f, getattr(self, f"ccm{i}").to(f)) for i, f in enumerate(features)]
         # Cross-scale mixing, from the coarsest map into the finest.
         fused: list[torch.Tensor] = [mixed[-1]]

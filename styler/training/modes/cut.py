@@ -42,6 +42,7 @@ from styler.training.modes.translation import TranslationConfig
 from styler.training.seeds import seeded
 from styler.training.trainer import ExportSpec, Trainer, set_requires_grad
 from styler.zoo.init import init_weights
+from styler.zoo.lite0 import pad_to_stride
 from styler.zoo.patchnce import PatchSampler
 from styler.zoo.resnet import nce_channels, nce_layers
 
@@ -270,18 +271,18 @@ class Cut(Trainer):
         if not self._lite0:
             return {}
         lite0 = self._lite0[0]
-        fake = lite0(_pad32(fake_B))
+        fake = lite0(pad_to_stride(fake_B))
         loss = {}
         if c.lambda_content > 0:
             with torch.no_grad():
-                source = lite0(_pad32(real_A))
+                source = lite0(pad_to_stride(real_A))
             picked = list(CONTENT_STAGES)
             loss["content"] = c.lambda_content * content_loss(
                 [fake[i] for i in picked], [source[i] for i in picked]
             )
         if c.lambda_style > 0:
             with torch.no_grad():
-                style = lite0(_pad32(real_B))
+                style = lite0(pad_to_stride(real_B))
             loss["style"] = style_loss(fake, style) * c.lambda_style
         return loss
 
@@ -304,15 +305,6 @@ class Cut(Trainer):
     def exports(self) -> list[ExportSpec]:
         a, b = self.config.domains
         return [ExportSpec(f"{a}_to_{b}", self.generator, self.options.generator, "AtoB", (a, b))]
-
-
-def _pad32(x: torch.Tensor) -> torch.Tensor:
-    """Reflect-pad to sides that are multiples of 32 (Lite0's stride)."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = -h % 32, -w % 32
-    if not (pad_h or pad_w):
-        return x
-    return torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
 
 
 def _tones(images: torch.Tensor) -> torch.Tensor:
