@@ -46,3 +46,53 @@ def test_lite0_paths_train_on_crops_of_16_pixels(tmp_path: Path) -> None:
         r = _run(*args, timeout=300)
         assert r.returncode == 0, (flags, _lines(r))
         assert list((run / "checkpoints").glob("step_*.safetensors")), flags
+
+
+#: ``python WRAPPER ARGS`` runs ``styler ARGS`` and sends itself a Ctrl-C
+#: after the first step, and another as the stopped run starts to finish
+#: (its checkpoint): an abort while a young run stops.
+_TWO_CTRL_C_MID_RUN = (
+    "import os, runpy, signal, sys\n"
+    "import styler.training.upkeep as U\n"
+    "sys.argv = ['styler', *sys.argv[1:]]\n"
+    "real_done, real_finish = U.Upkeep.step_done, U.Upkeep.finish\n"
+    "def step_done(self, *args):\n"
+    "    real_done(self, *args)\n"
+    "    os.kill(os.getpid(), signal.SIGINT)\n"
+    "def finish(self, display):\n"
+    "    os.kill(os.getpid(), signal.SIGINT)\n"
+    "    return real_finish(self, display)\n"
+    "U.Upkeep.step_done, U.Upkeep.finish = step_done, finish\n"
+    "runpy.run_module('styler', run_name='__main__')\n"
+)
+
+
+def test_an_abort_says_what_resume_will_do(tmp_path: Path) -> None:
+    """A second Ctrl-C while a young run stopped (before any checkpoint)
+    said "`styler train --resume RUN` finishes it", which then refused
+    (no usable checkpoint); the first said nothing while the checkpoint was
+    written. Now the first says the run stops with a checkpoint, and the
+    abort that nothing was saved, so training again starts afresh."""
+    import subprocess
+
+    from conftest import interruptible
+    from test_safety_pass7 import _env
+    from test_safety_pass9 import train_args
+
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(_TWO_CTRL_C_MID_RUN)
+    run = tmp_path / "run"
+    args = train_args(tmp_path, run, "--steps", "1000", "--display", "plain")
+    r = subprocess.run(
+        [sys.executable, str(wrapper), *args],
+        capture_output=True,
+        env=_env(),
+        timeout=300,
+        preexec_fn=interruptible,
+    )
+    said = _lines(r)
+    assert r.returncode == 130, said
+    assert "styler: stopping after this step, with a checkpoint; Ctrl-C again aborts" in said
+    assert said[-1] == "styler: aborted: no checkpoint was saved yet: training again starts afresh"
+    assert not list((run / "checkpoints").glob("step_*"))
+    assert not [line for line in said if "finishing" in line or "--resume" in line], said

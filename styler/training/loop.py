@@ -237,7 +237,7 @@ def _loop(
 ) -> TrainResult:
     """The steps from ``progress`` to the end of the run (or a stop request,
     or the end of its time budget)."""
-    stop = StopRequest(run.root)
+    stop = StopRequest(run.root, exports=watch.export)
     view = watch.display if dist.is_main else "quiet"
     display = make_display(view, trainer.config.steps, progress.step, trainer.loss_names)
     budget = _budget(trainer.config, progress)
@@ -264,7 +264,7 @@ def _loop(
                     _follow_budget(
                         budget, trainer, progress, upkeep, display, dist, only_if_over=True
                     )
-        stop.finishing = True
+        stop.finishing = progress.step >= trainer.config.steps
         models = upkeep.finish(display)
     total = trainer.config.steps
     return TrainResult(

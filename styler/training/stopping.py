@@ -1,7 +1,8 @@
 """Stopping a run: the first Ctrl-C, SIGTERM or SIGHUP (the terminal or SSH
 session closed) asks the training loop to save a checkpoint and stop; a
 second Ctrl-C aborts at once. While the run finishes (its last checkpoint,
-samples, report and export: seconds), a stop lets it finish and says so."""
+samples, report and export: seconds), a stop lets it finish. Each says what
+it does, and an abort what ``--resume`` will do."""
 
 from __future__ import annotations
 
@@ -17,27 +18,29 @@ from styler.log import logger
 class StopRequest:
     """The signal handler of a training run (see the module)."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path, exports: bool = True) -> None:
+        self.run_dir, self.exports = run_dir, exports
         self.requested = False
         #: The loop is past its last step, finishing the run.
         self.finishing = False
 
     def __call__(self, signum: int, frame: object) -> None:
         if self.requested and signum == signal.SIGINT:
-            if self.finishing:
-                logger.warning(
-                    "aborted while finishing the run: `styler train --resume %s` finishes it",
-                    self.run_dir,
-                )
+            logger.warning("aborted: %s", self.what_resume_does())
             raise KeyboardInterrupt
+        if self.requested:  # (said once)
+            return
         self.requested = True
         if self.finishing:
-            logger.warning(
-                "finishing the run (its last checkpoint and export, seconds); "
-                "Ctrl-C again aborts it, and `styler train --resume %s` finishes it later",
-                self.run_dir,
-            )
+            what = "its last checkpoint and models" if self.exports else "its last checkpoint"
+            logger.warning("finishing the run (%s: seconds); Ctrl-C again aborts", what)
+        else:
+            logger.warning("stopping after this step, with a checkpoint; Ctrl-C again aborts")
+
+    def what_resume_does(self) -> str:
+        if any((self.run_dir / "checkpoints").glob("step_*.safetensors")):
+            return f"`styler train --resume {self.run_dir}` goes on from its last checkpoint"
+        return "no checkpoint was saved yet: training again starts afresh"
 
     @contextmanager
     def installed(self) -> Iterator[StopRequest]:
