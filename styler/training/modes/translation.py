@@ -130,9 +130,11 @@ class TranslationConfig(ModeConfig):
             raise UsageError(f"{self.name} needs an image-to-image generator and a PatchGAN")
         super().check(config)
         multiple = self.size_multiple
-        if config.size < 16 or config.size % multiple:
+        if config.size < 16:
+            raise UsageError(f"--size {config.size} must be at least 16")
+        if config.size % multiple:
             raise UsageError(
-                f"--size {config.size} must be at least 16 and a multiple of {multiple} "
+                f"--size {config.size} must be a multiple of {multiple} "
                 f"for a {self.generator.preset} generator"
             )
         _check_patches(d, config.size)
