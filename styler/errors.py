@@ -66,3 +66,13 @@ class OutputError(StylerError):
 class OutputExistsError(OutputError):
     """An output appeared while styler wrote it without ``--overwrite``: the
     file there (someone else's) is kept."""
+
+
+def broken_install(package: str, exc: BaseException, install: str) -> StylerError:
+    """The one line for a package that is installed but fails to import (a
+    missing CUDA library, a numpy or protobuf of another version, a module
+    that exits while it loads)."""
+    return StylerError(
+        f"{package} is installed but does not import ({type(exc).__name__}: {exc}): "
+        f"reinstall it, or {install} in a fresh environment"
+    )

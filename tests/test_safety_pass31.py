@@ -96,3 +96,84 @@ def test_an_abort_says_what_resume_will_do(tmp_path: Path) -> None:
     assert said[-1] == "styler: aborted: no checkpoint was saved yet: training again starts afresh"
     assert not list((run / "checkpoints").glob("step_*"))
     assert not [line for line in said if "finishing" in line or "--resume" in line], said
+
+
+#: ``python WRAPPER ARGS`` runs ``styler ARGS`` with a Ctrl-C as it starts,
+#: another while the first is handled, and a third as the process exits
+#: (one keypress under a wrapper that forwards it to its process group).
+_CTRL_C_BURST = (
+    "import atexit, os, runpy, signal, sys, time\n"
+    "import styler.cli\n"
+    "A = sys.modules['styler.cli.app']\n"
+    "sys.argv = ['styler', *sys.argv[1:]]\n"
+    "real_handler, real_args = A._Signals.__call__, A.with_optional_values\n"
+    "def handler(self, signum, frame):\n"
+    "    if signum == signal.SIGINT and not getattr(self, 'again', False):\n"
+    "        self.again = True\n"
+    "        os.kill(os.getpid(), signal.SIGINT)\n"
+    "    return real_handler(self, signum, frame)\n"
+    "def args(argv):\n"
+    "    os.kill(os.getpid(), signal.SIGINT)\n"
+    "    return real_args(argv)\n"
+    "def at_exit():\n"
+    "    os.kill(os.getpid(), signal.SIGINT)\n"
+    "    time.sleep(0.2)\n"
+    "atexit.register(at_exit)\n"
+    "A._Signals.__call__, A.with_optional_values = handler, args\n"
+    "runpy.run_module('styler', run_name='__main__')\n"
+)
+
+
+def test_a_burst_of_ctrl_c_is_exit_130_without_a_traceback(tmp_path: Path) -> None:
+    """Two SIGINTs milliseconds apart (a wrapper such as `uv run` or tini
+    forwarding Ctrl-C to a process group that the terminal also signals)
+    printed a traceback: main() caught no KeyboardInterrupt, and one during
+    the exit's clean-up printed "Exception ignored in atexit callback".
+    Now exit 130, and Ctrl-C is ignored while the process exits."""
+    import subprocess
+
+    from conftest import interruptible
+    from test_safety_pass7 import _env
+
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(_CTRL_C_BURST)
+    model = Path(__file__).parent.parent / "weights" / "photo2painting.onnx"
+    r = subprocess.run(
+        [sys.executable, str(wrapper), "info", str(model)],
+        capture_output=True,
+        env=_env(),
+        timeout=120,
+        preexec_fn=interruptible,
+    )
+    assert r.returncode == 130, _lines(r)
+    said = r.stderr.decode(errors="replace")
+    assert "Traceback" not in said and "Exception ignored" not in said, said
+
+
+def test_a_runtime_or_package_that_does_not_import_is_one_line(tmp_path: Path) -> None:
+    """A broken onnxruntime (built for another numpy, or a CUDA library
+    missing) was a traceback in apply, info, quantize and generate; a
+    PyTorch or onnx that calls sys.exit(0) while it loads made train,
+    export and quantize exit 0 having done nothing. Each is one line, exit
+    2, naming the package."""
+    from test_safety_pass7 import _env
+
+    model = Path(__file__).parent.parent / "weights" / "photo2painting.onnx"
+    photos = _photos(tmp_path / "in", 1, (32, 32))
+    cases = [
+        ("onnxruntime", "raise AttributeError('_ARRAY_API not found')", ["info", str(model)]),
+        ("onnxruntime", "raise OSError('libcudart.so.12: cannot open')", ["apply", str(photos)]),
+        ("torch", "import sys; sys.exit(0)", ["train", str(photos), str(tmp_path / "b")]),
+        ("onnx", "import sys; sys.exit(0)", ["quantize", str(model), "--calibration", str(photos)]),
+    ]
+    _photos(tmp_path / "b", 1, (32, 32))
+    for i, (package, body, args) in enumerate(cases):
+        fake = tmp_path / f"fake{i}"
+        (fake / package).mkdir(parents=True)
+        (fake / package / "__init__.py").write_text(body + "\n")
+        out = [] if args[0] == "info" else ["-o", str(tmp_path / f"out{i}")]
+        r = _run(*args, *out, env=_env(PYTHONPATH=str(fake)))
+        said = _lines(r)
+        assert r.returncode == 2 and len(said) == 1, (package, body, said)
+        assert "is installed but does not import" in said[0], said
+        assert not (tmp_path / f"out{i}").exists()

@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - an older typer, on click
     from click.exceptions import ClickException  # type: ignore[no-redef]
 
 from styler._version import __version__
-from styler.errors import EXIT_SOME_FAILED, EXIT_USAGE, StylerError
+from styler.errors import EXIT_SOME_FAILED, EXIT_USAGE, StylerError, broken_install
 from styler.log import logger
 
 app = typer.Typer(
@@ -145,6 +145,10 @@ def _setup_logging(level: int) -> None:
     logger.propagate = False
 
 
+#: How to install what training and conversion need.
+TRAIN_EXTRA = "pip install 'styler[train]'"
+
+
 def need_train_extra() -> None:
     if not import_torch():
         raise StylerError("this command needs PyTorch: pip install 'styler[train]'")
@@ -158,21 +162,12 @@ def need_onnx() -> None:
         import onnx  # noqa: F401
     except ImportError as exc:  # missing, or installed but broken (a numpy or protobuf mismatch)
         if exc.name != "onnx":
-            raise _broken("the onnx package", exc) from None
+            raise broken_install("the onnx package", exc, TRAIN_EXTRA) from None
         raise StylerError(
             "this command needs the onnx package: pip install 'styler[train]'"
         ) from None
-    except Exception as exc:  # a broken install raises anything while it loads
-        raise _broken("the onnx package", exc) from None
-
-
-def _broken(package: str, exc: BaseException) -> StylerError:
-    """The one line for a package that is installed but fails to import (a
-    missing CUDA library, a numpy or protobuf of another version)."""
-    return StylerError(
-        f"{package} is installed but does not import ({type(exc).__name__}: {exc}): "
-        "reinstall it, or pip install 'styler[train]' in a fresh environment"
-    )
+    except (Exception, SystemExit) as exc:  # a broken install raises anything as it loads
+        raise broken_install("the onnx package", exc, TRAIN_EXTRA) from None
 
 
 def import_torch() -> bool:
@@ -188,9 +183,9 @@ def import_torch() -> bool:
         except ImportError as exc:
             if exc.name == "torch":
                 return False
-            raise _broken("PyTorch", exc) from None
-        except Exception as exc:  # e.g. OSError: a CUDA library not found
-            raise _broken("PyTorch", exc) from None
+            raise broken_install("PyTorch", exc, TRAIN_EXTRA) from None
+        except (Exception, SystemExit) as exc:  # e.g. OSError: a CUDA library not found
+            raise broken_install("PyTorch", exc, TRAIN_EXTRA) from None
     return True
 
 
@@ -279,6 +274,7 @@ def _stdout_lost(exc: OSError) -> bool:
 
 #: Exit code of a command stopped by SIGTERM (128 + 15, as the shell reports it).
 EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 
 
 class Terminated(SystemExit):
@@ -361,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         with signals.installed():
             args = with_optional_values(sys.argv[1:] if argv is None else argv)
             code = app(args=args, prog_name="styler", standalone_mode=False)
+    except KeyboardInterrupt:  # a second Ctrl-C that landed while the first was handled
+        return _ctrl_c()
     except Terminated as exc:
         return _stopped(int(exc.code or EXIT_TERMINATED))
     except (StylerError, SystemExit) as exc:
@@ -384,7 +382,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         typer.echo(one_line(f"styler: error: stdout: cannot write: {exc.strerror}"), err=True)
         return EXIT_SOME_FAILED
+    if code == EXIT_INTERRUPTED or signals.received == signal.SIGINT:
+        return _ctrl_c()
     return code if isinstance(code, int) else 0  # typer.Exit(n) comes back as n
+
+
+def _ctrl_c() -> int:
+    """A command stopped by Ctrl-C: exit 130, and any Ctrl-C after it (one
+    keypress is two signals under some wrappers that forward it to a whole
+    process group) is ignored while the process exits, never a traceback."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return EXIT_INTERRUPTED
 
 
 def _exit_code(exc: SystemExit) -> int:
