@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -148,15 +149,16 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
     such as /dev/zero never ends), only with the decoders in
     :data:`SUPPORTED_FORMATS`, and the file is streamed to the decoder: its
     header is checked against ``max_pixels`` before any pixel is read."""
-    with _opened(Path(path), max_pixels) as img:
+    with _opened(Path(path), max_pixels, scans=True) as img:
         img.load()
         return decode_pil(img, source_format=img.format or "PNG")
 
 
 @contextlib.contextmanager
-def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+def _opened(path: Path, max_pixels: int, scans: bool = False) -> Iterator[Image.Image]:
     """``path`` opened by Pillow (header read, nothing decoded), with every
-    error inside the block turned into one :class:`BadImageError`."""
+    error inside the block turned into one :class:`BadImageError`; with
+    ``scans``, a JPEG's scans are counted first (see :data:`MAX_JPEG_SCANS`)."""
     if os.path.isdir(path):  # (False where the path cannot be checked: os.open says why)
         raise BadImageError("is a directory, not an image", path)
     try:
@@ -181,6 +183,8 @@ def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
             raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
         if not head:
             raise BadImageError("empty file", path)
+        if scans and head[:3] == b"\xff\xd8\xff":
+            _count_scans(f, path)
         with _decoder_errors(head, path):
             img = Image.open(f, formats=SUPPORTED_FORMATS)
             _check_size(img, max_pixels, path)
@@ -190,6 +194,33 @@ def _opened(path: Path, max_pixels: int) -> Iterator[Image.Image]:
             if frames > 1:
                 raise BadImageError(f"animated image ({frames} frames) is not supported", path)
             yield img
+
+
+#: Most scans a JPEG may hold. Each scan of a progressive JPEG is decoded
+#: over the whole image, so a small file of thousands of empty scans takes
+#: minutes (libjpeg-turbo's many-scans problem: 451 KB, 6000 scans, 70 s);
+#: encoders write about 10.
+MAX_JPEG_SCANS = 256
+
+
+def _count_scans(f: BinaryIO, path: Path) -> None:
+    """Refuse a JPEG with more than :data:`MAX_JPEG_SCANS` start-of-scan
+    markers (0xFFDA: entropy-coded data stuffs every 0xFF with 0x00, so the
+    pair appears only as a marker), reading the file once, then rewind."""
+    count, tail = 0, b""
+    try:
+        while chunk := f.read(1 << 20):
+            data = tail + chunk
+            count += data.count(b"\xff\xda")
+            tail = data[-1:] if data[-1:] == b"\xff" else b""
+            if count > MAX_JPEG_SCANS:
+                raise BadImageError(
+                    f"a JPEG of more than {MAX_JPEG_SCANS} scans (made to take minutes to decode)",
+                    path,
+                )
+        f.seek(0)
+    except OSError as exc:
+        raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
 
 
 def _not_regular(mode: int) -> str | None:

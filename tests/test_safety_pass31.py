@@ -177,3 +177,37 @@ def test_a_runtime_or_package_that_does_not_import_is_one_line(tmp_path: Path) -
         assert r.returncode == 2 and len(said) == 1, (package, body, said)
         assert "is installed but does not import" in said[0], said
         assert not (tmp_path / f"out{i}").exists()
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A crafted progressive JPEG repeating an empty scan (451 KB, 6000
+    scans) took 60-75 s to decode in apply, eval, train and quantize, and
+    a SIGTERM waited for it (libjpeg-turbo decodes every scan over the
+    whole image). A JPEG of more than 256 scans is now refused in one line
+    before decoding; a real progressive JPEG (10 scans) is styled."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from test_safety import _model
+
+    onnx = pytest.importorskip("onnx")
+    photos = tmp_path / "in"
+    photos.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", progressive=True)
+    good = buffer.getvalue()
+    (photos / "good.jpg").write_bytes(good)
+    empty_scan = b"\xff\xda\x00\x08\x01\x01\x00\x00\x00\x00"
+    (photos / "scans.jpg").write_bytes(good[:-2] + empty_scan * 6000 + b"\xff\xd9")
+    identity = [onnx.helper.make_node("Identity", ["image"], ["styled"])]
+    model = _model(tmp_path / "m.onnx", identity)
+    out = tmp_path / "out"
+    r = _run("apply", str(photos), "-m", str(model), "-o", str(out), "-q", timeout=60)
+    assert r.returncode == 1, _lines(r)
+    assert _lines(r) == [
+        f"styler: {photos / 'scans.jpg'}: a JPEG of more than 256 scans "
+        "(made to take minutes to decode)"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["good.jpg"]
