@@ -6,7 +6,9 @@ exit code in one place (``styler.cli``). Messages name the file and the cause.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 
 #: Exit codes shared by every command.
 EXIT_OK = 0
@@ -68,11 +70,20 @@ class OutputExistsError(OutputError):
     file there (someone else's) is kept."""
 
 
-def broken_install(package: str, exc: BaseException, install: str) -> StylerError:
-    """The one line for a package that is installed but fails to import (a
-    missing CUDA library, a numpy or protobuf of another version, a module
-    that exits while it loads)."""
-    return StylerError(
-        f"{package} is installed but does not import ({type(exc).__name__}: {exc}): "
+def import_installed(module: str, package: str, install: str) -> ModuleType | None:
+    """``module`` imported, or None when it is not installed. One that is
+    installed but fails to import (a missing CUDA library, a numpy or
+    protobuf of another version, a module that exits while it loads) is a
+    :class:`StylerError` in one line naming ``package`` and ``install``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        if exc.name == module:
+            return None
+        failure: BaseException = exc
+    except (Exception, SystemExit) as exc:
+        failure = exc
+    raise StylerError(
+        f"{package} is installed but does not import ({type(failure).__name__}: {failure}): "
         f"reinstall it, or {install} in a fresh environment"
     )

@@ -253,9 +253,9 @@ def _decoder_errors(head: bytes, path: Path) -> Iterator[None]:
             raise BadImageError(exc.reason, path) from None
         raise
     except Image.DecompressionBombError:
-        limit = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
         raise BadImageError(
-            f"image too large to decode safely (over {limit / 1e6:.0f} megapixels)", path
+            f"image too large to decode safely (over {DEFAULT_MAX_PIXELS / 1e6:.0f} megapixels)",
+            path,
         ) from None
     except UnidentifiedImageError:
         raise BadImageError(_UNSUPPORTED, path) from None

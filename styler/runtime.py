@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from styler.errors import BadModelError, DeviceError, StylerError, UsageError, broken_install
+from styler.errors import BadModelError, DeviceError, StylerError, UsageError, import_installed
 from styler.fsutil import path_kind
 from styler.log import logger
 from styler.metadata import (
@@ -63,14 +63,9 @@ def quiet_onnxruntime() -> Any:
     written by C++ straight to the stderr descriptor, would add unprefixed
     lines, such as "Removing initializer" warnings from sessions that other
     libraries open, for example the ONNX exporter's optimiser)."""
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        if exc.name != "onnxruntime":
-            raise broken_install("onnxruntime", exc, "pip install styler") from None
-        raise StylerError("styler needs onnxruntime: pip install onnxruntime") from None
-    except (Exception, SystemExit) as exc:  # e.g. built for another numpy, a CUDA library missing
-        raise broken_install("onnxruntime", exc, "pip install styler") from None
+    onnxruntime = import_installed("onnxruntime", "onnxruntime", "pip install styler")
+    if onnxruntime is None:
+        raise StylerError("styler needs onnxruntime: pip install onnxruntime")
     onnxruntime.set_default_logger_severity(4)
     return onnxruntime
 

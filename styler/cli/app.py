@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - an older typer, on click
     from click.exceptions import ClickException  # type: ignore[no-redef]
 
 from styler._version import __version__
-from styler.errors import EXIT_SOME_FAILED, EXIT_USAGE, StylerError, broken_install
+from styler.errors import EXIT_SOME_FAILED, EXIT_USAGE, StylerError, import_installed
 from styler.log import logger
 
 app = typer.Typer(
@@ -151,23 +151,15 @@ TRAIN_EXTRA = "pip install 'styler[train]'"
 
 def need_train_extra() -> None:
     if not import_torch():
-        raise StylerError("this command needs PyTorch: pip install 'styler[train]'")
+        raise StylerError(f"this command needs PyTorch: {TRAIN_EXTRA}")
 
 
 def need_onnx() -> None:
     """The onnx package (of the train extra), for commands that rewrite ONNX
     graphs without PyTorch (``quantize``), which then start in a fraction
     of the time."""
-    try:
-        import onnx  # noqa: F401
-    except ImportError as exc:  # missing, or installed but broken (a numpy or protobuf mismatch)
-        if exc.name != "onnx":
-            raise broken_install("the onnx package", exc, TRAIN_EXTRA) from None
-        raise StylerError(
-            "this command needs the onnx package: pip install 'styler[train]'"
-        ) from None
-    except (Exception, SystemExit) as exc:  # a broken install raises anything as it loads
-        raise broken_install("the onnx package", exc, TRAIN_EXTRA) from None
+    if import_installed("onnx", "the onnx package", TRAIN_EXTRA) is None:
+        raise StylerError(f"this command needs the onnx package: {TRAIN_EXTRA}")
 
 
 def import_torch() -> bool:
@@ -178,15 +170,7 @@ def import_torch() -> bool:
     if "torch" in sys.modules:
         return True
     with _native_stderr_to_log():
-        try:
-            import torch  # noqa: F401
-        except ImportError as exc:
-            if exc.name == "torch":
-                return False
-            raise broken_install("PyTorch", exc, TRAIN_EXTRA) from None
-        except (Exception, SystemExit) as exc:  # e.g. OSError: a CUDA library not found
-            raise broken_install("PyTorch", exc, TRAIN_EXTRA) from None
-    return True
+        return import_installed("torch", "PyTorch", TRAIN_EXTRA) is not None
 
 
 @contextlib.contextmanager

@@ -52,7 +52,7 @@ def import_(
     overwrite: Overwrite = False,
 ) -> None:
     """Import a pytorch-CycleGAN-and-pix2pix generator checkpoint as a styler ONNX model."""
-    _say_if_missing(checkpoint)
+    _check_checkpoint_argument(checkpoint)
     need_train_extra()
     from styler.importer import import_to_onnx
     from styler.netconfig import generator_preset
@@ -104,7 +104,7 @@ def export(
     Given a training run folder, exports its generators from the latest
     checkpoint into the folder, named by direction (A_to_B.onnx, B_to_A.onnx).
     """
-    _say_if_missing(checkpoint)
+    _check_checkpoint_argument(checkpoint)
     need_train_extra()
     from styler.export import export_checkpoint
 
@@ -135,7 +135,7 @@ def export(
     _report_export(result)
 
 
-def _say_if_missing(checkpoint: Path) -> None:
+def _check_checkpoint_argument(checkpoint: Path) -> None:
     """A checkpoint that is not there, or a model given for one, is said at
     once, before PyTorch is imported (which takes seconds)."""
     kind = path_kind(checkpoint, BadCheckpointError)

@@ -8,11 +8,9 @@ from typing import Annotated
 
 import typer
 
-from styler.cli.app import app, need_train_extra, print_line
+from styler.cli.app import EXIT_INTERRUPTED, app, need_train_extra, print_line
 from styler.errors import UsageError
 from styler.paths import check_image_folder, check_two_domains
-
-EXIT_INTERRUPTED = 130
 
 
 @app.command("train")

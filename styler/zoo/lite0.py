@@ -22,7 +22,7 @@ CHANNELS = (24, 40, 112, 320)
 STRIDE = 32
 
 
-def pad_to_stride(x: torch.Tensor) -> torch.Tensor:
+def _pad_to_stride(x: torch.Tensor) -> torch.Tensor:
     """``x`` padded on the bottom and right to sides that are multiples of
     :data:`STRIDE`: mirrored, or, where the pad is as long as the side (a
     16-pixel crop), the edge repeated."""
@@ -35,8 +35,8 @@ def pad_to_stride(x: torch.Tensor) -> torch.Tensor:
 
 
 class Lite0Features(nn.Module):
-    """Images (N x 1 or 3 x H x W in [-1, 1], sides a multiple of 32) ->
-    the four feature maps of :data:`STAGES`. Gradients flow to the input,
+    """Images (N x 1 or 3 x H x W in [-1, 1], any sides: padded to multiples
+    of :data:`STRIDE`) -> the four feature maps of :data:`STAGES`. Gradients flow to the input,
     never into the network, which stays in eval mode."""
 
     def __init__(self) -> None:
@@ -51,6 +51,7 @@ class Lite0Features(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor, stages: int = len(STAGES)) -> list[torch.Tensor]:
+        x = _pad_to_stride(x)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         # [-1, 1] -> the scale Lite0 was trained on, (x * 255 - 127) / 128 for x in [0, 1].

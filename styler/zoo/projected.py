@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from styler.netconfig import ProjectedDiscriminatorConfig
-from styler.zoo.lite0 import CHANNELS, Lite0Features, pad_to_stride
+from styler.zoo.lite0 import CHANNELS, Lite0Features
 
 #: Strided convolutions in the head of each scale (finest first): the maps
 #: of a 128-pixel crop (32, 16, 8, 4 pixels) all come to 8 x 8 or less.
@@ -88,7 +88,7 @@ class ProjectedDiscriminator(nn.Module):
         return self._backbone[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(pad_to_stride(x), self.config.scales)
+        features = self.backbone(x, self.config.scales)
         mixed = [F.conv2d(f, getattr(self, f"ccm{i}").to(f)) for i, f in enumerate(features)]
         # Cross-scale mixing, from the coarsest map into the finest.
         fused: list[torch.Tensor] = [mixed[-1]]

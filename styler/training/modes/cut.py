@@ -42,7 +42,6 @@ from styler.training.modes.translation import TranslationConfig
 from styler.training.seeds import seeded
 from styler.training.trainer import ExportSpec, Trainer, set_requires_grad
 from styler.zoo.init import init_weights
-from styler.zoo.lite0 import pad_to_stride
 from styler.zoo.patchnce import PatchSampler
 from styler.zoo.resnet import nce_channels, nce_layers
 
@@ -271,18 +270,18 @@ class Cut(Trainer):
         if not self._lite0:
             return {}
         lite0 = self._lite0[0]
-        fake = lite0(pad_to_stride(fake_B))
+        fake = lite0(fake_B)
         loss = {}
         if c.lambda_content > 0:
             with torch.no_grad():
-                source = lite0(pad_to_stride(real_A))
+                source = lite0(real_A)
             picked = list(CONTENT_STAGES)
             loss["content"] = c.lambda_content * content_loss(
                 [fake[i] for i in picked], [source[i] for i in picked]
             )
         if c.lambda_style > 0:
             with torch.no_grad():
-                style = lite0(pad_to_stride(real_B))
+                style = lite0(real_B)
             loss["style"] = style_loss(fake, style) * c.lambda_style
         return loss
 
