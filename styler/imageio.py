@@ -10,6 +10,8 @@ temporary file that replaces the target only when complete.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import importlib
 import io
 import logging
@@ -27,6 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from styler.errors import BadImageError, OutputError
 from styler.fsutil import atomic_path
+from styler.jpegscans import count_scans
 from styler.log import logger
 
 # Pillow logs what it finds wrong in a damaged file (e.g. a TIFF tag) to the
@@ -158,7 +161,7 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
 def _opened(path: Path, max_pixels: int, scans: bool = False) -> Iterator[Image.Image]:
     """``path`` opened by Pillow (header read, nothing decoded), with every
     error inside the block turned into one :class:`BadImageError`; with
-    ``scans``, a JPEG's scans are counted first (see :data:`MAX_JPEG_SCANS`)."""
+    ``scans``, a JPEG's scans are counted first (:mod:`styler.jpegscans`)."""
     if os.path.isdir(path):  # (False where the path cannot be checked: os.open says why)
         raise BadImageError("is a directory, not an image", path)
     try:
@@ -185,6 +188,8 @@ def _opened(path: Path, max_pixels: int, scans: bool = False) -> Iterator[Image.
             raise BadImageError("empty file", path)
         if scans and head[:3] == b"\xff\xd8\xff":
             _count_scans(f, path)
+        if head[:4] in _TIFF_HEADS:
+            _quiet_libtiff()
         with _decoder_errors(head, path):
             img = Image.open(f, formats=SUPPORTED_FORMATS)
             _check_size(img, max_pixels, path)
@@ -196,31 +201,41 @@ def _opened(path: Path, max_pixels: int, scans: bool = False) -> Iterator[Image.
             yield img
 
 
-#: Most scans a JPEG may hold. Each scan of a progressive JPEG is decoded
-#: over the whole image, so a small file of thousands of empty scans takes
-#: minutes (libjpeg-turbo's many-scans problem: 451 KB, 6000 scans, 70 s);
-#: encoders write about 10.
-MAX_JPEG_SCANS = 256
-
-
 def _count_scans(f: BinaryIO, path: Path) -> None:
-    """Refuse a JPEG with more than :data:`MAX_JPEG_SCANS` start-of-scan
-    markers (0xFFDA: entropy-coded data stuffs every 0xFF with 0x00, so the
-    pair appears only as a marker), reading the file once, then rewind."""
-    count, tail = 0, b""
+    """Refuse a JPEG whose scans would take minutes to decode
+    (:mod:`styler.jpegscans`), reading its markers once, then rewind."""
     try:
-        while chunk := f.read(1 << 20):
-            data = tail + chunk
-            count += data.count(b"\xff\xda")
-            tail = data[-1:] if data[-1:] == b"\xff" else b""
-            if count > MAX_JPEG_SCANS:
-                raise BadImageError(
-                    f"a JPEG of more than {MAX_JPEG_SCANS} scans (made to take minutes to decode)",
-                    path,
-                )
+        cost = count_scans(f)
         f.seek(0)
     except OSError as exc:
         raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
+    reason = cost.too_costly()
+    if reason:
+        raise BadImageError(reason, path)
+
+
+_TIFF_HEADS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+@functools.cache
+def _quiet_libtiff() -> None:
+    """libtiff, inside Pillow's TIFF decoder, prints its errors and warnings
+    on stderr itself ("JPEGLib: Quantization table 0x00 was not defined."),
+    around styler's own line for the file. Its process-wide handlers are set
+    to none, once (Pillow reads its errors from return codes, not from
+    them). Where the symbols cannot be reached through Pillow's extension
+    (Windows), the messages stay."""
+    try:
+        from PIL import _imaging
+
+        lib = ctypes.CDLL(_imaging.__file__)  # dlsym searches its libtiff too
+        for name in ("TIFFSetErrorHandler", "TIFFSetWarningHandler"):
+            setter = getattr(lib, name)
+            setter.restype = ctypes.c_void_p
+            setter.argtypes = [ctypes.c_void_p]
+            setter(None)
+    except (OSError, AttributeError, ImportError):
+        logger.debug("libtiff's messages could not be silenced")
 
 
 def _not_regular(mode: int) -> str | None:
@@ -294,6 +309,8 @@ def _decode_reason(exc: BaseException, data: bytes) -> str:
         if data[:8] == b"\x89PNG\r\n\x1a\n"
         else "WebP"
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+        else "TIFF"
+        if data[:4] in _TIFF_HEADS
         else "image"
     )
     if (
@@ -308,6 +325,8 @@ def _decode_reason(exc: BaseException, data: bytes) -> str:
     if isinstance(exc, MemoryError):
         return "not enough memory to decode"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "decoder error" in text:  # Pillow's only word from libtiff and others
+        return f"corrupt or unsupported {kind} data ({first[:160]})"
     return f"cannot decode {kind}: {first[:160]}"
 
 

@@ -155,9 +155,9 @@ def need_train_extra() -> None:
 
 
 def need_onnx() -> None:
-    """The onnx package (of the train extra), for commands that rewrite ONNX
-    graphs without PyTorch (``quantize``), which then start in a fraction
-    of the time."""
+    """The onnx package (of the train extra), checked before any work by
+    the commands that write ONNX graphs: ``quantize`` (without PyTorch),
+    ``export``, ``import`` and a ``train`` that exports at its end."""
     if import_installed("onnx", "the onnx package", TRAIN_EXTRA) is None:
         raise StylerError(f"this command needs the onnx package: {TRAIN_EXTRA}")
 

@@ -54,6 +54,7 @@ def import_(
     """Import a pytorch-CycleGAN-and-pix2pix generator checkpoint as a styler ONNX model."""
     _check_checkpoint_argument(checkpoint)
     need_train_extra()
+    need_onnx()
     from styler.importer import import_to_onnx
     from styler.netconfig import generator_preset
 
@@ -106,6 +107,7 @@ def export(
     """
     _check_checkpoint_argument(checkpoint)
     need_train_extra()
+    need_onnx()
     from styler.export import export_checkpoint
 
     if path_kind(checkpoint) == "dir":

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from styler.cli.app import EXIT_INTERRUPTED, app, need_train_extra, print_line
+from styler.cli.app import EXIT_INTERRUPTED, app, need_onnx, need_train_extra, print_line
 from styler.errors import UsageError
 from styler.paths import check_image_folder, check_two_domains
 
@@ -322,6 +322,8 @@ def train(
         if second is not None:
             check_two_domains(first, second)
     need_train_extra()
+    if export is not False:  # the run ends by writing ONNX models
+        need_onnx()
     from styler.training.allocator import keep_freed_memory
 
     keep_freed_memory()  # this process trains: reuse freed memory (see the module)

@@ -1,0 +1,187 @@
+"""Reliability, the thirty-third pass: what the thirty-third hostile review
+found in the code of passes 30-32. The scan counter is checked on real JPEG
+bytes (cheap, in the default suite); the rest runs through the real CLI on
+tiny files (``-m slow``). Each fails on the code of the pass's start
+(51559d8) for the reason its docstring gives.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from styler.jpegscans import MAX_MARKERS, ScanCount, count_scans
+
+#: An empty progressive DC scan of the three components: what crafted
+#: many-scan files repeat.
+EMPTY_SCAN = b"\xff\xda\x00\x0c\x03\x01\x00\x02\x10\x03\x10\x00\x00\x00"
+
+
+def _progressive(size: tuple[int, int] = (64, 48), seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", progressive=True, quality=90)
+    return buffer.getvalue()
+
+
+def _count(tmp_path: Path, data: bytes) -> ScanCount:
+    path = tmp_path / "x.jpg"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        return count_scans(f)
+
+
+def _with_app1(jpeg: bytes, payload: bytes) -> bytes:
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def _with_size(jpeg: bytes, width: int, height: int) -> bytes:
+    """``jpeg`` with its start-of-frame saying ``width`` x ``height``."""
+    at = jpeg.index(b"\xff\xc2")
+    return jpeg[: at + 5] + struct.pack(">HH", height, width) + jpeg[at + 9 :]
+
+
+def test_the_scan_count_follows_the_markers_as_the_decoder_does(tmp_path: Path) -> None:
+    """`FF DA` was counted wherever the byte pair stood: inside an APPn
+    segment, in a "motion photo"'s video after the end of the image, in the
+    later frames of joined JPEGs. Such files, which decode in milliseconds,
+    were refused as "more than 256 scans". Only the first image's real
+    scans count now, and stray bytes between segments (which the decoder
+    skips) do not hide scans from the count."""
+    good = _progressive()
+    assert _count(tmp_path, good).scans == 10  # libjpeg's progressive script
+    assert _count(tmp_path, _with_app1(good, b"\xff\xda" * 30000)).scans == 10
+    trailer = os.urandom(1 << 16).replace(b"\xff", b"\x00") + b"\xff\xda\x00\x04" * 400
+    assert _count(tmp_path, good + trailer).scans == 10
+    assert _count(tmp_path, good * 300).scans == 10
+    assert good[2:4] == b"\xff\xe0"  # JFIF's APP0: stray bytes after it, as the decoder allows
+    junk = good[:20] + b"\x00\x17" + good[20:]
+    hostile = junk[:-2] + EMPTY_SCAN * 300 + b"\xff\xd9"
+    assert _count(tmp_path, hostile).too_costly() == (
+        "a JPEG of more than 256 scans (made to take minutes to decode)"
+    )
+    assert _count(tmp_path, good + b"\xff\x01" * (MAX_MARKERS + 1)).too_costly() is None
+    tems = good[:2] + b"\xff\x01" * (MAX_MARKERS + 1) + good[2:]
+    assert "more than 65536 markers" in str(_count(tmp_path, tems).too_costly())
+
+
+def test_a_few_hundred_scans_over_a_large_image_are_refused(tmp_path: Path) -> None:
+    """256 scans were allowed whatever the image's size, and 256 empty
+    scans over 168 megapixels took 97 s to decode (with a stop waiting for
+    it). The limit is now on scans x pixels past 32 scans, read from the
+    frame header before decoding; a real progressive JPEG of that size (10
+    scans) passes."""
+    big = _with_size(_progressive(), 12000, 14000)
+    assert _count(tmp_path, big).too_costly() is None
+    many = big[:-2] + EMPTY_SCAN * 30 + b"\xff\xd9"
+    assert _count(tmp_path, many).too_costly() == (
+        "a JPEG of 40 scans over 168 megapixels (made to take minutes to decode)"
+    )
+    small = _progressive()[:-2] + EMPTY_SCAN * 240 + b"\xff\xd9"
+    assert _count(tmp_path, small).scans == 250
+    assert _count(tmp_path, small).too_costly() is None
+
+
+@pytest.mark.slow
+def test_jpegs_with_data_beside_their_scans_are_styled(tmp_path: Path) -> None:
+    """Through `styler apply`: the files above that decode in milliseconds
+    are styled; a large image of many scans is refused in one line before
+    decoding; the batch goes on."""
+    from test_safety import _lines, _model
+    from test_safety_pass7 import _run
+
+    onnx = pytest.importorskip("onnx")
+    photos = tmp_path / "in"
+    photos.mkdir()
+    good = _progressive()
+    (photos / "app.jpg").write_bytes(_with_app1(good, b"\xff\xda" * 30000))
+    (photos / "motion.jpg").write_bytes(good + b"\xff\xda\x00\x04" * 400)
+    (photos / "frames.jpg").write_bytes(good * 300)
+    big = _with_size(good, 12000, 14000)
+    (photos / "big.jpg").write_bytes(big[:-2] + EMPTY_SCAN * 30 + b"\xff\xd9")
+    identity = [onnx.helper.make_node("Identity", ["image"], ["styled"])]
+    model = _model(tmp_path / "m.onnx", identity)
+    out = tmp_path / "out"
+    r = _run("apply", str(photos), "-m", str(model), "-o", str(out), "-q", timeout=120)
+    assert r.returncode == 1, _lines(r)
+    assert _lines(r) == [
+        f"styler: {photos / 'big.jpg'}: a JPEG of 40 scans over 168 megapixels "
+        "(made to take minutes to decode)"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["app.jpg", "frames.jpg", "motion.jpg"]
+
+
+@pytest.mark.slow
+def test_libtiff_says_nothing_on_stderr(tmp_path: Path) -> None:
+    """A damaged JPEG-compressed TIFF made libtiff print "JPEGLib:
+    Quantization table 0x00 was not defined." on stderr itself, before
+    styler's line, which said only "cannot decode image: decoder error
+    -2". Only styler's line is left, and it names the format."""
+    from test_safety import _lines, _model
+    from test_safety_pass7 import _run
+
+    onnx = pytest.importorskip("onnx")
+    photos = tmp_path / "in"
+    photos.mkdir()
+    pixels = np.random.default_rng(1).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "TIFF", compression="jpeg")
+    (photos / "cut.tif").write_bytes(buffer.getvalue()[:-100])
+    Image.fromarray(pixels).save(photos / "good.png")
+    identity = [onnx.helper.make_node("Identity", ["image"], ["styled"])]
+    model = _model(tmp_path / "m.onnx", identity)
+    out = tmp_path / "out"
+    r = _run("apply", str(photos), "-m", str(model), "-o", str(out), timeout=120)
+    assert r.returncode == 1, _lines(r)
+    errors = [line for line in _lines(r) if "cut.tif" in line or "JPEG" in line]
+    assert errors == [
+        f"styler: {photos / 'cut.tif'}: corrupt or unsupported TIFF data (decoder error -2)"
+    ], _lines(r)
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]
+
+
+@pytest.mark.slow
+def test_a_broken_onnx_package_stops_train_export_and_import_at_once(tmp_path: Path) -> None:
+    """An onnx package that fails to import was found only at the end:
+    `train` trained, then printed a traceback as it exported (exit 1);
+    `export` and `import` printed one; an onnx that calls sys.exit(0) made
+    all three exit 0 having written nothing. Each now says so in one line
+    before any work, exit 2."""
+    from test_safety import _lines
+    from test_safety_pass7 import _env, _photos, _run
+
+    a, b = _photos(tmp_path / "A", 2, (40, 40)), _photos(tmp_path / "B", 2, (40, 40))
+    tiny = ["--gen", "resnet_2blocks", "--ngf", "4", "--ndf", "4", "--size", "32"]
+    run = tmp_path / "run"
+    r = _run("train", str(a), str(b), *tiny, "--steps", "1", "-o", str(run), "--no-export", "-q",
+             timeout=300)  # fmt: skip
+    assert r.returncode == 0, _lines(r)
+    checkpoint = Path(__file__).parent / "fixtures" / "reference"
+    checkpoint = checkpoint / "resnet_6blocks_ngf16_instance.pth"
+    for i, body in enumerate(("raise RuntimeError('boom')", "import sys; sys.exit(0)")):
+        fake = tmp_path / f"fake{i}"
+        (fake / "onnx").mkdir(parents=True)
+        (fake / "onnx" / "__init__.py").write_text(body + "\n")
+        env = _env(PYTHONPATH=str(fake))
+        fresh = tmp_path / f"fresh{i}"
+        cases = [
+            ["train", str(a), str(b), *tiny, "--steps", "1", "-o", str(fresh)],
+            ["export", str(run)],
+            ["import", str(checkpoint), "-o", str(tmp_path / f"imported{i}.onnx")],
+        ]
+        for args in cases:
+            r = _run(*args, env=env, timeout=300)
+            said = _lines(r)
+            assert r.returncode == 2 and len(said) == 1, (body, args[0], said)
+            assert said[0].startswith("styler: error: the onnx package is installed but"), said
+        assert not fresh.exists()
+        assert not list(run.glob("*.onnx"))
+        assert not (tmp_path / f"imported{i}.onnx").exists()
