@@ -214,7 +214,9 @@ def _count_scans(f: BinaryIO, path: Path) -> None:
         raise BadImageError(reason, path)
 
 
-_TIFF_HEADS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: What Pillow takes for a TIFF (both byte orders of each magic number, as
+#: it does, and BigTIFF).
+_TIFF_HEADS = (b"II*\x00", b"MM\x00*", b"II\x00*", b"MM*\x00", b"II+\x00", b"MM\x00+")
 
 
 @functools.cache

@@ -73,6 +73,33 @@ def test_the_scan_count_follows_the_markers_as_the_decoder_does(tmp_path: Path) 
     assert "more than 65536 markers" in str(_count(tmp_path, tems).too_costly())
 
 
+def test_the_walk_stops_where_the_decoder_stops_reading(tmp_path: Path) -> None:
+    """The walk read the whole file (a JPEG left by a download that
+    reserved 32 GiB took 67 s, and a Ctrl-C waited for it) through a memory
+    map (a file cut short meanwhile killed the process with SIGBUS). It
+    reads in chunks, at most 64 MB past a sequential JPEG's only scan;
+    a progressive one whose data runs on is refused, and so is a run of
+    0xFF fill, which Pillow reads in time growing with its square."""
+    baseline = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)
+    Image.fromarray(pixels).save(baseline, "JPEG")
+    for i, jpeg in enumerate((baseline.getvalue(), _progressive())):
+        path = tmp_path / f"hole{i}.jpg"
+        with open(path, "wb") as f:
+            f.write(jpeg[:-2])
+            f.truncate(32 << 30)  # a hole: nothing on disk
+        with open(path, "rb") as f:
+            reason = count_scans(f).too_costly()
+        assert reason == (
+            None
+            if i == 0
+            else "a JPEG whose data runs on past 64 MB without an end "
+            "(damaged, or made to be slow to read)"
+        )
+        fill = _count(tmp_path, jpeg[:-2] + b"\xff" * (3 << 20)).too_costly()
+        assert fill == "a JPEG holding megabytes of 0xFF fill (damaged, and slow to read)"
+
+
 def test_a_few_hundred_scans_over_a_large_image_are_refused(tmp_path: Path) -> None:
     """256 scans were allowed whatever the image's size, and 256 empty
     scans over 168 megapixels took 97 s to decode (with a stop waiting for
@@ -135,15 +162,21 @@ def test_libtiff_says_nothing_on_stderr(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "TIFF", compression="jpeg")
     (photos / "cut.tif").write_bytes(buffer.getvalue()[:-100])
+    # Read first: its magic number in the other byte order, which Pillow takes for a TIFF.
+    lzw = io.BytesIO()
+    Image.fromarray(pixels).save(lzw, "TIFF", compression="tiff_lzw")
+    data = lzw.getvalue()
+    (photos / "a_swapped.tif").write_bytes(data[:2] + data[3:4] + data[2:3] + data[4:])
     Image.fromarray(pixels).save(photos / "good.png")
     identity = [onnx.helper.make_node("Identity", ["image"], ["styled"])]
     model = _model(tmp_path / "m.onnx", identity)
     out = tmp_path / "out"
     r = _run("apply", str(photos), "-m", str(model), "-o", str(out), timeout=120)
     assert r.returncode == 1, _lines(r)
-    errors = [line for line in _lines(r) if "cut.tif" in line or "JPEG" in line]
+    errors = [line for line in _lines(r) if ".tif" in line or "TIFF" in line or "JPEG" in line]
     assert errors == [
-        f"styler: {photos / 'cut.tif'}: corrupt or unsupported TIFF data (decoder error -2)"
+        f"styler: {photos / name}: corrupt or unsupported TIFF data (decoder error -2)"
+        for name in ("a_swapped.tif", "cut.tif")
     ], _lines(r)
     assert sorted(p.name for p in out.iterdir()) == ["good.png"]
 
