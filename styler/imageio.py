@@ -31,6 +31,7 @@ from styler.errors import BadImageError, OutputError
 from styler.fsutil import atomic_path
 from styler.jpegscans import count_scans
 from styler.log import logger
+from styler.pngchunks import too_costly as png_too_costly
 
 # Pillow logs what it finds wrong in a damaged file (e.g. a TIFF tag) to the
 # "PIL" logger; unless the application set up logging, Python would print it
@@ -160,8 +161,10 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
 @contextlib.contextmanager
 def _opened(path: Path, max_pixels: int, scans: bool = False) -> Iterator[Image.Image]:
     """``path`` opened by Pillow (header read, nothing decoded), with every
-    error inside the block turned into one :class:`BadImageError`; with
-    ``scans``, a JPEG's scans are counted first (:mod:`styler.jpegscans`)."""
+    error inside the block turned into one :class:`BadImageError`. A JPEG's
+    header (with ``scans``, all its scans: :mod:`styler.jpegscans`) and a
+    PNG's chunks before its pixels (:mod:`styler.pngchunks`) are checked
+    first, for files made to be slow to read."""
     if os.path.isdir(path):  # (False where the path cannot be checked: os.open says why)
         raise BadImageError("is a directory, not an image", path)
     try:
@@ -186,8 +189,10 @@ def _opened(path: Path, max_pixels: int, scans: bool = False) -> Iterator[Image.
             raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
         if not head:
             raise BadImageError("empty file", path)
-        if scans and head[:3] == b"\xff\xd8\xff":
-            _count_scans(f, path)
+        if head[:3] == b"\xff\xd8\xff":
+            _count_scans(f, path, header_only=not scans)
+        elif head[:8] == b"\x89PNG\r\n\x1a\n":
+            _check_png_chunks(f, path)
         if head[:4] in _TIFF_HEADS:
             _quiet_libtiff()
         with _decoder_errors(head, path):
@@ -201,15 +206,27 @@ def _opened(path: Path, max_pixels: int, scans: bool = False) -> Iterator[Image.
             yield img
 
 
-def _count_scans(f: BinaryIO, path: Path) -> None:
-    """Refuse a JPEG whose scans would take minutes to decode
-    (:mod:`styler.jpegscans`), reading its markers once, then rewind."""
+def _count_scans(f: BinaryIO, path: Path, header_only: bool) -> None:
+    """Refuse a JPEG whose scans would take minutes to decode, or whose
+    header minutes to read (:mod:`styler.jpegscans`), then rewind."""
     try:
-        cost = count_scans(f)
+        cost = count_scans(f, header_only)
         f.seek(0)
     except OSError as exc:
         raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
     reason = cost.too_costly()
+    if reason:
+        raise BadImageError(reason, path)
+
+
+def _check_png_chunks(f: BinaryIO, path: Path) -> None:
+    """Refuse a PNG whose chunks before its pixels would take minutes and
+    gigabytes to read (:mod:`styler.pngchunks`), then rewind."""
+    try:
+        reason = png_too_costly(f)
+        f.seek(0)
+    except OSError as exc:
+        raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
     if reason:
         raise BadImageError(reason, path)
 

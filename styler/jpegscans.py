@@ -39,10 +39,19 @@ MAX_SCAN_PIXELS = 4_000_000_000
 #: Most markers outside entropy-coded data a JPEG may hold (a real one has
 #: a few dozen; a file of millions of empty markers is made to be slow).
 MAX_MARKERS = 65536
-#: Bytes a JPEG may hold before its end, per pixel of its frame (a photo at
-#: quality 100 holds 1-3), and at least :data:`MIN_BYTES`.
+#: Bytes of image data (from the first scan) a JPEG may hold before its
+#: end, per pixel of its frame (a photo at quality 100 holds 1-3), and at
+#: least :data:`MIN_BYTES`.
 BYTES_PER_PIXEL = 16
 MIN_BYTES = 64 << 20
+#: Most bytes before the first scan (segments of metadata: Photoshop's
+#: extended XMP reaches tens of MB), and of them, most stray bytes between
+#: segments, which Pillow's header parser reads one at a time (80 ns each).
+MAX_HEADER = 256 << 20
+MAX_STRAY = 1 << 20
+_STRAY = "a JPEG of megabytes of stray bytes between its segments (made to be slow to read)"
+#: A run of 0xFF fill that no encoder writes.
+_FILL = b"\xff" * 4096
 
 #: Start-of-frame markers (their segment gives the image's size): C0-CF
 #: but DHT (C4), JPG (C8) and DAC (CC); of them, the progressive ones.
@@ -94,8 +103,13 @@ class _TooLong(Exception):
 
 
 class _Fill(Exception):
-    """A megabyte of 0xFF fill: Pillow reads a JPEG's fill in time that
-    grows with its square (32 MB: 10 s; 200 MB: minutes)."""
+    """A run of 0xFF fill: Pillow reads a JPEG's fill in time that grows
+    with its square (32 MB: 10 s; 200 MB: minutes), and so it does fill
+    broken by a stuffed zero now and then. Encoders write none."""
+
+
+class _Stray(Exception):
+    """More than :data:`MAX_STRAY` stray bytes between header segments."""
 
 
 class _Chunks:
@@ -103,7 +117,7 @@ class _Chunks:
 
     def __init__(self, f: BinaryIO) -> None:
         self.f = f
-        self.limit = MIN_BYTES
+        self.limit = MAX_HEADER
 
     def read(self, pos: int, n: int) -> bytes:
         if pos + n > self.limit or pos >= self.limit:
@@ -111,16 +125,22 @@ class _Chunks:
         self.f.seek(pos)
         return self.f.read(n)
 
-    def find(self, pattern: re.Pattern[bytes], pos: int) -> tuple[int, int] | None:
+    def find(
+        self, pattern: re.Pattern[bytes], pos: int, within: int | None = None
+    ) -> tuple[int, int] | None:
         """Where a two-byte ``pattern`` first matches at ``pos`` or after,
-        and its second byte (the marker); None at the end of the file."""
+        and its second byte (the marker); None at the end of the file. With
+        ``within``, :class:`_Stray` after that many bytes without a match."""
+        start = pos
         while True:
+            if within is not None and pos - start > within:
+                raise _Stray
             chunk = self.read(pos, min(_CHUNK + 1, self.limit - pos))
+            if _FILL in chunk:
+                raise _Fill
             found = pattern.search(chunk)
             if found is not None:
                 return pos + found.start(), chunk[found.start() + 1]
-            if len(chunk) > _CHUNK and not chunk.rstrip(b"\xff"):
-                raise _Fill
             if len(chunk) <= _CHUNK:
                 if pos + len(chunk) >= self.limit:
                     raise _TooLong
@@ -128,20 +148,26 @@ class _Chunks:
             pos += _CHUNK
 
 
-def count_scans(f: BinaryIO) -> ScanCount:
+def count_scans(f: BinaryIO, header_only: bool = False) -> ScanCount:
     """The scans of the first image in ``f`` (a file holding a JPEG),
-    counted up to :data:`MAX_SCANS` + 1. A file the walk cannot follow
-    (truncated, bad lengths) is counted as far as it goes: the decoder then
-    says what is wrong with it."""
+    counted up to :data:`MAX_SCANS` + 1; with ``header_only``, the walk
+    stops at the first scan (what Pillow reads to open the file). A file
+    the walk cannot follow (truncated, bad lengths) is counted as far as
+    it goes: the decoder then says what is wrong with it."""
     chunks = _Chunks(f)
     scans, pixels, components, progressive = 0, 0, 0, False
     complete = False  # a sequential scan of every component read: all the decoder needs
-    pos = 2  # after the start-of-image marker
+    pos, stray = 2, 0  # after the start-of-image marker
     try:
         for _ in range(MAX_MARKERS):
-            found = chunks.find(_MARKER, pos)
+            # Pillow's header parser reads stray bytes one at a time.
+            found = chunks.find(_MARKER, pos, None if scans else MAX_STRAY - stray)
             if found is None or found[1] == _EOI:
                 return ScanCount(scans, pixels)
+            if not scans:
+                stray += found[0] - pos
+                if stray > MAX_STRAY:
+                    raise _Stray
             pos, marker = found[0] + 2, found[1]
             if marker in _STANDALONE:
                 continue
@@ -152,9 +178,12 @@ def count_scans(f: BinaryIO) -> ScanCount:
                 height, width = struct.unpack(">HH", head[3:7])
                 pixels, components = height * width, head[7]
                 progressive = marker in _PROGRESSIVE
-                chunks.limit = byte_limit(pixels)
             pos += length
             if marker == _SOS:
+                if header_only:
+                    return ScanCount(1, pixels)
+                if not scans:  # the image's data starts: its own limit
+                    chunks.limit = pos + byte_limit(pixels)
                 scans += 1
                 if scans > MAX_SCANS:
                     return ScanCount(scans, pixels, f"a JPEG of more than {MAX_SCANS} scans"
@@ -166,12 +195,17 @@ def count_scans(f: BinaryIO) -> ScanCount:
                 pos = found[0]
         return ScanCount(scans, pixels, f"a JPEG of more than {MAX_MARKERS} markers"
                          " (made to be slow to read)")  # fmt: skip
+    except _Stray:
+        return ScanCount(scans, pixels, _STRAY)
     except _Fill:
-        return ScanCount(scans, pixels, "a JPEG holding megabytes of 0xFF fill"
+        return ScanCount(scans, pixels, "a JPEG holding a run of 0xFF fill"
                          " (damaged, and slow to read)")  # fmt: skip
     except _TooLong:
         if complete:  # the rest is never read
             return ScanCount(scans, pixels)
-        megabytes = chunks.limit / (1 << 20)
+        if not scans:
+            return ScanCount(scans, pixels, f"a JPEG of more than {MAX_HEADER >> 20} MB"
+                             " before its image data (made to be slow to read)")  # fmt: skip
+        megabytes = byte_limit(pixels) / (1 << 20)
         return ScanCount(scans, pixels, f"a JPEG whose data runs on past {megabytes:.0f} MB"
                          " without an end (damaged, or made to be slow to read)")  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from styler.jpegscans import MAX_MARKERS, ScanCount, count_scans
 
+FILL = "a JPEG holding a run of 0xFF fill (damaged, and slow to read)"
+STRAY = "a JPEG of megabytes of stray bytes between its segments (made to be slow to read)"
 #: An empty progressive DC scan of the three components: what crafted
 #: many-scan files repeat.
 EMPTY_SCAN = b"\xff\xda\x00\x0c\x03\x01\x00\x02\x10\x03\x10\x00\x00\x00"
@@ -97,7 +100,7 @@ def test_the_walk_stops_where_the_decoder_stops_reading(tmp_path: Path) -> None:
             "(damaged, or made to be slow to read)"
         )
         fill = _count(tmp_path, jpeg[:-2] + b"\xff" * (3 << 20)).too_costly()
-        assert fill == "a JPEG holding megabytes of 0xFF fill (damaged, and slow to read)"
+        assert fill == FILL
 
 
 def test_a_few_hundred_scans_over_a_large_image_are_refused(tmp_path: Path) -> None:
@@ -218,3 +221,91 @@ def test_a_broken_onnx_package_stops_train_export_and_import_at_once(tmp_path: P
         assert not fresh.exists()
         assert not list(run.glob("*.onnx"))
         assert not (tmp_path / f"imported{i}.onnx").exists()
+
+
+def _baseline() -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _pass35_files(folder: Path) -> None:
+    """The thirty-fifth pass's files (sparse: a few KB on disk each)."""
+    good = _baseline()
+    app0_end = 4 + struct.unpack(">H", good[4:6])[0]
+    with open(folder / "hole.jpg", "wb") as f:  # 1 GiB of zeros between two segments
+        f.write(good[:app0_end])
+        f.seek(1 << 30, 1)
+        f.write(good[app0_end:])
+    sos = good.index(b"\xff\xda")
+    data = sos + 2 + struct.unpack(">H", good[sos + 2 : sos + 4])[0]
+    stuffed = (b"\xff" * 8191 + b"\x00") * 4  # fill broken by stuffed zeros
+    (folder / "stuffed.jpg").write_bytes(good[:data] + stuffed + good[data:])
+    with open(folder / "meta.jpg", "wb") as f:  # 72 MB of APP1 segments (extended XMP)
+        f.write(good[:2])
+        for _ in range(1100):
+            f.write(b"\xff\xe1" + struct.pack(">H", 65535))
+            f.seek(65533, 1)
+        f.write(good[2:])
+    png = io.BytesIO()
+    Image.open(io.BytesIO(good)).save(png, "PNG")
+    ihdr_end = 8 + 25
+    with open(folder / "chunks.png", "wb") as f:  # 4 unknown chunks of 1 GiB before the pixels
+        f.write(png.getvalue()[:ihdr_end])
+        for _ in range(4):
+            f.write(struct.pack(">I", 1 << 30) + b"abCd")
+            f.seek(1 << 30, 1)
+            f.write(b"\0\0\0\0")
+        f.write(png.getvalue()[ihdr_end:])
+
+
+def test_what_pillow_reads_before_the_pixels_is_bounded(tmp_path: Path) -> None:
+    """Pillow's own header parsers read a JPEG's stray bytes one at a time
+    (a 10 GiB hole between two segments: minutes for each open, in apply's
+    probe, which did not walk the file) and a PNG's chunks before IDAT
+    whole (four unknown chunks of 1 GiB: 72 s and 5.3 GB); fill broken by a
+    stuffed zero each megabyte escaped the fill rule (43 s); 72 MB of APP1
+    segments, a good file, was refused as "data runs on past 64 MB". Stray
+    bytes, fill runs and the bytes before the pixels are bounded now, each
+    with its own reason, and metadata segments count apart from the data."""
+    from styler.imageio import probe
+    from styler.pngchunks import too_costly
+
+    _pass35_files(tmp_path)
+    with open(tmp_path / "hole.jpg", "rb") as f:
+        assert count_scans(f, header_only=True).too_costly() == STRAY
+    with open(tmp_path / "stuffed.jpg", "rb") as f:
+        assert count_scans(f).too_costly() == FILL
+    with open(tmp_path / "meta.jpg", "rb") as f:
+        assert count_scans(f).too_costly() is None
+    with open(tmp_path / "chunks.png", "rb") as f:
+        assert too_costly(f) == (
+            "a PNG of more than 64 MB of chunks before its pixels (made to be slow to read)"
+        )
+    for name, reason in (("hole.jpg", STRAY), ("chunks.png", "64 MB of chunks")):
+        with pytest.raises(Exception, match=re.escape(reason)):
+            probe(tmp_path / name)
+    assert probe(tmp_path / "meta.jpg").size == (64, 48)
+
+
+@pytest.mark.slow
+def test_files_slow_to_open_are_one_line_each_in_apply(tmp_path: Path) -> None:
+    """Through `styler apply`: the files above take a second in all, each
+    refused in one line, and the good one styled."""
+    from test_safety import _lines
+    from test_safety_pass7 import _run
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    _pass35_files(photos)
+    out = tmp_path / "out"
+    r = _run("apply", str(photos), "-o", str(out), "-q", timeout=60)
+    assert r.returncode == 1, _lines(r)
+    assert sorted(_lines(r)) == [
+        f"styler: {photos / 'chunks.png'}: a PNG of more than 64 MB of chunks before its "
+        "pixels (made to be slow to read)",
+        f"styler: {photos / 'hole.jpg'}: {STRAY}",
+        f"styler: {photos / 'stuffed.jpg'}: {FILL}",
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["meta.jpg"]
