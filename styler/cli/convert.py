@@ -106,27 +106,23 @@ def export(
     checkpoint into the folder, named by direction (A_to_B.onnx, B_to_A.onnx).
     """
     _check_checkpoint_argument(checkpoint)
-    need_train_extra()
+    run_folder = path_kind(checkpoint) == "dir"
+    given = {"--output": output, "--name": name, "--description": description, "--license": license}
+    if run_folder and (misplaced := [flag for flag, value in given.items() if value is not None]):
+        flags = ", ".join(misplaced[:-1]) + " and " if len(misplaced) > 1 else ""
+        flags += misplaced[-1]
+        raise UsageError(
+            f"{flags} {'does' if len(misplaced) == 1 else 'do'} not apply to a run folder, "
+            "whose models are written into it, named and described from its training "
+            "config (export one of its checkpoints to choose them)"
+        )
+    need_train_extra()  # (the checks above are said before PyTorch loads, in seconds)
     need_onnx()
     from styler.export import export_checkpoint
 
-    if path_kind(checkpoint) == "dir":
+    if run_folder:
         from styler.training.export import export_run
 
-        given = {
-            "--output": output,
-            "--name": name,
-            "--description": description,
-            "--license": license,
-        }
-        if misplaced := [flag for flag, value in given.items() if value is not None]:
-            flags = ", ".join(misplaced[:-1]) + " and " if len(misplaced) > 1 else ""
-            flags += misplaced[-1]
-            raise UsageError(
-                f"{flags} {'does' if len(misplaced) == 1 else 'do'} not apply to a run folder, "
-                "whose models are written into it, named and described from its training "
-                "config (export one of its checkpoints to choose them)"
-            )
         for result in export_run(checkpoint, fp16=fp16, overwrite=overwrite):
             _report_export(result)
         return
