@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from styler.errors import BadImageError, OutputError
 from styler.fsutil import atomic_path
@@ -42,6 +42,12 @@ logging.getLogger("PIL").addHandler(logging.NullHandler())
 #: Refuse images with more pixels than this (Pillow's own decompression-bomb
 #: error threshold, read here, never changed).
 DEFAULT_MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+# Pillow inflates a PNG's compressed ICC profile or text (iCCP, zTXt, iTXt)
+# to at most 1 MB and refuses the file beyond: good files with a large
+# profile, or an image generator's workflow text, were refused. 16 MB each
+# (Pillow's own bound on all text together, 64 MB, stays), set once here.
+PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, 16 << 20)
 ORIENTATION_TAG = 0x0112
 
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}

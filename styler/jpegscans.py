@@ -136,9 +136,10 @@ class _Chunks:
             if within is not None and pos - start > within:
                 raise _Stray
             chunk = self.read(pos, min(_CHUNK + 1, self.limit - pos))
-            if _FILL in chunk:
-                raise _Fill
             found = pattern.search(chunk)
+            # Fill counts only where the decoder reads: up to the marker found.
+            if _FILL in (chunk if found is None else chunk[: found.start() + 1]):
+                raise _Fill
             if found is not None:
                 return pos + found.start(), chunk[found.start() + 1]
             if len(chunk) <= _CHUNK:

@@ -309,3 +309,55 @@ def test_files_slow_to_open_are_one_line_each_in_apply(tmp_path: Path) -> None:
         f"styler: {photos / 'stuffed.jpg'}: {FILL}",
     ]
     assert sorted(p.name for p in out.iterdir()) == ["meta.jpg"]
+
+
+def _good_files_with_fill(folder: Path) -> list[str]:
+    """Good files of the thirty-sixth pass: 0xFF runs where the decoder
+    never reads (a comment, an ICC profile, after the end, in a second
+    frame), and PNGs of large compressed metadata."""
+    from PIL import PngImagePlugin
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8))
+    img.save(folder / "com_ff.jpg", comment=b"\xff" * 5000)
+    img.save(folder / "icc_ff.jpg", icc_profile=bytes(128) + b"\xff" * 6000)
+    baseline = _baseline()
+    (folder / "trail_ff.jpg").write_bytes(baseline + b"\xff" * 8192)
+    (folder / "prog_trail_ff.jpg").write_bytes(_progressive() + b"\xff" * 8192)
+    commented = io.BytesIO()
+    img.save(commented, "JPEG", comment=b"\xff" * 5000)
+    (folder / "two_ff.jpg").write_bytes(baseline + commented.getvalue())
+    img.save(folder / "icc.png", icc_profile=bytes(128) + bytes(1_500_000))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("workflow", '{"a":1}' * 200_000, zip=True)  # 1.4 MB inflated
+    img.save(folder / "ztxt.png", pnginfo=info)
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_fill_where_the_decoder_never_reads_is_no_reason_to_refuse(tmp_path: Path) -> None:
+    """The fill rule looked at the whole megabyte read ahead, not at the
+    bytes searched up to the marker found: a JPEG with a run of 0xFF in a
+    comment, an ICC profile, an uncompressed EXIF thumbnail of a bright
+    scene or after its end was refused. Such JPEGs are read, as are PNGs
+    whose ICC profile or text inflates past Pillow's 1 MB default."""
+    from styler.imageio import load_image
+
+    names = _good_files_with_fill(tmp_path)
+    for name in names:
+        if name.endswith(".jpg"):
+            with open(tmp_path / name, "rb") as f:
+                assert count_scans(f).too_costly() is None, name
+        assert load_image(tmp_path / name).rgb.shape[:2] in ((64, 80), (48, 64)), name
+
+
+@pytest.mark.slow
+def test_good_files_with_fill_are_styled(tmp_path: Path) -> None:
+    from test_safety import _lines
+    from test_safety_pass7 import _run
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    names = _good_files_with_fill(photos)
+    out = tmp_path / "out"
+    r = _run("apply", str(photos), "-o", str(out), "-q", timeout=60)
+    assert r.returncode == 0 and not _lines(r), _lines(r)
+    assert sorted(p.name for p in out.iterdir()) == names
