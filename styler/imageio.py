@@ -31,7 +31,7 @@ from styler.errors import BadImageError, OutputError
 from styler.fsutil import atomic_path
 from styler.jpegscans import count_scans
 from styler.log import logger
-from styler.pngchunks import too_costly as png_too_costly
+from styler.slowfiles import too_costly as slow_to_open
 
 # Pillow logs what it finds wrong in a damaged file (e.g. a TIFF tag) to the
 # "PIL" logger; unless the application set up logging, Python would print it
@@ -169,8 +169,8 @@ def _opened(path: Path, max_pixels: int, scans: bool = False) -> Iterator[Image.
     """``path`` opened by Pillow (header read, nothing decoded), with every
     error inside the block turned into one :class:`BadImageError`. A JPEG's
     header (with ``scans``, all its scans: :mod:`styler.jpegscans`) and a
-    PNG's chunks before its pixels (:mod:`styler.pngchunks`) are checked
-    first, for files made to be slow to read."""
+    other format's headers (:mod:`styler.slowfiles`) are checked first, for
+    files made to be slow to read."""
     if os.path.isdir(path):  # (False where the path cannot be checked: os.open says why)
         raise BadImageError("is a directory, not an image", path)
     try:
@@ -197,8 +197,8 @@ def _opened(path: Path, max_pixels: int, scans: bool = False) -> Iterator[Image.
             raise BadImageError("empty file", path)
         if head[:3] == b"\xff\xd8\xff":
             _count_scans(f, path, header_only=not scans)
-        elif head[:8] == b"\x89PNG\r\n\x1a\n":
-            _check_png_chunks(f, path)
+        else:
+            _check_headers(head, f, path)
         if head[:4] in _TIFF_HEADS:
             _quiet_libtiff()
         with _decoder_errors(head, path):
@@ -225,11 +225,11 @@ def _count_scans(f: BinaryIO, path: Path, header_only: bool) -> None:
         raise BadImageError(reason, path)
 
 
-def _check_png_chunks(f: BinaryIO, path: Path) -> None:
-    """Refuse a PNG whose chunks before its pixels would take minutes and
-    gigabytes to read (:mod:`styler.pngchunks`), then rewind."""
+def _check_headers(head: bytes, f: BinaryIO, path: Path) -> None:
+    """Refuse a file whose headers would take Pillow minutes and gigabytes
+    to read (:mod:`styler.slowfiles`), then rewind."""
     try:
-        reason = png_too_costly(f)
+        reason = slow_to_open(head, f)
         f.seek(0)
     except OSError as exc:
         raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None

@@ -281,7 +281,7 @@ def test_what_pillow_reads_before_the_pixels_is_bounded(tmp_path: Path) -> None:
         assert count_scans(f).too_costly() is None
     with open(tmp_path / "chunks.png", "rb") as f:
         assert too_costly(f) == (
-            "a PNG of more than 64 MB of chunks before its pixels (made to be slow to read)"
+            "a PNG of more than 64 MB of chunks besides its pixels (made to be slow to read)"
         )
     for name, reason in (("hole.jpg", STRAY), ("chunks.png", "64 MB of chunks")):
         with pytest.raises(Exception, match=re.escape(reason)):
@@ -303,7 +303,7 @@ def test_files_slow_to_open_are_one_line_each_in_apply(tmp_path: Path) -> None:
     r = _run("apply", str(photos), "-o", str(out), "-q", timeout=60)
     assert r.returncode == 1, _lines(r)
     assert sorted(_lines(r)) == [
-        f"styler: {photos / 'chunks.png'}: a PNG of more than 64 MB of chunks before its "
+        f"styler: {photos / 'chunks.png'}: a PNG of more than 64 MB of chunks besides its "
         "pixels (made to be slow to read)",
         f"styler: {photos / 'hole.jpg'}: {STRAY}",
         f"styler: {photos / 'stuffed.jpg'}: {FILL}",
@@ -361,3 +361,101 @@ def test_good_files_with_fill_are_styled(tmp_path: Path) -> None:
     r = _run("apply", str(photos), "-o", str(out), "-q", timeout=60)
     assert r.returncode == 0 and not _lines(r), _lines(r)
     assert sorted(p.name for p in out.iterdir()) == names
+
+
+def _slow_headers(folder: Path) -> dict[str, str]:
+    """Files of the thirty-sixth pass whose headers Pillow reads in Python
+    for minutes or gigabytes (sparse: a few KB on disk each), and the
+    reason each is refused."""
+    import zlib
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8))
+    encoded = {}
+    for fmt in ("WEBP", "TIFF", "GIF", "BMP", "PNG"):
+        buffer = io.BytesIO()
+        img.save(buffer, fmt)
+        encoded[fmt] = buffer.getvalue()
+    with open(folder / "hole.webp", "wb") as f:  # read whole by Pillow: 76 s, 8.5 GB at 4 GiB
+        f.write(encoded["WEBP"])
+        f.truncate(1 << 30)
+    tiff = encoded["TIFF"]  # its directory again at the end, with a tag of 1 GiB in a hole
+    (ifd,) = struct.unpack("<I", tiff[4:8])
+    (n,) = struct.unpack("<H", tiff[ifd : ifd + 2])
+    tag = struct.pack("<HHII", 65000, 7, 1 << 30, len(tiff))
+    directory = struct.pack("<H", n + 1) + tiff[ifd + 2 : ifd + 2 + 12 * n] + tag + bytes(4)
+    with open(folder / "tag.tif", "wb") as f:
+        f.write(tiff[:4] + struct.pack("<I", len(tiff)) + tiff[8:] + directory)
+        f.truncate(len(tiff) + (1 << 30))
+    with open(folder / "hole.gif", "wb") as f:  # a hole before its trailer: stepped byte by byte
+        f.write(encoded["GIF"][:-1])
+        f.seek(64 << 20, 1)
+        f.write(b";")
+    with open(folder / "comment.ppm", "wb") as f:  # a comment read byte by byte
+        f.write(b"P6\n#")
+        f.seek(8 << 20, 1)
+        f.write(b"\n80 64\n255\n" + img.tobytes())
+    bmp = bytearray(encoded["BMP"])
+    bmp[14:18] = struct.pack("<I", 0x7FFFFFF0)  # a header of 2 GiB, read whole
+    with open(folder / "header.bmp", "wb") as f:
+        f.write(bmp)
+        f.truncate(1 << 30)
+    png = encoded["PNG"]
+    end = png.rindex(b"IEND") - 4
+    with open(folder / "after.png", "wb") as f:  # unknown chunks after the pixels
+        f.write(png[:end])
+        for _ in range(2):
+            f.write(struct.pack(">I", 1 << 30) + b"zzXx")
+            f.seek(1 << 30, 1)
+            f.write(bytes(4))
+        f.write(png[end:])
+    empty = struct.pack(">I", 0) + b"zzXx" + struct.pack(">I", zlib.crc32(b"zzXx"))
+    (folder / "many.png").write_bytes(png[:end] + empty * 270_000 + png[end:])
+    with open(folder / "png.ico", "wb") as f:  # an icon's PNG with a chunk of 1 GiB
+        f.write(struct.pack("<HHHBBBBHHII", 0, 1, 1, 64, 64, 0, 0, 1, 32, 100, 22))
+        f.write(png[:33] + struct.pack(">I", 1 << 30) + b"abCd")
+        f.seek(1 << 30, 1)
+        f.write(bytes(4) + png[33:])
+    slow = "(made to be slow to read)"
+    return {
+        "hole.webp": f"a WebP of more than 256 MB {slow}",
+        "tag.tif": f"a TIFF whose tags hold more than 64 MB {slow}",
+        "hole.gif": f"a GIF of megabytes of stray bytes between its blocks {slow}",
+        "comment.ppm": f"a PPM whose header runs past 1 MB {slow}",
+        "header.bmp": f"a BMP header of 2147483632 bytes {slow}",
+        "after.png": f"a PNG of more than 64 MB of chunks besides its pixels {slow}",
+        "many.png": f"a PNG of more than 262144 chunks {slow}",
+        "png.ico": f"an icon's PNG of more than 64 MB of chunks besides its pixels {slow}",
+    }
+
+
+def test_headers_pillow_reads_in_python_are_bounded(tmp_path: Path) -> None:
+    """A WebP followed by a hole (read whole: 76 s, 8.5 GB), TIFF tags
+    pointing into one (73 s, 9.5 GB), a GIF's or a PPM comment's stray bytes
+    (stepped over one at a time: 52 s, 20 s), a BMP header claiming 2 GiB
+    (30 s, 4.3 GB), PNG chunks after the pixels (36 s, 9.5 GB; or two
+    million empty ones) and an icon's PNG: each is refused from its headers
+    in milliseconds; the same formats, well made, are read."""
+    from styler.imageio import probe
+
+    for name, reason in _slow_headers(tmp_path).items():
+        with pytest.raises(Exception, match=re.escape(reason)):
+            probe(tmp_path / name)
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (300, 400, 3), np.uint8))
+    for ext in ("webp", "tif", "gif", "ppm", "bmp", "ico", "png", "tga"):
+        img.save(tmp_path / f"good.{ext}")
+        assert probe(tmp_path / f"good.{ext}").size[0] in (400, 256), ext  # ICO: 256 at most
+
+
+@pytest.mark.slow
+def test_slow_headers_are_one_line_each_in_apply(tmp_path: Path) -> None:
+    from test_safety import _lines
+    from test_safety_pass7 import _run
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    reasons = _slow_headers(photos)
+    out = tmp_path / "out"
+    r = _run("apply", str(photos), "-o", str(out), "-q", timeout=60)
+    assert r.returncode == 1, _lines(r)
+    assert sorted(_lines(r)) == sorted(f"styler: {photos / n}: {why}" for n, why in reasons.items())
+    assert not out.exists() or not list(out.iterdir())
