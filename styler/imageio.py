@@ -230,6 +230,11 @@ def _check_headers(head: bytes, f: BinaryIO, path: Path) -> None:
     to read (:mod:`styler.slowfiles`), then rewind."""
     try:
         reason = slow_to_open(head, f)
+    except (ValueError, OverflowError):  # an offset no file has: the decoder says what is wrong
+        reason = None
+    except OSError as exc:
+        raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
+    try:
         f.seek(0)
     except OSError as exc:
         raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None

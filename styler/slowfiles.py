@@ -42,6 +42,8 @@ _SLOW = "(made to be slow to read)"
 _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
                     13: 4, 16: 8, 17: 8, 18: 8}  # fmt: skip
 _GIF_BLOCK_START = re.compile(rb"[!,;]")
+#: TIFF tags that point at a directory Pillow reads too: EXIF, GPS, interoperability.
+_SUB_DIRECTORIES = frozenset({34665, 34853, 40965})
 
 
 def too_costly(head: bytes, f: BinaryIO) -> str | None:
@@ -51,8 +53,11 @@ def too_costly(head: bytes, f: BinaryIO) -> str | None:
     if head[:8] == PNG_SIGNATURE:
         return png_too_costly(f)
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        if os.fstat(f.fileno()).st_size > MAX_WEBP:
-            return f"a WebP of more than {MAX_WEBP >> 20} MB {_SLOW}"
+        stat = os.fstat(f.fileno())
+        if stat.st_size > MAX_WEBP and (
+            _on_disk(stat) < stat.st_size // 2 or stat.st_size > 4 * MAX_WEBP
+        ):
+            return f"a WebP of {stat.st_size >> 20} MB, mostly holes or too large {_SLOW}"
         return None
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II\x00*", b"MM*\x00", b"II+\x00", b"MM\x00+"):
         return _tiff(head, f)
@@ -61,13 +66,17 @@ def too_costly(head: bytes, f: BinaryIO) -> str | None:
     if head[:1] == b"P" and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"f", b"F"):
         return _ppm(f)
     if head[:2] == b"BM":
-        return _bmp_header(f, 14)
+        return _bmp_header(f, 14) or _bmp_rle(f)
     if head[:4] == b"\x00\x00\x01\x00":
         return _ico(f)
     return None
 
 
 def _tiff(head: bytes, f: BinaryIO) -> str | None:
+    """The tag data of the first directory and of its EXIF, GPS and
+    interoperability directories, all of which Pillow reads whole. Data a
+    file really holds is allowed (Photoshop keeps a layered image's layers
+    in one tag of hundreds of MB); what lies in holes is not."""
     order = "<" if head[:2] == b"II" else ">"
     big = head[2:4] in (b"+\x00", b"\x00+")
     f.seek(8 if big else 4)
@@ -75,23 +84,54 @@ def _tiff(head: bytes, f: BinaryIO) -> str | None:
     if len(pointer) < (8 if big else 4):
         return None
     (offset,) = struct.unpack(order + ("Q" if big else "I"), pointer)
+    stat = os.fstat(f.fileno())
+    total, pending, seen = 0, [offset], set()
+    while pending and len(seen) < 8:
+        offset = pending.pop()
+        if offset in seen or offset >= stat.st_size:  # past the end: the decoder says so
+            continue
+        seen.add(offset)
+        entries = _tiff_directory(f, order, big, offset)
+        if entries is None:
+            return f"a TIFF directory of more than 65536 entries {_SLOW}"
+        for tag, size, value in entries:
+            total += size
+            if tag in _SUB_DIRECTORIES:
+                pending.append(value)
+    if total > max(MAX_TIFF_TAGS, _on_disk(stat)):
+        return f"a TIFF whose tags claim {total >> 20} MB, more than the file holds {_SLOW}"
+    return None
+
+
+def _on_disk(stat: os.stat_result) -> int:
+    """Bytes a file really holds (its holes left out, where the system says)."""
+    blocks = getattr(stat, "st_blocks", None)
+    return stat.st_size if blocks is None else min(stat.st_size, blocks * 512)
+
+
+def _tiff_directory(
+    f: BinaryIO, order: str, big: bool, offset: int
+) -> list[tuple[int, int, int]] | None:
+    """(tag, bytes of data beyond the entry, value or offset) of each entry
+    of the directory at ``offset``; None for more entries than any real
+    directory has (tags are 16-bit numbers, each once)."""
     f.seek(offset)
     count_bytes = f.read(8 if big else 2)
     if len(count_bytes) < (8 if big else 2):
-        return None
+        return []
     (count,) = struct.unpack(order + ("Q" if big else "H"), count_bytes)
+    if count > 65536:
+        return None
     entry, inline = (20, 8) if big else (12, 4)
-    entries = f.read(min(count, 65536) * entry)
-    total = 0
-    for i in range(len(entries) // entry):
-        raw = entries[i * entry : (i + 1) * entry]
-        _, kind, n = struct.unpack(order + ("HHQ" if big else "HHI"), raw[: 12 if big else 8])
+    raw = f.read(count * entry)
+    out = []
+    for i in range(len(raw) // entry):
+        tag, kind, n, value = struct.unpack(
+            order + ("HHQQ" if big else "HHII"), raw[i * entry : (i + 1) * entry]
+        )
         size = _TIFF_TYPE_SIZES.get(kind, 1) * n
-        if size > inline:
-            total += size
-    if total > MAX_TIFF_TAGS:
-        return f"a TIFF whose tags hold more than {MAX_TIFF_TAGS >> 20} MB {_SLOW}"
-    return None
+        out.append((tag, size if size > inline else 0, value))
+    return out
 
 
 def _gif(f: BinaryIO) -> str | None:
@@ -175,6 +215,24 @@ def _bmp_header(f: BinaryIO, at: int) -> str | None:
     raw = f.read(4)
     if len(raw) == 4 and struct.unpack("<I", raw)[0] > MAX_BMP_HEADER:
         return f"a BMP header of {struct.unpack('<I', raw)[0]} bytes {_SLOW}"
+    return None
+
+
+def _bmp_rle(f: BinaryIO) -> str | None:
+    """Pillow decodes run-length BMPs in Python, two bytes a loop, and goes
+    on through data that adds no pixels: the data may be at most what the
+    image could need (two bytes a pixel and four a row, as absolute runs)."""
+    f.seek(18)
+    raw = f.read(16)
+    if len(raw) < 16:
+        return None
+    width, height, _, _, compression = struct.unpack("<iiHHI", raw)
+    if compression not in (1, 2):
+        return None
+    needed = 2 * abs(width * height) + 4 * abs(height) + (1 << 20)
+    size = os.fstat(f.fileno()).st_size
+    if size > needed:
+        return f"a run-length BMP of more data than its pixels can need {_SLOW}"
     return None
 
 

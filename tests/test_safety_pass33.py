@@ -417,8 +417,8 @@ def _slow_headers(folder: Path) -> dict[str, str]:
         f.write(bytes(4) + png[33:])
     slow = "(made to be slow to read)"
     return {
-        "hole.webp": f"a WebP of more than 256 MB {slow}",
-        "tag.tif": f"a TIFF whose tags hold more than 64 MB {slow}",
+        "hole.webp": f"a WebP of 1024 MB, mostly holes or too large {slow}",
+        "tag.tif": f"a TIFF whose tags claim 1024 MB, more than the file holds {slow}",
         "hole.gif": f"a GIF of megabytes of stray bytes between its blocks {slow}",
         "comment.ppm": f"a PPM whose header runs past 1 MB {slow}",
         "header.bmp": f"a BMP header of 2147483632 bytes {slow}",
@@ -459,3 +459,55 @@ def test_slow_headers_are_one_line_each_in_apply(tmp_path: Path) -> None:
     assert r.returncode == 1, _lines(r)
     assert sorted(_lines(r)) == sorted(f"styler: {photos / n}: {why}" for n, why in reasons.items())
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_tiff_and_bmp_headers_of_the_thirty_seventh_pass(tmp_path: Path) -> None:
+    """A BigTIFF pointing at its directory past 2^63 was a traceback that
+    ended the batch; a BigTIFF directory claiming 5,000,000 entries took
+    49 s, EXIF tags in holes 19 s and 4.3 GB, a run-length BMP over a hole
+    minutes (Pillow decodes it in Python); a layered Photoshop TIFF (its
+    layers in one tag of 70 MB, really in the file) was refused. Each is
+    now read or refused at once."""
+    from styler.errors import BadImageError
+    from styler.imageio import load_image, probe
+
+    slow = "(made to be slow to read)"
+    (tmp_path / "far.tif").write_bytes(b"II+\0" + struct.pack("<HHQ", 8, 0, 2**64 - 1) + bytes(64))
+    with pytest.raises(BadImageError):  # the decoder's own reason, not a traceback
+        probe(tmp_path / "far.tif")
+    with open(tmp_path / "entries.tif", "wb") as f:
+        f.write(b"II+\0" + struct.pack("<HHQ", 8, 0, 16) + struct.pack("<Q", 5_000_000))
+        f.truncate(100 << 20)
+    with pytest.raises(BadImageError, match=re.escape(f"more than 65536 entries {slow}")):
+        probe(tmp_path / "entries.tif")
+    grey = Image.fromarray(np.zeros((8, 8), np.uint8))
+    buffer = io.BytesIO()
+    grey.save(buffer, "TIFF")
+    base = buffer.getvalue()
+    (ifd,) = struct.unpack("<I", base[4:8])
+    (n,) = struct.unpack("<H", base[ifd : ifd + 2])
+    sub = len(base)  # an EXIF directory at the end: one comment claiming 1 GiB after it
+    exif_dir = struct.pack("<H", 1) + struct.pack("<HHII", 0x9286, 7, 1 << 30, sub + 64) + bytes(4)
+    first = len(base) + 64
+    entries = base[ifd + 2 : ifd + 2 + 12 * n] + struct.pack("<HHII", 34665, 13, 1, sub)
+    directory = struct.pack("<H", n + 1) + entries + bytes(4)
+    tiff = base[:4] + struct.pack("<I", first) + base[8:]
+    tiff += exif_dir + bytes(64 - len(exif_dir)) + directory
+    with open(tmp_path / "exif.tif", "wb") as f:
+        f.write(tiff)
+        f.truncate(len(tiff) + (1 << 30))
+    with pytest.raises(BadImageError, match="more than the file holds"):
+        probe(tmp_path / "exif.tif")
+    bmp = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).convert("P").save(bmp, "BMP")
+    rle = bytearray(bmp.getvalue())
+    rle[30:34] = struct.pack("<I", 1)  # RLE8
+    with open(tmp_path / "rle.bmp", "wb") as f:
+        f.write(rle)
+        f.truncate(64 << 20)
+    with pytest.raises(BadImageError, match=re.escape(f"than its pixels can need {slow}")):
+        probe(tmp_path / "rle.bmp")
+    layered = Image.fromarray(np.zeros((60, 80, 3), np.uint8))
+    info = {37724: b"Adobe Photoshop Document Data Block\0" + os.urandom(70 << 20)}
+    layered.save(tmp_path / "layered.tif", tiffinfo=info)
+    assert load_image(tmp_path / "layered.tif").rgb.shape == (60, 80, 3)
