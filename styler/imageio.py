@@ -29,8 +29,8 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from styler.errors import BadImageError, OutputError
 from styler.fsutil import atomic_path
-from styler.jpegscans import count_scans
 from styler.log import logger
+from styler.slowfiles import TIFF_HEADS
 from styler.slowfiles import too_costly as slow_to_open
 
 # Pillow logs what it finds wrong in a damaged file (e.g. a TIFF tag) to the
@@ -167,10 +167,9 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decode
 @contextlib.contextmanager
 def _opened(path: Path, max_pixels: int, scans: bool = False) -> Iterator[Image.Image]:
     """``path`` opened by Pillow (header read, nothing decoded), with every
-    error inside the block turned into one :class:`BadImageError`. A JPEG's
-    header (with ``scans``, all its scans: :mod:`styler.jpegscans`) and a
-    other format's headers (:mod:`styler.slowfiles`) are checked first, for
-    files made to be slow to read."""
+    error inside the block turned into one :class:`BadImageError`. Headers
+    made to be slow to read (with ``scans``, a JPEG's scans too) are refused
+    first (:mod:`styler.slowfiles`)."""
     if os.path.isdir(path):  # (False where the path cannot be checked: os.open says why)
         raise BadImageError("is a directory, not an image", path)
     try:
@@ -195,11 +194,8 @@ def _opened(path: Path, max_pixels: int, scans: bool = False) -> Iterator[Image.
             raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
         if not head:
             raise BadImageError("empty file", path)
-        if head[:3] == b"\xff\xd8\xff":
-            _count_scans(f, path, header_only=not scans)
-        else:
-            _check_headers(head, f, path)
-        if head[:4] in _TIFF_HEADS:
+        _check_headers(head, f, path, whole=scans)
+        if head[:4] in TIFF_HEADS:
             _quiet_libtiff()
         with _decoder_errors(head, path):
             img = Image.open(f, formats=SUPPORTED_FORMATS)
@@ -212,24 +208,12 @@ def _opened(path: Path, max_pixels: int, scans: bool = False) -> Iterator[Image.
             yield img
 
 
-def _count_scans(f: BinaryIO, path: Path, header_only: bool) -> None:
-    """Refuse a JPEG whose scans would take minutes to decode, or whose
-    header minutes to read (:mod:`styler.jpegscans`), then rewind."""
-    try:
-        cost = count_scans(f, header_only)
-        f.seek(0)
-    except OSError as exc:
-        raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
-    reason = cost.too_costly()
-    if reason:
-        raise BadImageError(reason, path)
-
-
-def _check_headers(head: bytes, f: BinaryIO, path: Path) -> None:
+def _check_headers(head: bytes, f: BinaryIO, path: Path, whole: bool) -> None:
     """Refuse a file whose headers would take Pillow minutes and gigabytes
-    to read (:mod:`styler.slowfiles`), then rewind."""
+    to read, or (``whole``) a JPEG whose scans would take minutes to decode
+    (:mod:`styler.slowfiles`), then rewind."""
     try:
-        reason = slow_to_open(head, f)
+        reason = slow_to_open(head, f, whole)
     except (ValueError, OverflowError):  # an offset no file has: the decoder says what is wrong
         reason = None
     except OSError as exc:
@@ -240,11 +224,6 @@ def _check_headers(head: bytes, f: BinaryIO, path: Path) -> None:
         raise BadImageError(f"cannot read: {exc.strerror or exc}", path) from None
     if reason:
         raise BadImageError(reason, path)
-
-
-#: What Pillow takes for a TIFF (both byte orders of each magic number, as
-#: it does, and BigTIFF).
-_TIFF_HEADS = (b"II*\x00", b"MM\x00*", b"II\x00*", b"MM*\x00", b"II+\x00", b"MM\x00+")
 
 
 @functools.cache
@@ -340,7 +319,7 @@ def _decode_reason(exc: BaseException, data: bytes) -> str:
         else "WebP"
         if data[:4] == b"RIFF" and data[8:12] == b"WEBP"
         else "TIFF"
-        if data[:4] in _TIFF_HEADS
+        if data[:4] in TIFF_HEADS
         else "image"
     )
     if (

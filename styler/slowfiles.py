@@ -7,8 +7,8 @@ image: it reads a WebP whole, every TIFF tag's data whole, a BMP's header
 of any claimed size, and steps over a GIF's or a PPM comment's stray bytes
 one at a time. A file of a few KB on disk holding a hole of gigabytes took
 minutes and gigabytes of memory to open. Each check reads only headers;
-JPEG and PNG have their own modules (:mod:`styler.jpegscans`,
-:mod:`styler.pngchunks`).
+JPEG's and PNG's walks have their own modules (:mod:`styler.jpegscans`,
+:mod:`styler.pngchunks`), called from here.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import re
 import struct
 from typing import BinaryIO
 
+from styler.jpegscans import count_scans
 from styler.pngchunks import PNG_SIGNATURE
 from styler.pngchunks import too_costly as png_too_costly
 
@@ -38,6 +39,10 @@ MAX_BMP_HEADER = 1024
 #: Most ICO entries checked (each is a PNG or a BMP at an offset).
 MAX_ICO_ENTRIES = 256
 
+#: What Pillow takes for a TIFF (both byte orders of each magic number, as
+#: it does, and BigTIFF).
+TIFF_HEADS = (b"II*\x00", b"MM\x00*", b"II\x00*", b"MM*\x00", b"II+\x00", b"MM\x00+")
+
 _SLOW = "(made to be slow to read)"
 _TIFF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8,
                     13: 4, 16: 8, 17: 8, 18: 8}  # fmt: skip
@@ -46,10 +51,14 @@ _GIF_BLOCK_START = re.compile(rb"[!,;]")
 _SUB_DIRECTORIES = frozenset({34665, 34853, 40965})
 
 
-def too_costly(head: bytes, f: BinaryIO) -> str | None:
+def too_costly(head: bytes, f: BinaryIO, whole: bool = False) -> str | None:
     """Why opening ``f`` (whose first bytes are ``head``) would take
-    minutes or gigabytes, or None. A file whose headers cannot be followed
-    is left to the decoder, which says what is wrong with it."""
+    minutes or gigabytes, or None; with ``whole``, why decoding it would
+    (a JPEG's scans are walked to its end, not only its header). A file
+    whose headers cannot be followed is left to the decoder, which says
+    what is wrong with it."""
+    if head[:3] == b"\xff\xd8\xff":
+        return count_scans(f, header_only=not whole).too_costly()
     if head[:8] == PNG_SIGNATURE:
         return png_too_costly(f)
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
@@ -59,7 +68,7 @@ def too_costly(head: bytes, f: BinaryIO) -> str | None:
         ):
             return f"a WebP of {stat.st_size >> 20} MB, mostly holes or too large {_SLOW}"
         return None
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II\x00*", b"MM*\x00", b"II+\x00", b"MM\x00+"):
+    if head[:4] in TIFF_HEADS:
         return _tiff(head, f)
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return _gif(f)

@@ -12,7 +12,9 @@ import os
 import re
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -23,6 +25,8 @@ from styler.jpegscans import MAX_MARKERS, ScanCount, count_scans
 
 FILL = "a JPEG holding a run of 0xFF fill (damaged, and slow to read)"
 STRAY = "a JPEG of megabytes of stray bytes between its segments (made to be slow to read)"
+T = TypeVar("T")
+
 #: An empty progressive DC scan of the three components: what crafted
 #: many-scan files repeat.
 EMPTY_SCAN = b"\xff\xda\x00\x0c\x03\x01\x00\x02\x10\x03\x10\x00\x00\x00"
@@ -223,6 +227,18 @@ def test_a_broken_onnx_package_stops_train_export_and_import_at_once(tmp_path: P
         assert not (tmp_path / f"imported{i}.onnx").exists()
 
 
+def _apply_folder(tmp_path: Path, make: Callable[[Path], T]) -> tuple[Any, Path, Path, T]:
+    """``make(folder)`` fills a fresh folder, which `styler apply -q` then
+    styles into ``out``: (the run, the folder, out, what make returned)."""
+    from test_safety_pass7 import _run
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    made = make(photos)
+    out = tmp_path / "out"
+    return _run("apply", str(photos), "-o", str(out), "-q", timeout=60), photos, out, made
+
+
 def _baseline() -> bytes:
     pixels = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
     buffer = io.BytesIO()
@@ -294,13 +310,8 @@ def test_files_slow_to_open_are_one_line_each_in_apply(tmp_path: Path) -> None:
     """Through `styler apply`: the files above take a second in all, each
     refused in one line, and the good one styled."""
     from test_safety import _lines
-    from test_safety_pass7 import _run
 
-    photos = tmp_path / "in"
-    photos.mkdir()
-    _pass35_files(photos)
-    out = tmp_path / "out"
-    r = _run("apply", str(photos), "-o", str(out), "-q", timeout=60)
+    r, photos, out, _ = _apply_folder(tmp_path, _pass35_files)
     assert r.returncode == 1, _lines(r)
     assert sorted(_lines(r)) == [
         f"styler: {photos / 'chunks.png'}: a PNG of more than 64 MB of chunks besides its "
@@ -352,13 +363,8 @@ def test_fill_where_the_decoder_never_reads_is_no_reason_to_refuse(tmp_path: Pat
 @pytest.mark.slow
 def test_good_files_with_fill_are_styled(tmp_path: Path) -> None:
     from test_safety import _lines
-    from test_safety_pass7 import _run
 
-    photos = tmp_path / "in"
-    photos.mkdir()
-    names = _good_files_with_fill(photos)
-    out = tmp_path / "out"
-    r = _run("apply", str(photos), "-o", str(out), "-q", timeout=60)
+    r, _, out, names = _apply_folder(tmp_path, _good_files_with_fill)
     assert r.returncode == 0 and not _lines(r), _lines(r)
     assert sorted(p.name for p in out.iterdir()) == names
 
@@ -449,13 +455,8 @@ def test_headers_pillow_reads_in_python_are_bounded(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_slow_headers_are_one_line_each_in_apply(tmp_path: Path) -> None:
     from test_safety import _lines
-    from test_safety_pass7 import _run
 
-    photos = tmp_path / "in"
-    photos.mkdir()
-    reasons = _slow_headers(photos)
-    out = tmp_path / "out"
-    r = _run("apply", str(photos), "-o", str(out), "-q", timeout=60)
+    r, photos, out, reasons = _apply_folder(tmp_path, _slow_headers)
     assert r.returncode == 1, _lines(r)
     assert sorted(_lines(r)) == sorted(f"styler: {photos / n}: {why}" for n, why in reasons.items())
     assert not out.exists() or not list(out.iterdir())
