@@ -83,6 +83,25 @@ def color_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> to
     return l1(chroma(output), chroma(source))
 
 
+def hue_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torch.Tensor:
+    """How far the hues of ``output`` turned from those of ``source``, over a
+    grid of ``cells`` x ``cells`` regions: per cell, |c_s| |c_o| - c_s . c_o
+    for the mean chroma vectors (Cb, Cr) c_s and c_o, which is
+    |c_s| |c_o| (1 - cos of the angle between them). A hue kept costs
+    nothing whatever its saturation, brightness or texture, so a style may
+    saturate, darken or repaint a region but not turn grass purple; grey
+    regions (no hue to keep) weigh nothing."""
+    size = max(1, source.shape[-1] // cells)
+    weights = _CHROMA.to(source.device)[:, :, None, None]
+
+    def chroma(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.avg_pool2d(x.float(), size), weights)
+
+    c_o, c_s = chroma(output), chroma(source).detach()
+    norm_o = (c_o.square().sum(1) + 1e-8).sqrt()
+    return (c_s.norm(dim=1) * norm_o - (c_s * c_o).sum(1)).mean()
+
+
 def patch_nce(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """PatchNCE (CUT): for each of P patches (N x P x D unit vectors), the
     cross-entropy of picking its own key among the P keys of the same image

@@ -37,7 +37,13 @@ from styler.netconfig import (
 from styler.training.config import TrainConfig
 from styler.training.distributed import DistInfo
 from styler.training.ema import Ema
-from styler.training.losses import color_loss, content_loss, patch_nce, style_loss
+from styler.training.losses import (
+    color_loss,
+    content_loss,
+    hue_loss,
+    patch_nce,
+    style_loss,
+)
 from styler.training.modes.translation import TranslationConfig
 from styler.training.seeds import seeded
 from styler.training.trainer import ExportSpec, Trainer, set_requires_grad
@@ -83,6 +89,9 @@ class CutConfig(TranslationConfig):
     #: side (8: regional hues; 32 on a 128-pixel crop: 4-pixel cells, so that
     #: a hue cannot be swapped for a mix of others with the same mean).
     color_cells: int = 8
+    #: Hue loss: the translation's hues against the input's, on the colour
+    #: loss's grid; saturation and brightness stay free (see losses.hue_loss).
+    lambda_hue: float = 0.0
     #: Decay of the generator's moving average (0: none; 0.999 is typical).
     ema: float = 0.0
 
@@ -97,7 +106,7 @@ class CutConfig(TranslationConfig):
         if self.nce_patches < 1 or not self.nce_temperature > 0:
             raise UsageError("--nce-patches must be >= 1 and --nce-temperature > 0")
         weights = (self.lambda_gan, self.lambda_nce, self.lambda_content, self.lambda_style)
-        if any(not w >= 0 for w in (*weights, self.lambda_color)):
+        if any(not w >= 0 for w in (*weights, self.lambda_color, self.lambda_hue)):
             raise UsageError("loss weights must be >= 0")
         if not 1 <= self.color_cells <= config.size:
             raise UsageError(f"--color-cells must be from 1 to --size ({config.size})")
@@ -243,6 +252,8 @@ class Cut(Trainer):
             loss.update(self._feature_losses(real_A, real_B, fake_B))
         if c.lambda_color > 0:
             loss["color"] = color_loss(fake_B, real_A, c.color_cells) * c.lambda_color
+        if c.lambda_hue > 0:
+            loss["hue"] = hue_loss(fake_B, real_A, c.color_cells) * c.lambda_hue
         return loss
 
     def _nce(
