@@ -306,6 +306,27 @@ def test_color_loss_sees_regional_hue_not_texture_or_brightness() -> None:
     assert color_loss(shuffled, x) > color_loss(x + noise, x)
 
 
+def test_hue_loss_lets_saturation_and_brightness_change_but_not_hue() -> None:
+    """A graded photo (more saturated, brighter, a little texture) keeps its
+    hues and costs next to nothing; the same colours turned (R, G, B ->
+    G, B, R) cost as much as a cast does; grey regions weigh nothing."""
+    from styler.training.losses import color_loss, hue_loss
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 64) * 1.6 - 0.8
+    luma = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
+    graded = (luma + (x - luma) * 1.6) * 0.9 + 0.05
+    assert hue_loss(x, x, 32) < 1e-6
+    assert hue_loss(graded, x, 32) < 1e-6 < color_loss(graded, x, 32)
+    turned = x[:, [1, 2, 0]]
+    assert hue_loss(turned, x, 32) > 0.05
+    grey = luma.expand(-1, 3, -1, -1)
+    assert hue_loss(turned, grey, 32) < 1e-6  # no hue in the input: nothing to keep
+    turned.requires_grad_(True)
+    hue_loss(turned, x, 32).backward()
+    assert turned.grad is not None and torch.isfinite(turned.grad).all()
+
+
 def test_finer_colour_cells_see_a_hue_traded_for_a_mix_of_others(tmp_path: Path) -> None:
     """A hue swapped for a checkerboard of two others with the same mean (the
     trade a generator found at 8 cells: orange grass became green with purple

@@ -158,6 +158,7 @@ def test_train_help_shows_the_configs_defaults() -> None:
         "lambda_nce": CutConfig.lambda_nce,
         "lambda_content": CutConfig.lambda_content,
         "lambda_style": CutConfig.lambda_style,
+        "lambda_hue": CutConfig.lambda_hue,
         "ema": CutConfig.ema,
     }
     for name, value in expected.items():

@@ -197,8 +197,15 @@ def train(
     color_cells: Annotated[
         int | None,
         typer.Option(
-            help="cut/fastcut: the colour loss compares mean hues over this many cells a side "
-            "(more: finer) [default: 8].",
+            help="cut/fastcut: the colour and hue losses compare mean chroma over this many "
+            "cells a side (more: finer) [default: 8].",
+        ),
+    ] = None,
+    lambda_hue: Annotated[
+        float | None,
+        typer.Option(
+            help="cut/fastcut: hue loss (each region's hue kept, its saturation and brightness "
+            "free; 0: off) [default: 0.0].",
         ),
     ] = None,
     disc_input: Annotated[
@@ -412,6 +419,7 @@ def train(
                 lambda_l1=lambda_l1,
                 lambda_color=lambda_color,
                 color_cells=color_cells,
+                lambda_hue=lambda_hue,
                 disc_input=disc_input,
                 pool_size=pool_size,
                 flip=flip,

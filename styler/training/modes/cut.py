@@ -136,7 +136,7 @@ class FastCutConfig(CutConfig):
 class Cut(Trainer):
     loss_names = (
         *("D", "D_proj", "D_color", "G", "G_proj", "G_color"),
-        *("nce", "nce_idt", "content", "style", "color"),
+        *("nce", "nce_idt", "content", "style", "color", "hue"),
     )
 
     def __init__(self, config: TrainConfig, device: str, dist: DistInfo) -> None:
