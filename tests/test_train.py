@@ -316,12 +316,14 @@ def test_hue_loss_lets_saturation_and_brightness_change_but_not_hue() -> None:
     x = torch.rand(1, 3, 64, 64) * 1.6 - 0.8
     luma = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
     graded = (luma + (x - luma) * 1.6) * 0.9 + 0.05
-    assert hue_loss(x, x, 32) < 1e-6
-    assert hue_loss(graded, x, 32) < 1e-6 < color_loss(graded, x, 32)
+    assert hue_loss(x, x, 32) < 0.01 * hue_loss(x[:, [1, 2, 0]], x, 32)
+    assert hue_loss(graded, x, 32) < 0.02 * hue_loss(x[:, [1, 2, 0]], x, 32)
+    assert color_loss(graded, x, 32) > 0.05
     turned = x[:, [1, 2, 0]]
     assert hue_loss(turned, x, 32) > 0.05
     grey = luma.expand(-1, 3, -1, -1)
     assert hue_loss(turned, grey, 32) < 1e-6  # no hue in the input: nothing to keep
+    assert hue_loss(grey, x, 32) > 0.5 * hue_loss(turned, x, 32)  # nor a way out by greying
     turned.requires_grad_(True)
     hue_loss(turned, x, 32).backward()
     assert turned.grad is not None and torch.isfinite(turned.grad).all()

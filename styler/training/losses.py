@@ -85,12 +85,14 @@ def color_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> to
 
 def hue_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torch.Tensor:
     """How far the hues of ``output`` turned from those of ``source``, over a
-    grid of ``cells`` x ``cells`` regions: per cell, |c_s| |c_o| - c_s . c_o
-    for the mean chroma vectors (Cb, Cr) c_s and c_o, which is
-    |c_s| |c_o| (1 - cos of the angle between them). A hue kept costs
-    nothing whatever its saturation, brightness or texture, so a style may
-    saturate, darken or repaint a region but not turn grass purple; grey
-    regions (no hue to keep) weigh nothing."""
+    grid of ``cells`` x ``cells`` regions: per cell, |c_s| (1 - cos t), t the
+    angle between the mean chroma vectors (Cb, Cr) c_s of the source and
+    c_o of the output. A hue kept costs nothing whatever its saturation,
+    brightness or texture, so a style may saturate, darken or repaint a
+    region but not turn grass purple; grey regions (no hue to keep) weigh
+    nothing. A region drained of colour costs as much as one turned a
+    quarter round (c_o is divided by sqrt(|c_o|^2 + 0.02^2), not by |c_o|),
+    so greying a photo is no way out."""
     size = max(1, source.shape[-1] // cells)
     weights = _CHROMA.to(source.device)[:, :, None, None]
 
@@ -98,8 +100,13 @@ def hue_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torc
         return F.conv2d(F.avg_pool2d(x.float(), size), weights)
 
     c_o, c_s = chroma(output), chroma(source).detach()
-    norm_o = (c_o.square().sum(1) + 1e-8).sqrt()
-    return (c_s.norm(dim=1) * norm_o - (c_s * c_o).sum(1)).mean()
+    unit_o = c_o / (c_o.square().sum(1, keepdim=True) + _GREY**2).sqrt()
+    return (c_s.norm(dim=1) - (c_s * unit_o).sum(1)).mean()
+
+
+#: Chroma (on images in [-1, 1]) below which a region counts as grey in the
+#: hue loss: a 1% tint.
+_GREY = 0.02
 
 
 def patch_nce(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
