@@ -84,15 +84,15 @@ def color_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> to
 
 
 def hue_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torch.Tensor:
-    """How far the hues of ``output`` turned from those of ``source``, over a
-    grid of ``cells`` x ``cells`` regions: per cell, |c_s| (1 - cos t), t the
-    angle between the mean chroma vectors (Cb, Cr) c_s of the source and
-    c_o of the output. A hue kept costs nothing whatever its saturation,
-    brightness or texture, so a style may saturate, darken or repaint a
-    region but not turn grass purple; grey regions (no hue to keep) weigh
-    nothing. A region drained of colour costs as much as one turned a
-    quarter round (c_o is divided by sqrt(|c_o|^2 + 0.02^2), not by |c_o|),
-    so greying a photo is no way out."""
+    """How far the hues of ``output`` left those of ``source``, over a grid of
+    ``cells`` x ``cells`` regions: per cell, the distance from the output's
+    mean chroma vector (Cb, Cr) to the ray of the source's hue (its chroma
+    times any t >= 0). A hue kept costs nothing whatever its saturation,
+    brightness or texture, so a style may saturate, mute, darken or repaint a
+    region but not turn grass purple; a grey region of the source (no hue)
+    is a ray of one point, so colour added to it (a fringe along a grey
+    pier) costs its full chroma. Hues are certain above a chroma of about
+    2% (:data:`_GREY`); below it a cell counts as grey, smoothly."""
     size = max(1, source.shape[-1] // cells)
     weights = _CHROMA.to(source.device)[:, :, None, None]
 
@@ -100,12 +100,18 @@ def hue_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torc
         return F.conv2d(F.avg_pool2d(x.float(), size), weights)
 
     c_o, c_s = chroma(output), chroma(source).detach()
-    unit_o = c_o / (c_o.square().sum(1, keepdim=True) + _GREY**2).sqrt()
-    return (c_s.norm(dim=1) - (c_s * unit_o).sum(1)).mean()
+    strength = c_s.square().sum(1, keepdim=True)
+    unit_s = c_s / (strength + 1e-12).sqrt()
+    along = (c_o * unit_s).sum(1, keepdim=True).clamp(min=0)
+    off_ray = (c_o.square().sum(1, keepdim=True) - along.square()).clamp(min=0) + 1e-8
+    sure = strength / (strength + _GREY**2)
+    return (
+        sure * off_ray.sqrt() + (1 - sure) * (c_o.square().sum(1, keepdim=True) + 1e-8).sqrt()
+    ).mean()
 
 
 #: Chroma (on images in [-1, 1]) below which a region counts as grey in the
-#: hue loss: a 1% tint.
+#: hue loss: a 2% tint.
 _GREY = 0.02
 
 
