@@ -540,6 +540,8 @@ class Planner:
         # are one only when their folders and names are.
         key = os.path.join(os.path.realpath(out.parent), out.name)
         other = self.claimed.get(key)
+        if other is not None and _same_file(other, source):
+            return "skipped", f"named twice (as {other} too): styled once"
         if other is not None:
             return "failed", f"another input already writes {out} ({other})"
         writer = self.claimed.get(_real(source))
@@ -768,6 +770,13 @@ class _Pipeline:
 
 #: Where a file is: its folder's identity (device, inode) and its name.
 Place = tuple[str, int, int]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
 
 
 def _real(path: Path) -> str:

@@ -128,12 +128,17 @@ def extension_for(fmt: str) -> str:
 #: else (EPS, PDF, PostScript, whose decoders start Ghostscript from PATH, or
 #: any format styler does not list) is refused before a decoder runs.
 #: (JPEG's decoder also opens MPO, the multi-picture JPEG of some cameras.)
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "DIB", "GIF", "PPM", "TGA", "ICO")
+#: They are tried in this order, and TGA, which has no magic number and
+#: takes many other files' first bytes for a header, comes last.
+SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "DIB", "GIF", "PPM", "ICO", "TGA")
 # Register exactly these decoders (Pillow loads the rest only on demand, and
 # with an explicit ``formats`` list it never does).
 for _plugin in ("Bmp", "Gif", "Ico", "Jpeg", "Png", "Ppm", "Tga", "Tiff", "WebP"):
     importlib.import_module(f"PIL.{_plugin}ImagePlugin")
 _UNSUPPORTED = "not an image file (or a format styler does not read)"
+_TIFF_UNSUPPORTED = (
+    "a TIFF styler's decoder cannot read (damaged, or of a layout such as floating-point colour)"
+)
 
 
 @dataclass(frozen=True)
@@ -282,6 +287,8 @@ def _decoder_errors(head: bytes, path: Path) -> Iterator[None]:
             path,
         ) from None
     except UnidentifiedImageError:
+        if head[:4] in TIFF_HEADS:  # a TIFF whose layout Pillow has no mode for
+            raise BadImageError(_TIFF_UNSUPPORTED, path) from None
         raise BadImageError(_UNSUPPORTED, path) from None
     # struct.error and IndexError: a damaged GIF's frame header, or palette.
     except (

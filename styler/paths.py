@@ -42,8 +42,11 @@ IMAGE_EXTENSIONS = frozenset(
         ".pgm",
         ".pbm",
         ".pnm",
+        ".pfm",
         ".tga",
         ".ico",
+        ".dib",
+        ".mpo",
     ]
 )
 

@@ -36,8 +36,11 @@ MAX_STRAY = 1 << 20
 MAX_GIF_BLOCKS = 4_000_000
 #: Largest BMP header (the largest real one, BITMAPV5HEADER, is 124 bytes).
 MAX_BMP_HEADER = 1024
-#: Most ICO entries checked (each is a PNG or a BMP at an offset).
+#: Most ICO entries of its largest size (Pillow decodes one of them, a PNG
+#: or a BMP at an offset, each checked; real icons hold one or two).
 MAX_ICO_ENTRIES = 256
+#: The sizes of the headers Pillow takes for a headerless BMP (a DIB).
+DIB_HEADERS = frozenset({12, 40, 52, 56, 64, 108, 124})
 
 #: What Pillow takes for a TIFF (both byte orders of each magic number, as
 #: it does, and BigTIFF).
@@ -75,9 +78,11 @@ def too_costly(head: bytes, f: BinaryIO, whole: bool = False) -> str | None:
     if head[:1] == b"P" and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"f", b"F"):
         return _ppm(f)
     if head[:2] == b"BM":
-        return _bmp_header(f, 14) or _bmp_rle(f)
+        return _bmp_header(f, 14) or _bmp_rle(f, 14)
     if head[:4] == b"\x00\x00\x01\x00":
         return _ico(f)
+    if len(head) >= 4 and struct.unpack("<I", head[:4])[0] in DIB_HEADERS:
+        return _bmp_rle(f, 0)
     return None
 
 
@@ -227,38 +232,52 @@ def _bmp_header(f: BinaryIO, at: int) -> str | None:
     return None
 
 
-def _bmp_rle(f: BinaryIO) -> str | None:
+def _bmp_rle(f: BinaryIO, at: int) -> str | None:
     """Pillow decodes run-length BMPs in Python, two bytes a loop, and goes
-    on through data that adds no pixels: the data may be at most what the
-    image could need (two bytes a pixel and four a row, as absolute runs)."""
-    f.seek(18)
-    raw = f.read(16)
-    if len(raw) < 16:
+    on through data that adds no pixels: the data after the header at
+    ``at`` (a BMP's, a headerless DIB's or an icon's) may be at most what
+    the image could need (two bytes a pixel and four a row, as absolute
+    runs). An OS/2 header (12 bytes) has no compression field."""
+    f.seek(at)
+    raw = f.read(20)
+    if len(raw) < 20 or struct.unpack("<I", raw[:4])[0] == 12:
         return None
-    width, height, _, _, compression = struct.unpack("<iiHHI", raw)
+    width, height, _, _, compression = struct.unpack("<iiHHI", raw[4:])
     if compression not in (1, 2):
         return None
     needed = 2 * abs(width * height) + 4 * abs(height) + (1 << 20)
-    size = os.fstat(f.fileno()).st_size
-    if size > needed:
+    if os.fstat(f.fileno()).st_size - at > needed:
         return f"a run-length BMP of more data than its pixels can need {_SLOW}"
     return None
 
 
 def _ico(f: BinaryIO) -> str | None:
+    """The entries of the icon's largest size, one of which Pillow decodes
+    (whatever their place in the directory): each PNG's chunks, each BMP's
+    header and run-length data."""
     f.seek(4)
     raw = f.read(2)
     if len(raw) < 2:
         return None
     (count,) = struct.unpack("<H", raw)
-    directory = f.read(16 * min(count, MAX_ICO_ENTRIES))
-    for i in range(len(directory) // 16):
-        (offset,) = struct.unpack("<I", directory[i * 16 + 12 : i * 16 + 16])
+    directory = f.read(16 * count)
+    entries = [directory[i * 16 : i * 16 + 16] for i in range(len(directory) // 16)]
+    if not entries:
+        return None
+
+    def area(entry: bytes) -> int:
+        return (entry[0] or 256) * (entry[1] or 256)  # (0 is 256, as in Pillow)
+
+    largest = max(area(e) for e in entries)
+    offsets = {struct.unpack("<I", e[12:16])[0] for e in entries if area(e) == largest}
+    if len(offsets) > MAX_ICO_ENTRIES:
+        return f"an icon of more than {MAX_ICO_ENTRIES} images of one size {_SLOW}"
+    for offset in sorted(offsets):
         f.seek(offset)
         if f.read(8) == PNG_SIGNATURE:
             reason = png_too_costly(f, start=offset)
         else:
-            reason = _bmp_header(f, offset)
+            reason = _bmp_header(f, offset) or _bmp_rle(f, offset)
         if reason:
-            return reason.replace("a PNG", "an icon's PNG").replace("a BMP", "an icon's BMP")
+            return re.sub(r"^an? ((run-length )?(PNG|BMP))", r"an icon's \1", reason)
     return None

@@ -1,0 +1,221 @@
+"""Reliability, the thirty-eighth pass: icons and headerless bitmaps. Good
+icons were taken for TGA files and refused; run-length bitmaps without a
+file header (DIBs, and the bitmaps inside icons) escaped the run-length
+check; the icon check looked at the first 256 entries while Pillow decodes
+the largest one, wherever it stands; and a folder's ``.dib``, ``.mpo`` and
+``.pfm`` files, which styler reads, were passed over. The header checks run
+in the default suite; the same files go through `styler apply` with
+``-m slow``. Each fails on the code of the pass's start (5e3fef3) for the
+reason its docstring gives.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+SLOW = "(made to be slow to read)"
+FLOAT_TIFF = (
+    "a TIFF styler's decoder cannot read (damaged, or of a layout such as floating-point colour)"
+)
+
+
+def _noise(size: int, rows: int | None = None) -> Image.Image:
+    """A ``size`` x ``size`` picture, noise in its first ``rows`` rows."""
+    pixels = np.full((size, size, 3), 90, np.uint8)
+    rows = size if rows is None else rows
+    pixels[:rows] = np.random.default_rng(size).integers(0, 255, (rows, size, 3), np.uint8)
+    return Image.fromarray(pixels)
+
+
+def _png(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _icon(entries: list[tuple[int, bytes]]) -> bytes:
+    """An ICO file of ``(side, data)`` entries (a PNG, or a BMP without its
+    file header), stored in that order."""
+    at = 6 + 16 * len(entries)
+    directory, data = b"", b""
+    for side, blob in entries:
+        directory += struct.pack("<BBBBHHII", side % 256, side % 256, 0, 0, 1, 32, len(blob), at)
+        at += len(blob)
+        data += blob
+    return struct.pack("<HHH", 0, 1, len(entries)) + directory + data
+
+
+def _rle_dib(side: int = 16, height_factor: int = 1) -> bytes:
+    """A run-length (RLE8) bitmap's header and palette, without a file
+    header (a DIB, as in an icon, whose header counts the mask's rows too)."""
+    bmp = io.BytesIO()
+    Image.fromarray(np.zeros((side, side), np.uint8)).convert("P").save(bmp, "BMP")
+    dib = bytearray(bmp.getvalue()[14:])
+    dib[8:12] = struct.pack("<i", side * height_factor)
+    dib[16:20] = struct.pack("<I", 1)  # RLE8
+    return bytes(dib)
+
+
+def _good_files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Files styler must read, and the (height, width) of each."""
+    # An icon's first entry of 64-128 KB: the third byte of its size (1) is
+    # what a TGA header holds there as its pixel depth, so the TGA decoder,
+    # tried first, took the icon for its own and failed on it.
+    favicon = _png(_noise(256, rows=120))
+    assert 65536 <= len(favicon) < 131072
+    (folder / "favicon.ico").write_bytes(_icon([(256, favicon)]))
+    _noise(128).convert("RGBA").save(folder / "bitmap.ico", sizes=[(128, 128)], bitmap_format="bmp")
+    # Three hundred small entries before the large one Pillow decodes.
+    small, large = _png(_noise(16)), _png(_noise(64))
+    (folder / "crowded.ico").write_bytes(_icon([(16, small)] * 300 + [(64, large)]))
+    # Files of formats styler reads, which a folder's walk passed over.
+    img = _noise(48)
+    img.save(folder / "plain.dib", "DIB")
+    img.save(folder / "camera.mpo", "MPO", save_all=True, append_images=[img])
+    grey = np.random.default_rng(0).random((40, 56)).astype("<f4")
+    (folder / "float.pfm").write_bytes(b"Pf\n56 40\n-1.0\n" + grey[::-1].tobytes())
+    return {
+        "favicon.ico": (256, 256),
+        "bitmap.ico": (128, 128),
+        "crowded.ico": (64, 64),
+        "plain.dib": (48, 48),
+        "camera.mpo": (48, 48),
+        "float.pfm": (40, 56),
+    }
+
+
+def _slow_files(folder: Path) -> dict[str, str]:
+    """Files that took Pillow seconds to minutes (sparse: a few KB on disk
+    each), and the reason each is refused."""
+    with open(folder / "rle.dib", "wb") as f:  # 64 MB of RLE data, decoded in Python
+        f.write(_rle_dib())
+        f.truncate(64 << 20)
+    with open(folder / "rle.ico", "wb") as f:  # the same inside an icon
+        f.write(_icon([(16, _rle_dib(height_factor=2))]))
+        f.truncate(64 << 20)
+    # 300 small entries, then a PNG with a chunk of 1 GiB in a hole: the
+    # check looked at the first 256 entries, Pillow reads the largest.
+    png = _png(_noise(64))
+    icon = _icon([(16, _png(_noise(16)))] * 300 + [(64, png[:33])])
+    with open(folder / "late.ico", "wb") as f:
+        f.write(icon + struct.pack(">I", 1 << 30) + b"abCd")
+        f.seek(1 << 30, 1)
+        f.write(bytes(4) + png[33:])
+    # 300 entries of one size, each a different bitmap: too many to check.
+    tiny = _png(_noise(16))
+    (folder / "many.ico").write_bytes(_icon([(16, tiny + bytes(i)) for i in range(300)]))
+    return {
+        "rle.dib": f"a run-length BMP of more data than its pixels can need {SLOW}",
+        "rle.ico": f"an icon's run-length BMP of more data than its pixels can need {SLOW}",
+        "late.ico": f"an icon's PNG of more than 64 MB of chunks besides its pixels {SLOW}",
+        "many.ico": f"an icon of more than 256 images of one size {SLOW}",
+    }
+
+
+def _float_rgb_tiff(path: Path) -> None:
+    """A 4 x 3 TIFF of 32-bit floating-point RGB (which Pillow has no mode for)."""
+    pixels = np.random.default_rng(0).random((3, 4, 3)).astype("<f4").tobytes()
+    short, long = 3, 4
+    tags = [(256, short, 4), (257, short, 3), (259, short, 1), (262, short, 2)]
+    tags += [(277, short, 3), (278, short, 3), (279, long, len(pixels))]
+    end = 8 + 2 + 12 * (len(tags) + 3) + 4
+    ifd = b"".join(
+        struct.pack("<HHIHH", tag, kind, 1, value, 0)
+        if kind == short
+        else struct.pack("<HHII", tag, kind, 1, value)
+        for tag, kind, value in tags
+    )
+    ifd += struct.pack("<HHII", 258, short, 3, end)  # bits per sample: 32, 32, 32
+    ifd += struct.pack("<HHII", 339, short, 3, end + 6)  # sample format: float
+    ifd += struct.pack("<HHII", 273, long, 1, end + 12)  # where the pixels are
+    data = struct.pack("<3H", 32, 32, 32) + struct.pack("<3H", 3, 3, 3) + pixels
+    count = struct.pack("<H", len(tags) + 3)
+    path.write_bytes(b"II*\0" + struct.pack("<I", 8) + count + ifd + bytes(4) + data)
+
+
+def test_icons_and_headerless_bitmaps_are_read(tmp_path: Path) -> None:
+    """A 256-pixel PNG favicon and a 128-pixel 32-bit bitmap icon were
+    refused ("cannot decode image: cannot load this image": the TGA decoder
+    had them); the others were read already and must stay so."""
+    from styler.imageio import load_image
+
+    for name, shape in _good_files(tmp_path).items():
+        assert load_image(tmp_path / name).rgb.shape[:2] == shape, name
+
+
+def test_run_length_bitmaps_anywhere_and_late_icon_entries_are_refused(tmp_path: Path) -> None:
+    """A run-length DIB or icon over 64 MB of hole took 7 s each to fail
+    (1 GiB: minutes, deaf to SIGTERM), and the icon whose large entry stood
+    after 300 small ones 7 s and gigabytes: now each is refused from its
+    headers, with its reason, at once."""
+    from styler.errors import BadImageError
+    from styler.imageio import probe
+
+    for name, reason in _slow_files(tmp_path).items():
+        with pytest.raises(BadImageError, match=re.escape(reason)):
+            probe(tmp_path / name)
+
+
+def test_a_tiff_pillow_cannot_read_is_called_a_tiff(tmp_path: Path) -> None:
+    """A floating-point RGB TIFF was "not an image file (or a format styler
+    does not read)": it is an image, of a kind the decoder does not read."""
+    from styler.errors import BadImageError
+    from styler.imageio import load_image
+
+    _float_rgb_tiff(tmp_path / "float.tif")
+    with pytest.raises(BadImageError, match=re.escape(FLOAT_TIFF)):
+        load_image(tmp_path / "float.tif")
+
+
+@pytest.mark.slow
+def test_the_thirty_eighth_pass_through_apply(tmp_path: Path) -> None:
+    """Through `styler apply` on one folder: every good file is styled at
+    its size (the ``.dib``, ``.mpo`` and ``.pfm`` among them, which the
+    walk passed over), every slow one is one line, in a few seconds."""
+    from test_safety import _lines
+    from test_safety_pass7 import _run
+
+    photos, out = tmp_path / "in", tmp_path / "out"
+    photos.mkdir()
+    good = _good_files(photos)
+    reasons = _slow_files(photos)
+    _float_rgb_tiff(photos / "float.tif")
+    reasons["float.tif"] = FLOAT_TIFF
+    r = _run("apply", str(photos), "-o", str(out), "-q", timeout=60)
+    assert r.returncode == 1, _lines(r)
+    assert sorted(_lines(r)) == sorted(f"styler: {photos / n}: {why}" for n, why in reasons.items())
+    styled = {p.stem: p for p in out.iterdir()}
+    assert sorted(styled) == sorted(Path(n).stem for n in good)
+    for name, (height, width) in good.items():
+        with Image.open(styled[Path(name).stem]) as img:
+            assert img.size == (width, height), name
+
+
+@pytest.mark.slow
+def test_a_file_named_twice_is_styled_once(tmp_path: Path) -> None:
+    """The same file named twice failed the second time, "another input
+    already writes out/a.png (a.png)", naming the file itself, with exit 1.
+    It is styled once and the repeat skipped, saying so; exit 0."""
+    import json
+
+    from test_safety_pass7 import _run
+
+    photo = tmp_path / "a.png"
+    _noise(32).save(photo)
+    out = tmp_path / "out"
+    r = _run("apply", str(photo), str(photo), "-o", str(out), "--json", timeout=60)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [x["status"] for x in records] == ["ok", "skipped"]
+    assert records[1]["error"] == f"named twice (as {photo} too): styled once"
+    assert [p.name for p in out.iterdir()] == ["a.png"]
