@@ -307,11 +307,11 @@ def test_color_loss_sees_regional_hue_not_texture_or_brightness() -> None:
 
 
 def test_hue_loss_lets_saturation_and_brightness_change_but_not_hue() -> None:
-    """A graded photo (more saturated, brighter) or a muted one keeps its
-    hues and costs next to nothing; the same colours turned (R, G, B -> G,
-    B, R) cost much more, and so does colour added where the photo is grey
-    (a fringe along a grey pier); the gradient is finite everywhere, grey
-    outputs included."""
+    """A graded photo (more saturated, brighter) or one muted by half keeps
+    its hues and costs next to nothing; the same colours turned (R, G, B ->
+    G, B, R) cost much more, and so do the photo greyed and colour added
+    where the photo is grey (a fringe along a grey pier); the gradient is
+    finite everywhere, grey outputs included."""
     from styler.training.losses import color_loss, hue_loss
 
     torch.manual_seed(0)
@@ -321,8 +321,9 @@ def test_hue_loss_lets_saturation_and_brightness_change_but_not_hue() -> None:
     turned = x[:, [1, 2, 0]]
     cost = hue_loss(turned, x, 32)
     assert cost > 0.1
-    for kept in (x, (luma + (x - luma) * 1.6) * 0.9 + 0.05, luma + (x - luma) * 0.5, grey):
+    for kept in (x, (luma + (x - luma) * 1.6) * 0.9 + 0.05, luma + (x - luma) * 0.5):
         assert hue_loss(kept, x, 32) < 0.05 * cost
+    assert hue_loss(grey, x, 32) > 0.2 * cost  # greying is no way out
     assert color_loss(luma + (x - luma) * 1.6, x, 32) > 0.05  # the colour loss forbids grading
     assert hue_loss(x, grey, 32) > 0.5 * cost  # colour where the photo has none
     for out in (turned, grey):
