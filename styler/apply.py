@@ -541,7 +541,7 @@ class Planner:
         key = os.path.join(os.path.realpath(out.parent), out.name)
         other = self.claimed.get(key)
         if other is not None and _same_file(other, source):
-            return "skipped", f"named twice (as {other} too): styled once"
+            return "skipped", f"named twice (as {other} too)"
         if other is not None:
             return "failed", f"another input already writes {out} ({other})"
         writer = self.claimed.get(_real(source))

@@ -136,9 +136,6 @@ SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "DIB", "GIF", "PPM", 
 for _plugin in ("Bmp", "Gif", "Ico", "Jpeg", "Png", "Ppm", "Tga", "Tiff", "WebP"):
     importlib.import_module(f"PIL.{_plugin}ImagePlugin")
 _UNSUPPORTED = "not an image file (or a format styler does not read)"
-_TIFF_UNSUPPORTED = (
-    "a TIFF styler's decoder cannot read (damaged, or of a layout such as floating-point colour)"
-)
 
 
 @dataclass(frozen=True)
@@ -287,9 +284,7 @@ def _decoder_errors(head: bytes, path: Path) -> Iterator[None]:
             path,
         ) from None
     except UnidentifiedImageError:
-        if head[:4] in TIFF_HEADS:  # a TIFF whose layout Pillow has no mode for
-            raise BadImageError(_TIFF_UNSUPPORTED, path) from None
-        raise BadImageError(_UNSUPPORTED, path) from None
+        raise BadImageError(_unidentified(head), path) from None
     # struct.error and IndexError: a damaged GIF's frame header, or palette.
     except (
         OSError,
@@ -316,19 +311,43 @@ def _check_size(img: Image.Image, max_pixels: int, path: Path) -> None:
         )
 
 
+def _kind(head: bytes) -> str | None:
+    """The format a file's first bytes claim (for a line about it), if any."""
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[:4] in TIFF_HEADS:
+        return "TIFF"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:2] == b"BM":
+        return "BMP"
+    if head[:4] == b"\x00\x00\x01\x00":
+        return "icon"
+    if head[:1] == b"P" and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"f", b"F"):
+        return "PNM"
+    return None
+
+
+def _unidentified(head: bytes) -> str:
+    """Why no decoder opened a file: it claims no format styler reads, or
+    it claims one and its header is damaged (or of a kind the decoder does
+    not support: Pillow tells the two apart only by its silence)."""
+    kind = _kind(head)
+    if kind is None:
+        return _UNSUPPORTED
+    if head[:2] == b"PF":
+        return "a colour PFM (floating-point RGB), which styler's decoder does not read"
+    example = "; it does not read floating-point colour, for one" if kind == "TIFF" else ""
+    return f"damaged or unsupported {kind} data (the decoder cannot open it{example})"
+
+
 def _decode_reason(exc: BaseException, data: bytes) -> str:
     text = str(exc).lower()
-    kind = (
-        "JPEG"
-        if data[:3] == b"\xff\xd8\xff"
-        else "PNG"
-        if data[:8] == b"\x89PNG\r\n\x1a\n"
-        else "WebP"
-        if data[:4] == b"RIFF" and data[8:12] == b"WEBP"
-        else "TIFF"
-        if data[:4] in TIFF_HEADS
-        else "image"
-    )
+    kind = _kind(data) or "image"
     if (
         "truncated" in text
         or "broken data stream" in text

@@ -26,6 +26,9 @@ from styler.log import logger
 
 #: Extensions styler treats as images when walking a directory (files named
 #: on the command line or on stdin are tried whatever their extension).
+#: Not walked, though read when named: ``.mpo`` (3D cameras write each
+#: beside a ``.JPG`` of the same picture, whose output it would collide
+#: with) and ``.pfm`` (floating-point light levels, not pixel values).
 IMAGE_EXTENSIONS = frozenset(
     [
         ".jpg",
@@ -42,11 +45,9 @@ IMAGE_EXTENSIONS = frozenset(
         ".pgm",
         ".pbm",
         ".pnm",
-        ".pfm",
         ".tga",
         ".ico",
         ".dib",
-        ".mpo",
     ]
 )
 

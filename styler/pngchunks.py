@@ -27,21 +27,27 @@ def too_costly(f: BinaryIO, start: int = 0) -> str | None:
     """Why opening the PNG in ``f`` (at ``start``) would read too much, or
     None. A file the walk cannot follow is left to the decoder, which says
     what is wrong with it."""
+    return walk(f, start)[0]
+
+
+def walk(f: BinaryIO, start: int = 0, max_chunks: int = MAX_CHUNKS) -> tuple[str | None, int]:
+    """:func:`too_costly`'s reason, walking at most ``max_chunks`` chunks,
+    and how many it walked (an icon's PNGs share one allowance)."""
     pos, total = start + len(PNG_SIGNATURE), 0
-    for _ in range(MAX_CHUNKS):
+    for walked in range(max_chunks):
         f.seek(pos)
         head = f.read(8)
         if len(head) < 8:
-            return None
+            return None, walked
         length, kind = struct.unpack(">I4s", head)
         if kind == b"IEND" or not kind.isalpha():  # the end, or damage the decoder names
-            return None
+            return None, walked
         if kind != b"IDAT":
             total += length
             if total > MAX_BESIDES_PIXELS:
                 return (
                     f"a PNG of more than {MAX_BESIDES_PIXELS >> 20} MB of chunks besides its "
                     "pixels (made to be slow to read)"
-                )
+                ), walked
         pos += 12 + length  # length, type, data, CRC
-    return f"a PNG of more than {MAX_CHUNKS} chunks (made to be slow to read)"
+    return f"a PNG of more than {MAX_CHUNKS} chunks (made to be slow to read)", max_chunks

@@ -19,8 +19,9 @@ import struct
 from typing import BinaryIO
 
 from styler.jpegscans import count_scans
-from styler.pngchunks import PNG_SIGNATURE
+from styler.pngchunks import MAX_CHUNKS, PNG_SIGNATURE
 from styler.pngchunks import too_costly as png_too_costly
+from styler.pngchunks import walk as png_walk
 
 #: Largest WebP read (Pillow reads the whole file into memory; a photo is a
 #: few MB, a lossless one of 179 megapixels a few hundred at worst).
@@ -39,6 +40,9 @@ MAX_BMP_HEADER = 1024
 #: Most ICO entries of its largest size (Pillow decodes one of them, a PNG
 #: or a BMP at an offset, each checked; real icons hold one or two).
 MAX_ICO_ENTRIES = 256
+#: Most run-length BMP data taken without asking whether the file holds it
+#: (Pillow steps through 16 MB of it in about 2 s).
+MAX_RLE_HOLES = 16 << 20
 #: The sizes of the headers Pillow takes for a headerless BMP (a DIB).
 DIB_HEADERS = frozenset({12, 40, 52, 56, 64, 108, 124})
 
@@ -246,8 +250,14 @@ def _bmp_rle(f: BinaryIO, at: int) -> str | None:
     if compression not in (1, 2):
         return None
     needed = 2 * abs(width * height) + 4 * abs(height) + (1 << 20)
-    if os.fstat(f.fileno()).st_size - at > needed:
+    stat = os.fstat(f.fileno())
+    data = stat.st_size - at
+    if data > needed:
         return f"a run-length BMP of more data than its pixels can need {_SLOW}"
+    # A hole reads as zeros, which the decoder steps through two at a time
+    # as line ends that add no pixel: run-length data must be on disk.
+    if data > MAX_RLE_HOLES and _on_disk(stat) < data // 2:
+        return f"a run-length BMP of {round(data / (1 << 20))} MB, mostly holes {_SLOW}"
     return None
 
 
@@ -272,10 +282,14 @@ def _ico(f: BinaryIO) -> str | None:
     offsets = {struct.unpack("<I", e[12:16])[0] for e in entries if area(e) == largest}
     if len(offsets) > MAX_ICO_ENTRIES:
         return f"an icon of more than {MAX_ICO_ENTRIES} images of one size {_SLOW}"
+    chunks = MAX_CHUNKS  # shared by the PNGs: two may walk into one chain of chunks
     for offset in sorted(offsets):
         f.seek(offset)
         if f.read(8) == PNG_SIGNATURE:
-            reason = png_too_costly(f, start=offset)
+            reason, walked = png_walk(f, offset, chunks)
+            chunks -= walked
+            if chunks <= 0:
+                return f"an icon whose PNGs hold more than {MAX_CHUNKS} chunks {_SLOW}"
         else:
             reason = _bmp_header(f, offset) or _bmp_rle(f, offset)
         if reason:

@@ -295,7 +295,7 @@ def build_corpus(root: Path, *, permissions: bool = True) -> list[Case]:
         "TIFF with a corrupt tag (2000 samples per pixel)",
         "bad_tag.tif",
         tiff_with_tag(encode(rgb, "TIFF"), 277, 2000),
-        "a TIFF styler's decoder cannot read",
+        "damaged or unsupported TIFF data",
     )
     ok(
         "still GIF beside a PNG of the same stem",
