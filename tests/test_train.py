@@ -332,6 +332,28 @@ def test_hue_loss_lets_saturation_and_brightness_change_but_not_hue() -> None:
         assert out.grad is not None and torch.isfinite(out.grad).all()
 
 
+def test_luma_loss_keeps_regional_brightness_not_colour_or_texture() -> None:
+    """A photo recoloured at the same brightness, or its texture shuffled
+    inside each cell, costs nothing; a sky made brighter costs its change."""
+    from styler.training.losses import luma_loss
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 64) * 1.6 - 0.8
+    weights = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
+    luma = (x * weights).sum(1, keepdim=True)
+    recoloured = luma + (x - luma)[:, [1, 2, 0]] - ((x - luma)[:, [1, 2, 0]] * weights).sum(1)
+    assert luma_loss(recoloured, x, 16) < 1e-5
+    cells = x.unfold(2, 4, 4).unfold(3, 4, 4)  # 16 x 16 cells of 4 x 4 pixels
+    flipped = cells.flip(-1).flip(-2).permute(0, 1, 2, 4, 3, 5).reshape(1, 3, 64, 64)
+    assert luma_loss(flipped, x, 16) < 1e-5
+    brighter = x.clone()
+    brighter[:, :, :16] += 0.4  # the top quarter
+    assert abs(luma_loss(brighter, x, 16).item() - 0.1) < 1e-4
+    out = brighter.requires_grad_(True)
+    luma_loss(out, x, 16).backward()
+    assert out.grad is not None and torch.isfinite(out.grad).all()
+
+
 def test_finer_colour_cells_see_a_hue_traded_for_a_mix_of_others(tmp_path: Path) -> None:
     """A hue swapped for a checkerboard of two others with the same mean (the
     trade a generator found at 8 cells: orange grass became green with purple

@@ -112,6 +112,24 @@ def hue_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torc
     return (sure * off_hue + (1 - sure) * added).mean()
 
 
+def luma_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torch.Tensor:
+    """L1 between the mean luma (BT.601 Y) of ``output`` and ``source`` over a
+    grid of ``cells`` x ``cells`` regions: the light and shade of each region
+    stay (a sky stays as bright as it was), while texture inside a region,
+    and every colour, are free (the partner of :func:`hue_loss`)."""
+    size = max(1, source.shape[-1] // cells)
+    weights = _LUMA.to(source.device)[None, :, None, None]
+
+    def luma(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.avg_pool2d(x.float(), size), weights)
+
+    return l1(luma(output), luma(source).detach())
+
+
+#: RGB -> Y row of the same transform.
+_LUMA = torch.tensor([0.299, 0.587, 0.114])
+
+
 #: The share of a region's saturation the hue loss lets a style take away
 #: for free (the rest it must keep).
 _KEEP_CHROMA = 0.5

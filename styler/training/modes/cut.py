@@ -41,6 +41,7 @@ from styler.training.losses import (
     color_loss,
     content_loss,
     hue_loss,
+    luma_loss,
     patch_nce,
     style_loss,
 )
@@ -92,6 +93,9 @@ class CutConfig(TranslationConfig):
     #: Hue loss: the translation's hues against the input's, on the colour
     #: loss's grid; saturation and brightness stay free (see losses.hue_loss).
     lambda_hue: float = 0.0
+    #: Luma loss: the translation's mean brightness against the input's, on
+    #: the colour loss's grid; texture and colour stay free (see losses.luma_loss).
+    lambda_luma: float = 0.0
     #: Decay of the generator's moving average (0: none; 0.999 is typical).
     ema: float = 0.0
 
@@ -106,7 +110,8 @@ class CutConfig(TranslationConfig):
         if self.nce_patches < 1 or not self.nce_temperature > 0:
             raise UsageError("--nce-patches must be >= 1 and --nce-temperature > 0")
         weights = (self.lambda_gan, self.lambda_nce, self.lambda_content, self.lambda_style)
-        if any(not w >= 0 for w in (*weights, self.lambda_color, self.lambda_hue)):
+        weights += (self.lambda_color, self.lambda_hue, self.lambda_luma)
+        if any(not w >= 0 for w in weights):
             raise UsageError("loss weights must be >= 0")
         if not 1 <= self.color_cells <= config.size:
             raise UsageError(f"--color-cells must be from 1 to --size ({config.size})")
@@ -136,7 +141,7 @@ class FastCutConfig(CutConfig):
 class Cut(Trainer):
     loss_names = (
         *("D", "D_proj", "D_color", "G", "G_proj", "G_color"),
-        *("nce", "nce_idt", "content", "style", "color", "hue"),
+        *("nce", "nce_idt", "content", "style", "color", "hue", "luma"),
     )
 
     def __init__(self, config: TrainConfig, device: str, dist: DistInfo) -> None:
@@ -254,6 +259,8 @@ class Cut(Trainer):
             loss["color"] = color_loss(fake_B, real_A, c.color_cells) * c.lambda_color
         if c.lambda_hue > 0:
             loss["hue"] = hue_loss(fake_B, real_A, c.color_cells) * c.lambda_hue
+        if c.lambda_luma > 0:
+            loss["luma"] = luma_loss(fake_B, real_A, c.color_cells) * c.lambda_luma
         return loss
 
     def _nce(
