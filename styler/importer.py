@@ -9,8 +9,10 @@ tensor shapes, and load it into the matching zoo network with ``strict=True``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,9 @@ _STALE_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 DIRECTIONS = ("AtoB", "BtoA")
 #: Largest crop size a model can say it was trained at.
 MAX_TRAIN_SIZE = 4096
+#: Most bytes of tensors a checkpoint may claim (the reference code's largest
+#: generator, unet_256 at ngf 64, holds 218 MB in fp32).
+MAX_CHECKPOINT_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,13 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a .pth file safely (``weights_only=True``: no code in it can run)."""
     if path_kind(path, BadCheckpointError) == "other":  # a named pipe would block forever
         raise BadCheckpointError("not a regular file (named pipe, device or socket)", path)
+    claimed = _claimed_bytes(path)
+    if claimed > MAX_CHECKPOINT_BYTES:
+        raise BadCheckpointError(
+            f"it claims {claimed >> 20} MB of tensors, more than any generator styler imports "
+            f"holds (at most {MAX_CHECKPOINT_BYTES >> 20} MB); nothing was loaded",
+            path,
+        )
     try:
         with warnings.catch_warnings():
             # torch warns about the pickle it refuses (a legacy protocol, ...)
@@ -81,6 +93,21 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         # DataParallel wraps names in "module."
         tensors[key.removeprefix("module.")] = value
     return tensors
+
+
+def _claimed_bytes(path: Path) -> int:
+    """How many bytes ``torch.load`` would read into memory, before it reads
+    any: the uncompressed sizes of a zip checkpoint's entries (PyTorch's
+    format since 1.6; a crafted one may compress gigabytes of zeros into a
+    few MB, or hold them as holes), or a legacy file's size."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        try:
+            return os.path.getsize(path)
+        except OSError:
+            return 0  # torch.load says why it cannot read it
 
 
 def _load_failure(exc: Exception) -> str:

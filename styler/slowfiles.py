@@ -40,9 +40,11 @@ MAX_BMP_HEADER = 1024
 #: Most ICO entries of its largest size (Pillow decodes one of them, a PNG
 #: or a BMP at an offset, each checked; real icons hold one or two).
 MAX_ICO_ENTRIES = 256
-#: Most run-length BMP data taken without asking whether the file holds it
-#: (Pillow steps through 16 MB of it in about 2 s).
-MAX_RLE_HOLES = 16 << 20
+#: Most run-length BMP or plain PNM data taken without asking whether the
+#: file holds it (Pillow steps through 16 MB of it in about 2 s).
+MAX_HOLES = 16 << 20
+#: Most holes counted one by one (then the blocks allocated tell).
+MAX_SEGMENTS = 4096
 #: The sizes of the headers Pillow takes for a headerless BMP (a DIB).
 DIB_HEADERS = frozenset({12, 40, 52, 56, 64, 108, 124})
 
@@ -71,7 +73,7 @@ def too_costly(head: bytes, f: BinaryIO, whole: bool = False) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         stat = os.fstat(f.fileno())
         if stat.st_size > MAX_WEBP and (
-            _on_disk(stat) < stat.st_size // 2 or stat.st_size > 4 * MAX_WEBP
+            _on_disk(f, stat) < stat.st_size // 2 or stat.st_size > 4 * MAX_WEBP
         ):
             return f"a WebP of {stat.st_size >> 20} MB, mostly holes or too large {_SLOW}"
         return None
@@ -116,15 +118,35 @@ def _tiff(head: bytes, f: BinaryIO) -> str | None:
             total += size
             if tag in _SUB_DIRECTORIES:
                 pending.append(value)
-    if total > max(MAX_TIFF_TAGS, _on_disk(stat)):
+    if total > max(MAX_TIFF_TAGS, _on_disk(f, stat)):
         return f"a TIFF whose tags claim {total >> 20} MB, more than the file holds {_SLOW}"
     return None
 
 
-def _on_disk(stat: os.stat_result) -> int:
-    """Bytes a file really holds (its holes left out, where the system says)."""
+def _on_disk(f: BinaryIO, stat: os.stat_result) -> int:
+    """Bytes a file really holds: its size less its holes. The holes are
+    found with SEEK_HOLE and SEEK_DATA, so a file that a compressing
+    filesystem (ZFS, btrfs) stores in fewer blocks than its size is not
+    mistaken for one of holes; past :data:`MAX_SEGMENTS` holes, or where the
+    system cannot say, the blocks allocated (``st_blocks``) tell instead."""
     blocks = getattr(stat, "st_blocks", None)
-    return stat.st_size if blocks is None else min(stat.st_size, blocks * 512)
+    allocated = stat.st_size if blocks is None else min(stat.st_size, blocks * 512)
+    if allocated >= stat.st_size:
+        return stat.st_size
+    fd, holes, pos = f.fileno(), 0, 0
+    try:
+        for _ in range(MAX_SEGMENTS):
+            hole = os.lseek(fd, pos, os.SEEK_HOLE)
+            if hole >= stat.st_size:
+                return stat.st_size - holes
+            try:
+                pos = os.lseek(fd, hole, os.SEEK_DATA)
+            except OSError:  # no data after it: a hole to the end
+                return stat.st_size - holes - (stat.st_size - hole)
+            holes += pos - hole
+    except (OSError, AttributeError):  # SEEK_HOLE unknown here
+        pass
+    return allocated
 
 
 def _tiff_directory(
@@ -213,9 +235,16 @@ def _skip_to_block(f: BinaryIO, pos: int) -> int | None:
 def _ppm(f: BinaryIO) -> str | None:
     """The header's tokens (magic number, width, height and, but for
     bitmaps, the maximum or scale) must end within the first
-    :data:`MAX_STRAY` bytes: Pillow reads a comment one byte at a time."""
+    :data:`MAX_STRAY` bytes: Pillow reads a comment one byte at a time. A
+    plain (text) PNM's pixels must be on disk: Pillow looks for the end of a
+    comment among them through any hole, a megabyte at a time."""
     f.seek(0)
     header = f.read(MAX_STRAY)
+    stat = os.fstat(f.fileno())
+    plain = header[:2] in (b"P1", b"P2", b"P3") and stat.st_size > MAX_HOLES
+    if plain and _on_disk(f, stat) < stat.st_size // 2:
+        size = round(stat.st_size / (1 << 20))
+        return f"a plain-text PNM of {size} MB, mostly holes {_SLOW}"
     if len(header) < MAX_STRAY:
         return None
     needed = 3 if header[:2] in (b"P1", b"P4") else 4
@@ -256,7 +285,7 @@ def _bmp_rle(f: BinaryIO, at: int) -> str | None:
         return f"a run-length BMP of more data than its pixels can need {_SLOW}"
     # A hole reads as zeros, which the decoder steps through two at a time
     # as line ends that add no pixel: run-length data must be on disk.
-    if data > MAX_RLE_HOLES and _on_disk(stat) < data // 2:
+    if data > MAX_HOLES and _on_disk(f, stat) < data // 2:
         return f"a run-length BMP of {round(data / (1 << 20))} MB, mostly holes {_SLOW}"
     return None
 

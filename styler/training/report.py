@@ -98,6 +98,9 @@ def save_png(image: Image.Image, path: Path) -> Path:
 #: A line of metrics.jsonl is a few hundred bytes: a longer one is damaged
 #: (and is never read whole).
 MAX_LINE = 1 << 16
+#: Most bytes of one damaged line stepped over: past them the rest of the
+#: file is not read (a hole of gigabytes would be read through for minutes).
+MAX_SKIP = 64 << 20
 #: Records that curves.svg and report.html are drawn from, at most: a longer
 #: metrics.jsonl is thinned evenly (a chart is a few hundred pixels wide).
 MAX_RECORDS = 20_000
@@ -128,8 +131,8 @@ def iter_metrics(path: Path, damaged: Damaged | None = None) -> Iterator[dict[st
         raise OutputError(f"cannot read: {exc.strerror or exc}", path) from None
     with f:
         for number, line in enumerate(_lines(f), 1):
-            record: Any = f"longer than {MAX_LINE} bytes"
-            if line is not None:
+            record: Any = line
+            if isinstance(line, bytes):
                 try:
                     record = strictjson.loads(line)
                 except ValueError as exc:
@@ -137,21 +140,27 @@ def iter_metrics(path: Path, damaged: Damaged | None = None) -> Iterator[dict[st
             step = record.get("step") if isinstance(record, dict) else None
             if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
                 yield record
-            elif damaged is not None and (line is None or line.strip()):
+            elif damaged is not None and line.strip():
                 why = record if isinstance(record, str) else "no step number"
                 damaged.add(f"line {number}: {why}")
 
 
-def _lines(f: BinaryIO) -> Iterator[bytes | None]:
-    """The lines of ``f``, each None when longer than :data:`MAX_LINE` (its
-    rest is skipped, never held)."""
+def _lines(f: BinaryIO) -> Iterator[bytes | str]:
+    """The lines of ``f``, each replaced by why it is damaged when longer
+    than :data:`MAX_LINE` (its rest is skipped, never held); a line longer
+    than :data:`MAX_SKIP` ends the file."""
     while line := f.readline(MAX_LINE + 1):
         if len(line) <= MAX_LINE or line.endswith(b"\n"):
             yield line
             continue
-        while line and not line.endswith(b"\n"):
+        skipped = len(line)
+        while line and not line.endswith(b"\n") and skipped <= MAX_SKIP:
             line = f.readline(MAX_LINE)
-        yield None
+            skipped += len(line)
+        if skipped > MAX_SKIP:
+            yield f"longer than {MAX_SKIP >> 20} MB: the rest of the file is not read"
+            return
+        yield f"longer than {MAX_LINE} bytes"
 
 
 def read_metrics(path: Path, most: int = MAX_RECORDS) -> list[dict[str, Any]]:
