@@ -324,6 +324,9 @@ def test_hue_loss_lets_saturation_and_brightness_change_but_not_hue() -> None:
     for kept in (x, (luma + (x - luma) * 1.6) * 0.9 + 0.05, luma + (x - luma) * 0.5):
         assert hue_loss(kept, x, 32) < 0.05 * cost
     assert hue_loss(grey, x, 32) > 0.2 * cost  # greying is no way out
+    muted = luma + (x - luma) * 0.5
+    assert hue_loss(muted, x, 32, keep=1.0) > 10 * hue_loss(muted, x, 32)  # keep 1: only more
+    assert hue_loss(luma + (x - luma) * 1.6, x, 32, keep=1.0) < 0.05 * cost
     assert color_loss(luma + (x - luma) * 1.6, x, 32) > 0.05  # the colour loss forbids grading
     assert hue_loss(x, grey, 32) > 0.5 * cost  # colour where the photo has none
     for out in (turned, grey):

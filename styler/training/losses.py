@@ -83,14 +83,17 @@ def color_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> to
     return l1(chroma(output), chroma(source))
 
 
-def hue_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torch.Tensor:
+def hue_loss(
+    output: torch.Tensor, source: torch.Tensor, cells: int = 8, keep: float = 0.5
+) -> torch.Tensor:
     """How far the hues of ``output`` left those of ``source``, over a grid of
     ``cells`` x ``cells`` regions: per cell, the distance from the output's
     mean chroma vector (Cb, Cr) to the source's chroma scaled by any t >=
-    :data:`_KEEP_CHROMA`. A hue kept costs nothing whatever its saturation
-    (above half the source's), brightness or texture, so a style may
-    saturate, darken or repaint a region but not turn grass purple nor grey
-    it (a loss that let it grey had a generator grey every photo); a grey
+    ``keep``. A hue kept costs nothing whatever its saturation (above
+    ``keep`` times the source's: 0.5, half; 1, only more), brightness or
+    texture, so a style may saturate, darken or repaint a region but not
+    turn grass purple nor grey it (a loss that let it grey had a generator
+    grey every photo); a grey
     region of the source (no hue) is a single point, so colour added to it
     (a fringe along a grey pier) costs its full chroma. Hues are certain
     above a chroma of about 2% (:data:`_GREY`); below it a cell counts as
@@ -105,7 +108,7 @@ def hue_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torc
     strength = c_s.square().sum(1, keepdim=True)
     norm_s = (strength + 1e-12).sqrt()
     unit_s = c_s / norm_s
-    t = (c_o * unit_s).sum(1, keepdim=True).clamp(min=_KEEP_CHROMA * norm_s)  # nearest allowed
+    t = (c_o * unit_s).sum(1, keepdim=True).clamp(min=keep * norm_s)  # nearest allowed
     off_hue = ((c_o - t * unit_s).square().sum(1, keepdim=True) + 1e-8).sqrt()
     added = (c_o.square().sum(1, keepdim=True) + 1e-8).sqrt()
     sure = strength / (strength + _GREY**2)
@@ -130,9 +133,6 @@ def luma_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> tor
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
-#: The share of a region's saturation the hue loss lets a style take away
-#: for free (the rest it must keep).
-_KEEP_CHROMA = 0.5
 #: Chroma (on images in [-1, 1]) below which a region counts as grey in the
 #: hue loss: a 2% tint.
 _GREY = 0.02

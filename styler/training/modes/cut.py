@@ -93,6 +93,9 @@ class CutConfig(TranslationConfig):
     #: Hue loss: the translation's hues against the input's, on the colour
     #: loss's grid; saturation and brightness stay free (see losses.hue_loss).
     lambda_hue: float = 0.0
+    #: The share of each region's saturation the hue loss holds (0.5: a style
+    #: may mute a region to half its saturation for free; 1: only saturate).
+    hue_keep: float = 0.5
     #: Luma loss: the translation's mean brightness against the input's, on
     #: the colour loss's grid; texture and colour stay free (see losses.luma_loss).
     lambda_luma: float = 0.0
@@ -115,6 +118,8 @@ class CutConfig(TranslationConfig):
             raise UsageError("loss weights must be >= 0")
         if not 1 <= self.color_cells <= config.size:
             raise UsageError(f"--color-cells must be from 1 to --size ({config.size})")
+        if not 0 <= self.hue_keep <= 1:
+            raise UsageError(f"hue_keep must be in [0, 1], got {self.hue_keep}")
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema must be in [0, 1), got {self.ema}")
         if self.color_disc and config.size < 64:
@@ -258,7 +263,8 @@ class Cut(Trainer):
         if c.lambda_color > 0:
             loss["color"] = color_loss(fake_B, real_A, c.color_cells) * c.lambda_color
         if c.lambda_hue > 0:
-            loss["hue"] = hue_loss(fake_B, real_A, c.color_cells) * c.lambda_hue
+            hue = hue_loss(fake_B, real_A, c.color_cells, c.hue_keep)
+            loss["hue"] = hue * c.lambda_hue
         if c.lambda_luma > 0:
             loss["luma"] = luma_loss(fake_B, real_A, c.color_cells) * c.lambda_luma
         return loss
