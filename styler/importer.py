@@ -103,11 +103,16 @@ def _claimed_bytes(path: Path) -> int:
     try:
         with zipfile.ZipFile(path) as archive:
             return sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         try:
-            return os.path.getsize(path)
+            with open(path, "rb") as f:
+                zipped = f.read(4) == b"PK\x03\x04"
+            size = os.path.getsize(path)
         except OSError:
             return 0  # torch.load says why it cannot read it
+        if zipped:  # PyTorch's reader is laxer: what it would inflate cannot be known
+            raise BadCheckpointError(f"a damaged zip archive ({exc})", path) from None
+        return size
 
 
 def _load_failure(exc: Exception) -> str:
@@ -121,6 +126,8 @@ def _load_failure(exc: Exception) -> str:
             f"refused: it holds a Python object ({found.group(1)}) that would run code when "
             "unpickled; styler only loads tensors (weights_only=True)"
         )
+    if "wrong byte size" in text:  # PyTorch's own text is unformatted ("expected %ld")
+        return "its tensors' data do not match the sizes it states (damaged or forged)"
     if "Unsupported operand" in text or "invalid load key" in text:
         return "not a PyTorch checkpoint (no readable pickle data)"
     if "zip archive" in text or "central directory" in text:

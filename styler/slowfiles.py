@@ -134,6 +134,7 @@ def _on_disk(f: BinaryIO, stat: os.stat_result) -> int:
     if allocated >= stat.st_size:
         return stat.st_size
     fd, holes, pos = f.fileno(), 0, 0
+    where = os.lseek(fd, 0, os.SEEK_CUR)  # put back after: the reader buffers above it
     try:
         for _ in range(MAX_SEGMENTS):
             hole = os.lseek(fd, pos, os.SEEK_HOLE)
@@ -146,6 +147,8 @@ def _on_disk(f: BinaryIO, stat: os.stat_result) -> int:
             holes += pos - hole
     except (OSError, AttributeError):  # SEEK_HOLE unknown here
         pass
+    finally:
+        os.lseek(fd, where, os.SEEK_SET)
     return allocated
 
 

@@ -310,21 +310,34 @@ def test_the_fortieth_pass_files_with_holes(tmp_path: Path) -> None:
         assert _on_disk(f, os.fstat(f.fileno())) == 1 << 20
 
 
+def _bytes_read(io_stats: Path) -> int | None:
+    """Bytes this process has read so far (``rchar``), where the system says."""
+    try:
+        fields = dict(line.split(": ") for line in io_stats.read_text().splitlines())
+    except OSError:
+        return None
+    return int(fields["rchar"])
+
+
 def test_a_metrics_file_with_a_hole_is_not_read_through(tmp_path: Path) -> None:
-    """`train --resume` on a run whose metrics.jsonl ends in a hole of 8 GiB
-    read all of it, 64 KB at a time (25 s, 1 GB). A damaged line is stepped
-    over for at most 64 MB; past that, the rest of the file is not read,
-    and the warning says so."""
+    """`train --resume` on a run whose metrics.jsonl holds a hole of 8 GiB
+    read all of it, 64 KB at a time (25 s, 1 GB). A damaged line's holes
+    are jumped over now (a hole holds no line end), and the records after
+    it are kept (pass 41: stopping at the line lost them on resume)."""
     from styler.training.report import Damaged, iter_metrics
 
     path = tmp_path / "metrics.jsonl"
     with open(path, "wb") as f:
         f.write(b'{"step": 1, "G": 0.5}\n{"step": 2, "G": 0.4}\nx')
-        f.seek(256 << 20, 1)
+        f.seek(1 << 30, 1)
         f.write(b'\n{"step": 3, "G": 0.3}\n')
+    io_stats = Path("/proc/self/io")
+    before = _bytes_read(io_stats)
     damaged = Damaged()
-    assert [r["step"] for r in iter_metrics(path, damaged)] == [1, 2]
-    assert damaged.first == "line 3: longer than 64 MB: the rest of the file is not read"
+    assert [r["step"] for r in iter_metrics(path, damaged)] == [1, 2, 3]
+    assert damaged.first == "line 3: longer than 65536 bytes"
+    if before is not None:  # Linux: what the reads asked for, the hole's GiB not among them
+        assert _bytes_read(io_stats) - before < 64 << 20
 
 
 @pytest.mark.slow
@@ -362,3 +375,37 @@ def test_import_refuses_a_checkpoint_claiming_gigabytes(tmp_path: Path) -> None:
         "imports holds (at most 1024 MB); nothing was loaded"
     ]
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_import_refuses_a_damaged_zip_and_names_a_forged_legacy_file(tmp_path: Path) -> None:
+    """Pass 41: an extra field whose stated length runs past its entry made
+    Python's zipfile refuse the archive, so the size check fell back to the
+    file's size, while PyTorch's laxer reader loaded it (a 4.2 MB file: 4.7
+    GB of memory): a zip that cannot be read is refused as damaged now. A
+    legacy (pre-zip) file whose pickle claims more than it holds gave
+    PyTorch's raw text, "expected %ld got %ld2800008589934588"."""
+    import zipfile
+
+    import torch
+
+    from styler.errors import BadCheckpointError
+    from styler.importer import load_state_dict
+
+    small = tmp_path / "small.pth"
+    torch.save({"model.1.weight": torch.zeros(70_000)}, small)
+    forged = tmp_path / "forged.pth"
+    with zipfile.ZipFile(small) as src, zipfile.ZipFile(forged, "w") as dst:
+        for info in src.infolist():
+            entry = zipfile.ZipInfo(info.filename, date_time=(2020, 1, 1, 0, 0, 0))
+            if info.filename.endswith("/data.pkl"):
+                entry.extra = b"\x99\x99\x10\x00ab"  # says 16 bytes follow; 2 do
+            dst.writestr(entry, src.read(info))
+    with pytest.raises(BadCheckpointError, match=re.escape("a damaged zip archive (Corrupt extra")):
+        load_state_dict(forged)
+    legacy = tmp_path / "legacy.pth"
+    weights = {"model.1.weight": torch.zeros(70_000)}
+    torch.save(weights, legacy, _use_new_zipfile_serialization=False)
+    count, claim = struct.pack("<i", 70_000), struct.pack("<i", 1 << 30)
+    legacy.write_bytes(legacy.read_bytes().replace(b"J" + count, b"J" + claim, 1))
+    with pytest.raises(BadCheckpointError, match="do not match the sizes it states"):
+        load_state_dict(legacy)

@@ -6,6 +6,7 @@ no JavaScript, no plotting library.
 
 from __future__ import annotations
 
+import errno
 import html
 import math
 import os
@@ -98,9 +99,6 @@ def save_png(image: Image.Image, path: Path) -> Path:
 #: A line of metrics.jsonl is a few hundred bytes: a longer one is damaged
 #: (and is never read whole).
 MAX_LINE = 1 << 16
-#: Most bytes of one damaged line stepped over: past them the rest of the
-#: file is not read (a hole of gigabytes would be read through for minutes).
-MAX_SKIP = 64 << 20
 #: Records that curves.svg and report.html are drawn from, at most: a longer
 #: metrics.jsonl is thinned evenly (a chart is a few hundred pixels wide).
 MAX_RECORDS = 20_000
@@ -147,20 +145,29 @@ def iter_metrics(path: Path, damaged: Damaged | None = None) -> Iterator[dict[st
 
 def _lines(f: BinaryIO) -> Iterator[bytes | str]:
     """The lines of ``f``, each replaced by why it is damaged when longer
-    than :data:`MAX_LINE` (its rest is skipped, never held); a line longer
-    than :data:`MAX_SKIP` ends the file."""
+    than :data:`MAX_LINE` (its rest is skipped, never held, and a hole in
+    it, which holds no line end, jumped over, not read)."""
     while line := f.readline(MAX_LINE + 1):
         if len(line) <= MAX_LINE or line.endswith(b"\n"):
             yield line
             continue
-        skipped = len(line)
-        while line and not line.endswith(b"\n") and skipped <= MAX_SKIP:
+        while line and not line.endswith(b"\n"):
+            _past_hole(f)
             line = f.readline(MAX_LINE)
-            skipped += len(line)
-        if skipped > MAX_SKIP:
-            yield f"longer than {MAX_SKIP >> 20} MB: the rest of the file is not read"
-            return
         yield f"longer than {MAX_LINE} bytes"
+
+
+def _past_hole(f: BinaryIO) -> None:
+    """Move ``f`` past a hole it stands in (to the end, if only a hole
+    follows); where the system cannot tell holes, leave it."""
+    here = f.tell()
+    try:
+        data = os.lseek(f.fileno(), here, os.SEEK_DATA)
+    except OSError as exc:  # ENXIO: nothing but a hole to the end
+        data = os.fstat(f.fileno()).st_size if exc.errno == errno.ENXIO else here
+    except AttributeError:  # no SEEK_DATA here
+        data = here
+    f.seek(data)
 
 
 def read_metrics(path: Path, most: int = MAX_RECORDS) -> list[dict[str, Any]]:
