@@ -324,7 +324,7 @@ def test_a_metrics_file_with_a_hole_is_not_read_through(tmp_path: Path) -> None:
     read all of it, 64 KB at a time (25 s, 1 GB). A damaged line's holes
     are jumped over now (a hole holds no line end), and the records after
     it are kept (pass 41: stopping at the line lost them on resume)."""
-    from styler.training.report import Damaged, iter_metrics
+    from styler.training.metricslog import Damaged, iter_metrics
 
     path = tmp_path / "metrics.jsonl"
     with open(path, "wb") as f:

@@ -385,7 +385,7 @@ def test_metrics_are_streamed_and_stale_temporary_files_removed(
 
 
 def test_report_curves_read_a_bounded_thinned_set_of_records(tmp_path: Path) -> None:
-    from styler.training.report import read_metrics
+    from styler.training.metricslog import read_metrics
 
     path = tmp_path / "metrics.jsonl"
     with open(path, "w") as f:

@@ -31,7 +31,7 @@ from styler.fsutil import (
     stale_writer,
 )
 from styler.log import logger
-from styler.training import report, runfiles, state
+from styler.training import metricslog, runfiles, state
 from styler.training.config import TrainConfig
 
 try:
@@ -328,9 +328,9 @@ class RunFolder:
         """Drop records after ``step`` (written after the checkpoint a resume
         starts from), and lines that do not read (said once): the records
         kept are copied, one at a time, to a new file that replaces it."""
-        damaged = report.Damaged()
+        damaged = metricslog.Damaged()
         with atomic_path(self.metrics) as tmp, open(tmp, "w", encoding="utf-8") as out:
-            for record in report.iter_metrics(self.metrics, damaged):
+            for record in metricslog.iter_metrics(self.metrics, damaged):
                 if record["step"] <= step:
                     out.write(json.dumps(record) + "\n")
         if damaged.count:
