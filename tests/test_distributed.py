@@ -195,10 +195,11 @@ def test_a_worker_killed_mid_run_loses_nothing(ray_here: Any, cli: Cli, tmp_path
             time.sleep(0.01)
         name, namespace = _named_actors(ray)[0]
         victim = ray.get(ray.get_actor(name, namespace=namespace).ready.remote())
-        while not (out.is_dir() and any(out.glob("*.png"))):  # the first block is being written
-            assert job.poll() is None and time.monotonic() < deadline, "no output appeared"
-            time.sleep(0.005)
-        done_at_kill = len(list(out.glob("*.png")))
+        # Killed as soon as it is ready, with its first block on its way: on a
+        # fast CPU (an Intel Xeon with AMX) all 80 outputs were written within
+        # one 5 ms poll of the first, so waiting for an output let the run end.
+        done_at_kill = len(list(out.glob("*.png"))) if out.is_dir() else 0
+        assert job.poll() is None, "the run ended before the kill"
         os.kill(victim, signal.SIGKILL)
         stdout, stderr = job.communicate(timeout=300)
     finally:
