@@ -37,7 +37,7 @@ from styler.errors import (
 from styler.fsutil import NOT_A_FILE, remove_stale_parts
 from styler.log import logger
 from styler.metadata import ModelMetadata
-from styler.paths import Job, output_path
+from styler.paths import Job, output_path, same_file
 from styler.runtime import Model
 
 if TYPE_CHECKING:
@@ -540,7 +540,7 @@ class Planner:
         # are one only when their folders and names are.
         key = os.path.join(os.path.realpath(out.parent), out.name)
         other = self.claimed.get(key)
-        if other is not None and _same_file(other, source):
+        if other is not None and same_file(other, source):
             return "skipped", f"named twice (as {other} too)"
         if other is not None:
             return "failed", f"another input already writes {out} ({other})"
@@ -770,13 +770,6 @@ class _Pipeline:
 
 #: Where a file is: its folder's identity (device, inode) and its name.
 Place = tuple[str, int, int]
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except (OSError, ValueError):
-        return False
 
 
 def _real(path: Path) -> str:

@@ -30,7 +30,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from styler.errors import BadImageError, OutputError
 from styler.fsutil import atomic_path
 from styler.log import logger
-from styler.slowfiles import TIFF_HEADS
+from styler.slowfiles import TIFF_HEADS, claimed_format
 from styler.slowfiles import too_costly as slow_to_open
 
 # Pillow logs what it finds wrong in a damaged file (e.g. a TIFF tag) to the
@@ -311,32 +311,11 @@ def _check_size(img: Image.Image, max_pixels: int, path: Path) -> None:
         )
 
 
-def _kind(head: bytes) -> str | None:
-    """The format a file's first bytes claim (for a line about it), if any."""
-    if head[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP"
-    if head[:4] in TIFF_HEADS:
-        return "TIFF"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if head[:2] == b"BM":
-        return "BMP"
-    if head[:4] == b"\x00\x00\x01\x00":
-        return "icon"
-    if head[:1] == b"P" and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"f", b"F"):
-        return "PNM"
-    return None
-
-
 def _unidentified(head: bytes) -> str:
     """Why no decoder opened a file: it claims no format styler reads, or
     it claims one and its header is damaged (or of a kind the decoder does
     not support: Pillow tells the two apart only by its silence)."""
-    kind = _kind(head)
+    kind = claimed_format(head)
     if kind is None:
         return _UNSUPPORTED
     if head[:2] == b"PF":
@@ -347,7 +326,7 @@ def _unidentified(head: bytes) -> str:
 
 def _decode_reason(exc: BaseException, data: bytes) -> str:
     text = str(exc).lower()
-    kind = _kind(data) or "image"
+    kind = claimed_format(data) or "image"
     if (
         "truncated" in text
         or "broken data stream" in text

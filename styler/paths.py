@@ -91,7 +91,8 @@ def _walk(root: Path, recursive: bool, exclude: Path | None) -> Iterator[tuple[P
             problem = None
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if recursive and not entry.name.startswith(".") and not _same(path, exclude):
+                    hidden = entry.name.startswith(".")
+                    if recursive and not hidden and not same_file(path, exclude):
                         subdirs.append(path)
                     continue
                 is_file = entry.is_file()  # follows file symlinks
@@ -116,7 +117,8 @@ def _walk(root: Path, recursive: bool, exclude: Path | None) -> Iterator[tuple[P
         stack.extend(reversed(subdirs))
 
 
-def _same(a: Path, b: Path | None) -> bool:
+def same_file(a: Path, b: Path | None) -> bool:
+    """Whether ``a`` and ``b`` are one file (False where either cannot be looked up)."""
     if b is None:
         return False
     try:  # by identity: a symbolic link or a bind mount cannot hide it
@@ -154,11 +156,11 @@ def collect_jobs(
             found, problem = path_kind(path), None
         except UsageError as exc:  # a name too long, a folder without permission
             found, problem = None, exc.reason
-        if found == "dir" and any(_same(path, folder) for folder in made):
+        if found == "dir" and any(same_file(path, folder) for folder in made):
             yield Job(path, PurePath(path.name or "image"), "no such file")
             continue
         if found == "dir":
-            if not alone and _same(path, output_dir):
+            if not alone and same_file(path, output_dir):
                 logger.info("leaving out %s: it is the output folder", path)
                 continue
             for file, error in _walk(path, recursive, output_dir):
@@ -244,7 +246,7 @@ def check_two_domains(a: str | Path, b: str | Path) -> None:
     """Two training folders that are one folder (by another name, through a
     link or a bind mount), or one inside the other, would put the same
     images in both domains (folders are walked with their subfolders)."""
-    if _same(Path(a), Path(b)):
+    if same_file(Path(a), Path(b)):
         raise UsageError(f"the same folder as {a} (the two domains must be different folders)", b)
     outer, inner = resolved(a), resolved(b)
     for (x, shown_x), (y, shown_y) in (((outer, a), (inner, b)), ((inner, b), (outer, a))):

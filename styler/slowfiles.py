@@ -60,32 +60,56 @@ _GIF_BLOCK_START = re.compile(rb"[!,;]")
 _SUB_DIRECTORIES = frozenset({34665, 34853, 40965})
 
 
+def claimed_format(head: bytes) -> str | None:
+    """The format a file's first bytes claim, by its magic number: "JPEG",
+    "PNG", "WebP", "TIFF", "GIF", "PNM", "BMP" or "icon" (TGA and headerless
+    DIBs have none), or None."""
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if head[:8] == PNG_SIGNATURE:
+        return "PNG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[:4] in TIFF_HEADS:
+        return "TIFF"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if head[:1] == b"P" and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"f", b"F"):
+        return "PNM"
+    if head[:2] == b"BM":
+        return "BMP"
+    if head[:4] == b"\x00\x00\x01\x00":
+        return "icon"
+    return None
+
+
 def too_costly(head: bytes, f: BinaryIO, whole: bool = False) -> str | None:
     """Why opening ``f`` (whose first bytes are ``head``) would take
     minutes or gigabytes, or None; with ``whole``, why decoding it would
     (a JPEG's scans are walked to its end, not only its header). A file
     whose headers cannot be followed is left to the decoder, which says
     what is wrong with it."""
-    if head[:3] == b"\xff\xd8\xff":
+    kind = claimed_format(head)
+    if kind == "JPEG":
         return count_scans(f, header_only=not whole).too_costly()
-    if head[:8] == PNG_SIGNATURE:
+    if kind == "PNG":
         return png_too_costly(f)
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+    if kind == "WebP":
         stat = os.fstat(f.fileno())
         if stat.st_size > MAX_WEBP and (
             _on_disk(f, stat) < stat.st_size // 2 or stat.st_size > 4 * MAX_WEBP
         ):
             return f"a WebP of {stat.st_size >> 20} MB, mostly holes or too large {_SLOW}"
         return None
-    if head[:4] in TIFF_HEADS:
+    if kind == "TIFF":
         return _tiff(head, f)
-    if head[:6] in (b"GIF87a", b"GIF89a"):
+    if kind == "GIF":
         return _gif(f)
-    if head[:1] == b"P" and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"f", b"F"):
+    if kind == "PNM":
         return _ppm(f)
-    if head[:2] == b"BM":
+    if kind == "BMP":
         return _bmp_header(f, 14) or _bmp_rle(f, 14)
-    if head[:4] == b"\x00\x00\x01\x00":
+    if kind == "icon":
         return _ico(f)
     if len(head) >= 4 and struct.unpack("<I", head[:4])[0] in DIB_HEADERS:
         return _bmp_rle(f, 0)

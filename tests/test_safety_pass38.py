@@ -199,6 +199,13 @@ def test_the_thirty_eighth_pass_through_apply(tmp_path: Path) -> None:
     reasons = _slow_files(photos)
     _float_rgb_tiff(photos / "float.tif")
     reasons["float.tif"] = FLOAT_TIFF
+    reasons.update(_pass39_files(photos))  # (passes 39 and 40 through the CLI too)
+    del reasons["colour.pfm"]  # not walked
+    with open(photos / "comment.ppm", "wb") as f:
+        f.write(b"P3\n2 2\n255\n0 0 0 #")
+        f.seek(1 << 30)
+        f.write(b"\n0 0 0 0 0 0 0 0 0\n")
+    reasons["comment.ppm"] = f"a plain-text PNM of 1024 MB, mostly holes {SLOW}"
     _noise(40).save(photos / "DSCF0001.JPG")
     _noise(40).save(photos / "DSCF0001.MPO", "MPO", save_all=True, append_images=[_noise(40)])
     walked = {n: size for n, size in good.items() if not n.endswith((".mpo", ".pfm"))}
@@ -375,6 +382,18 @@ def test_import_refuses_a_checkpoint_claiming_gigabytes(tmp_path: Path) -> None:
         "imports holds (at most 1024 MB); nothing was loaded"
     ]
     assert not (tmp_path / "x.onnx").exists()
+    damaged = tmp_path / "damaged_net_G_A.pth"  # pass 41: an extra field that runs over
+    with zipfile.ZipFile(small) as src, zipfile.ZipFile(damaged, "w") as dst:
+        for info in src.infolist():
+            entry = zipfile.ZipInfo(info.filename, date_time=(2020, 1, 1, 0, 0, 0))
+            if info.filename.endswith("/data.pkl"):
+                entry.extra = b"\x99\x99\x10\x00ab"
+            dst.writestr(entry, src.read(info))
+    r = _run("import", str(damaged), "-o", str(tmp_path / "y.onnx"), timeout=120)
+    assert r.returncode == 2, _lines(r)
+    assert _lines(r) == [
+        f"styler: error: {damaged}: a damaged zip archive (Corrupt extra field 9999 (size=16))"
+    ]
 
 
 def test_import_refuses_a_damaged_zip_and_names_a_forged_legacy_file(tmp_path: Path) -> None:

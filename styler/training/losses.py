@@ -69,18 +69,19 @@ def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 _CHROMA = torch.tensor([[-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 
 
+def cell_means(x: torch.Tensor, rows: torch.Tensor, cells: int) -> torch.Tensor:
+    """``rows`` (K x 3: colour transforms of RGB) of the mean of ``x`` over a
+    grid of about ``cells`` x ``cells`` regions: N x K x cells x cells."""
+    size = max(1, x.shape[-1] // cells)
+    weights = rows.to(x.device)[:, :, None, None]
+    return F.conv2d(F.avg_pool2d(x.float(), size), weights)
+
+
 def color_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> torch.Tensor:
     """L1 between the mean chroma (Cb, Cr) of ``output`` and ``source`` over a
     grid of ``cells`` x ``cells`` regions: hues stay where they were, while
     brightness, contrast and texture are free to change."""
-    size = max(1, source.shape[-1] // cells)
-    weights = _CHROMA.to(source.device)[:, :, None, None]
-    pool = torch.nn.functional.avg_pool2d
-
-    def chroma(x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.conv2d(pool(x.float(), size), weights)
-
-    return l1(chroma(output), chroma(source))
+    return l1(cell_means(output, _CHROMA, cells), cell_means(source, _CHROMA, cells))
 
 
 def hue_loss(
@@ -93,18 +94,12 @@ def hue_loss(
     ``keep`` times the source's: 0.5, half; 1, only more), brightness or
     texture, so a style may saturate, darken or repaint a region but not
     turn grass purple nor grey it (a loss that let it grey had a generator
-    grey every photo); a grey
-    region of the source (no hue) is a single point, so colour added to it
-    (a fringe along a grey pier) costs its full chroma. Hues are certain
-    above a chroma of about 2% (:data:`_GREY`); below it a cell counts as
-    grey, smoothly."""
-    size = max(1, source.shape[-1] // cells)
-    weights = _CHROMA.to(source.device)[:, :, None, None]
-
-    def chroma(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.avg_pool2d(x.float(), size), weights)
-
-    c_o, c_s = chroma(output), chroma(source).detach()
+    grey every photo); a grey region of the source (no hue) is a single
+    point, so colour added to it (a fringe along a grey pier) costs its full
+    chroma. Hues are certain above a chroma of about 2% (:data:`_GREY`);
+    below it a cell counts as grey, smoothly."""
+    c_o = cell_means(output, _CHROMA, cells)
+    c_s = cell_means(source, _CHROMA, cells).detach()
     strength = c_s.square().sum(1, keepdim=True)
     norm_s = (strength + 1e-12).sqrt()
     unit_s = c_s / norm_s
@@ -120,17 +115,11 @@ def luma_loss(output: torch.Tensor, source: torch.Tensor, cells: int = 8) -> tor
     grid of ``cells`` x ``cells`` regions: the light and shade of each region
     stay (a sky stays as bright as it was), while texture inside a region,
     and every colour, are free (the partner of :func:`hue_loss`)."""
-    size = max(1, source.shape[-1] // cells)
-    weights = _LUMA.to(source.device)[None, :, None, None]
-
-    def luma(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(F.avg_pool2d(x.float(), size), weights)
-
-    return l1(luma(output), luma(source).detach())
+    return l1(cell_means(output, _LUMA, cells), cell_means(source, _LUMA, cells).detach())
 
 
 #: RGB -> Y row of the same transform.
-_LUMA = torch.tensor([0.299, 0.587, 0.114])
+_LUMA = torch.tensor([[0.299, 0.587, 0.114]])
 
 
 #: Chroma (on images in [-1, 1]) below which a region counts as grey in the
