@@ -164,8 +164,9 @@ def _named_actors(ray: Any) -> list[tuple[str, str]]:
     ]
 
 
-#: Images of the kill test: enough that the kill lands mid-run.
-COUNT = 80
+#: Images of the kill test: enough that the kill lands mid-run (15 blocks
+#: of 16; the run keeps 4 in flight on two actors).
+COUNT = 240
 
 
 @pytest.mark.slow
@@ -193,11 +194,21 @@ def test_a_worker_killed_mid_run_loses_nothing(ray_here: Any, cli: Cli, tmp_path
         while not _named_actors(ray):  # the run's actors are starting
             assert job.poll() is None and time.monotonic() < deadline, "no actor started"
             time.sleep(0.01)
-        name, namespace = _named_actors(ray)[0]
-        victim = ray.get(ray.get_actor(name, namespace=namespace).ready.remote())
-        # Killed as soon as it is ready, with its first block on its way: on a
-        # fast CPU (an Intel Xeon with AMX) all 80 outputs were written within
-        # one 5 ms poll of the first, so waiting for an output let the run end.
+        time.sleep(0.2)  # both actors named (the run names them at once)
+        # The victim is the actor that answers first: the run starts styling
+        # on the first actor ready, and on a fast CPU it could finish every
+        # block before a slower-starting second actor was ever ready (CI on
+        # 25e4271: the test waited on that one and found it killed by the
+        # run's end). Killed as soon as it answers, with blocks on their way:
+        # on an Intel Xeon with AMX all outputs were written within one 5 ms
+        # poll of the first, so waiting for an output let the run end.
+        calls = [
+            ray.get_actor(name, namespace=namespace).ready.remote()
+            for name, namespace in _named_actors(ray)
+        ]
+        first, _ = ray.wait(calls, num_returns=1, timeout=120)
+        assert first, "no actor ready"
+        victim = ray.get(first[0])
         done_at_kill = len(list(out.glob("*.png"))) if out.is_dir() else 0
         assert job.poll() is None, "the run ended before the kill"
         os.kill(victim, signal.SIGKILL)
