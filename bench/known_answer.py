@@ -10,7 +10,18 @@ a model that learned the style closes the gap, one that washes every photo
 in the style's average colour does not.
 
     python bench/known_answer.py build                 # data/known_answer/
+    python bench/known_answer.py build --split matched # data/known_answer_matched/
     python bench/known_answer.py score MODEL.onnx      # PSNR / SSIM on the held-out photos
+
+Two splits, the same 20 held-out photos and the same 9 photos in A. ``hash``
+(the first): B is the next 9 photos in a fixed hashed order; it drew dark,
+abstract wallpapers (a deep-sky field, "Grey", "DarkestHour", "Storm") for
+B against meadows, flowers and sheep in A, so the colours of B differ from
+A's by content more than by the filter, and matching them teaches a
+darkening, not the grade (bench/grade_fit.py). ``matched``:
+each photo of A is given as its B counterpart the unused photo nearest to
+it in colour statistics (mean colour, luminance spread, mean chroma per
+channel), so that what A and B differ by is the filter.
 
 The photos come from the corpus that ``examples/make_corpus.py`` assembles
 from Debian and PyPI packages (it is built first when missing). Everything is
@@ -32,6 +43,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "data" / "photo2painting"
 OUT = ROOT / "data" / "known_answer"
+#: Where each split's task is written.
+OUTS = {"hash": OUT, "matched": ROOT / "data" / "known_answer_matched"}
 #: Longer side of every image of the task (the filter works at this scale).
 SIDE = 384
 #: Photos per training domain and held out: as in the issue's measurements.
@@ -104,9 +117,34 @@ def _order(name: str) -> str:
     return hashlib.sha256(f"known-answer:{name}".encode()).hexdigest()
 
 
-def build(corpus: Path = CORPUS, out: Path = OUT) -> dict[str, list[str]]:
+def _statistics(path: Path) -> np.ndarray:
+    """Mean colour, luminance spread and mean chroma per channel of a photo
+    (at 96 pixels: what its colours are, not what it shows)."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        im.thumbnail((96, 96), Image.LANCZOS)
+        rgb = np.asarray(im, dtype=np.float64) / 255.0
+    lum = rgb @ np.array([0.299, 0.587, 0.114])
+    chroma = np.abs(rgb - lum[..., None]).reshape(-1, 3).mean(0)
+    return np.concatenate([rgb.reshape(-1, 3).mean(0), [lum.std()], chroma])
+
+
+def _twins(photos: list[Path], pool: list[Path]) -> list[Path]:
+    """For each photo in turn, the unused photo of ``pool`` nearest to it in
+    colour statistics."""
+    stats = {p: _statistics(p) for p in [*photos, *pool]}
+    free, twins = list(pool), []
+    for photo in photos:
+        twin = min(free, key=lambda p: float(np.sum((stats[p] - stats[photo]) ** 2)))
+        free.remove(twin)
+        twins.append(twin)
+    return twins
+
+
+def build(corpus: Path = CORPUS, out: Path = OUT, how: str = "hash") -> dict[str, list[str]]:
     """Write trainA/ (photos), trainB/ (other photos, filtered), test/
-    (held-out photos) and test_target/ (the filter's output on them)."""
+    (held-out photos) and test_target/ (the filter's output on them), split
+    ``how`` (``hash`` or ``matched``: see the module's text)."""
     if not (corpus / "photos").is_dir():
         subprocess.run(
             [sys.executable, str(ROOT / "examples" / "make_corpus.py"), "-o", str(corpus)],
@@ -124,6 +162,9 @@ def build(corpus: Path = CORPUS, out: Path = OUT) -> dict[str, list[str]]:
         "trainB": photos[TRAIN_EACH : 2 * TRAIN_EACH],
         "test": photos[2 * TRAIN_EACH : need],
     }
+    if how == "matched":
+        pool = [p for p in photos if p not in split["test"] and p not in split["trainA"]]
+        split["trainB"] = _twins(split["trainA"], pool)
     for name, files in split.items():
         for path in files:
             rgb = _load(path)
@@ -167,13 +208,15 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="write the task's folders")
     b.add_argument("--corpus", type=Path, default=CORPUS)
-    b.add_argument("-o", "--out", type=Path, default=OUT)
+    b.add_argument("--split", choices=sorted(OUTS), default="hash")
+    b.add_argument("-o", "--out", type=Path, help="default: data/known_answer[_matched]")
     s = sub.add_parser("score", help="PSNR / SSIM of a model on the held-out photos")
     s.add_argument("model", nargs="?", type=Path, help="an ONNX model (none: untouched)")
     s.add_argument("--data", type=Path, default=OUT)
     args = parser.parse_args()
     if args.command == "build":
-        print(json.dumps(build(args.corpus, args.out), indent=1))
+        out = args.out or OUTS[args.split]
+        print(json.dumps(build(args.corpus, out, args.split), indent=1))
     else:
         print(json.dumps(score(args.model, args.data)))
 

@@ -57,8 +57,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
 #: Where each task's folders are (train A, train B).
 TASKS = {
     "known": (ROOT / "data" / "known_answer" / "trainA", ROOT / "data" / "known_answer" / "trainB"),
+    # The same task with B matched to A in colour statistics (known_answer.py).
+    "matched": (
+        ROOT / "data" / "known_answer_matched" / "trainA",
+        ROOT / "data" / "known_answer_matched" / "trainB",
+    ),
     "corpus": (ROOT / "data" / "p2p_split" / "train", ROOT / "data" / "p2p_split" / "paintings"),
 }
+#: The tasks with a known answer (scored by PSNR against the filter).
+KNOWN = ("known", "matched")
 
 
 def machine() -> dict[str, Any]:
@@ -141,11 +148,12 @@ def _value_pairs(pairs: list[str]) -> dict[str, Any]:
 
 
 def _score(task: str, model: Path) -> dict[str, Any]:
-    if task == "known":
+    if task in KNOWN:
         import known_answer
 
-        scored = known_answer.score(model)
-        untouched = known_answer.score(None)
+        data = TASKS[task][0].parent
+        scored = known_answer.score(model, data)
+        untouched = known_answer.score(None, data)
         return {
             **scored,
             "untouched_psnr": untouched["psnr"],
@@ -173,7 +181,7 @@ def table(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     lines = ["| run | task | budget | steps | s/step | threads | score | CPU |", "|---" * 8 + "|"]
     for r in rows:
-        if r["task"] == "known":
+        if r["task"] in KNOWN:
             score = f"{r['psnr']:.2f} dB ({r['gain']:+.2f} over untouched), SSIM {r['ssim']:.3f}"
         else:
             score = ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k.startswith("lite"))
@@ -276,9 +284,9 @@ def grid(runs: list[Path], out: Path, task: str, count: int = 4, side: int = 256
 
     from styler.apply import Stylizer
 
-    if task == "known":
-        folder = ROOT / "data" / "known_answer" / "test"
-        targets: Path | None = ROOT / "data" / "known_answer" / "test_target"
+    if task in KNOWN:
+        folder = TASKS[task][0].parent / "test"
+        targets: Path | None = TASKS[task][0].parent / "test_target"
     else:
         folder, targets = ROOT / "data" / "p2p_split" / "second", None
     photos = sorted(folder.glob("*.png")) + sorted(folder.glob("*.jpg"))
