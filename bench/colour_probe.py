@@ -13,6 +13,7 @@ out of view), and scored on the 20 held-out photos every 100 steps.
 
     python bench/colour_probe.py --blur 1 --steps 1000
     python bench/colour_probe.py --blur 4 --steps 1000
+    python bench/colour_probe.py --blur 4 --steps 1000 --task matched  # the matched split
 
 ``--match K`` replaces the discriminator with a teacher that needs none:
 each 8 x 8 patch of a domain-A photo is given the mean colour of the K
@@ -51,15 +52,15 @@ from styler.zoo.lite0 import Lite0Features  # noqa: E402
 from styler.zoo.projected import ProjectedDiscriminator  # noqa: E402
 from styler.zoo.resnet import color_mlp  # noqa: E402
 
-DATA = ROOT / "data" / "known_answer"
+DATA = {"known": ROOT / "data" / "known_answer", "matched": ROOT / "data" / "known_answer_matched"}
 
 
-def _images(folder: str) -> list[torch.Tensor]:
+def _images(data: Path, folder: str) -> list[torch.Tensor]:
     return [
         torch.from_numpy(np.asarray(Image.open(p).convert("RGB"), np.float32) / 127.5 - 1).permute(
             2, 0, 1
         )
-        for p in sorted((DATA / folder).glob("*.png"))
+        for p in sorted((data / folder).glob("*.png"))
     ]
 
 
@@ -123,6 +124,7 @@ def _match_targets(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=sorted(DATA), default="known", help="the split")
     parser.add_argument("--blur", type=int, default=1, help="the discriminator's view, pooled")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=4)
@@ -133,8 +135,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    a, b = _images("trainA"), _images("trainB")
-    photos, targets = _images("test"), _images("test_target")
+    data = DATA[args.task]
+    a, b = _images(data, "trainA"), _images(data, "trainB")
+    photos, targets = _images(data, "test"), _images(data, "test_target")
 
     recolour = color_mlp(3, 3, 32)
     assert recolour is not None
