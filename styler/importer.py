@@ -9,10 +9,8 @@ tensor shapes, and load it into the matching zoo network with ``strict=True``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import warnings
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from styler import ckptfile
 from styler.errors import BadCheckpointError, BadModelError, UsageError
 from styler.fsutil import check_new_output, path_kind, remove_stale_parts
 from styler.log import logger
@@ -39,9 +38,6 @@ _STALE_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 DIRECTIONS = ("AtoB", "BtoA")
 #: Largest crop size a model can say it was trained at.
 MAX_TRAIN_SIZE = 4096
-#: Most bytes of tensors a checkpoint may claim (the reference code's largest
-#: generator, unet_256 at ngf 64, holds 218 MB in fp32).
-MAX_CHECKPOINT_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -58,13 +54,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a .pth file safely (``weights_only=True``: no code in it can run)."""
     if path_kind(path, BadCheckpointError) == "other":  # a named pipe would block forever
         raise BadCheckpointError("not a regular file (named pipe, device or socket)", path)
-    claimed = _claimed_bytes(path)
-    if claimed > MAX_CHECKPOINT_BYTES:
-        raise BadCheckpointError(
-            f"it claims {claimed >> 20} MB of tensors, more than any generator styler imports "
-            f"holds (at most {MAX_CHECKPOINT_BYTES >> 20} MB); nothing was loaded",
-            path,
-        )
+    ckptfile.check(path)
     try:
         with warnings.catch_warnings():
             # torch warns about the pickle it refuses (a legacy protocol, ...)
@@ -93,26 +83,6 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         # DataParallel wraps names in "module."
         tensors[key.removeprefix("module.")] = value
     return tensors
-
-
-def _claimed_bytes(path: Path) -> int:
-    """How many bytes ``torch.load`` would read into memory, before it reads
-    any: the uncompressed sizes of a zip checkpoint's entries (PyTorch's
-    format since 1.6; a crafted one may compress gigabytes of zeros into a
-    few MB, or hold them as holes), or a legacy file's size."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        try:
-            with open(path, "rb") as f:
-                zipped = f.read(4) == b"PK\x03\x04"
-            size = os.path.getsize(path)
-        except OSError:
-            return 0  # torch.load says why it cannot read it
-        if zipped:  # PyTorch's reader is laxer: what it would inflate cannot be known
-            raise BadCheckpointError(f"a damaged zip archive ({exc})", path) from None
-        return size
 
 
 def _load_failure(exc: Exception) -> str:

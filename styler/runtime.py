@@ -29,6 +29,7 @@ from styler.metadata import (
     STATS_WEIGHT_INPUT,
     ModelMetadata,
 )
+from styler.onnxsize import check_nodes
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
@@ -136,6 +137,12 @@ def check_signature(session: Any, meta: ModelMetadata, source: str | Path) -> No
             raise BadModelError(
                 f"{role} {name!r} has {shape[1]} channels, the metadata says {channels}", source
             )
+        if role == "input" and isinstance(shape[0], int) and shape[0] != 1:
+            raise BadModelError(
+                f"input {name!r} takes a fixed batch of {shape[0]} images; a styler model "
+                "takes any number (or one at a time)",
+                source,
+            )
         if role == "input" and (isinstance(shape[2], int) or isinstance(shape[3], int)):
             raise BadModelError(
                 f"input {name!r} has a fixed size ({shape[2]} x {shape[3]}); a styler model "
@@ -216,9 +223,11 @@ class Model:
         ort = quiet_onnxruntime()
         if isinstance(model, bytes):
             source = str(name) if name is not None else "<in-memory model>"
+            check_nodes(model, source)
         else:
             source = str(model)
             _check_model_path(Path(model))
+            check_nodes(Path(model), source)
         taken, providers = choose_providers(device, ort.get_available_providers())
         options = session_options(threads)
         given: str | bytes = model if isinstance(model, bytes) else os.fspath(model)
@@ -248,11 +257,20 @@ class Model:
         arg = next(i for i in self.session.get_inputs() if i.name == self.meta.input_name)
         return np.float16 if arg.type == "tensor(float16)" else np.float32
 
+    @property
+    def one_at_a_time(self) -> bool:
+        """Whether the graph's input takes a batch of one only (a fixed batch
+        dimension, which :func:`check_signature` allows only as 1)."""
+        arg = next(i for i in self.session.get_inputs() if i.name == self.meta.input_name)
+        return isinstance(arg.shape[0], int)
+
     def run(self, batch: np.ndarray, stats: np.ndarray | None = None) -> np.ndarray:
         """Translate a batch (N, C, H, W) in the model's value range; H and W must be
         multiples of the model's size multiple. With ``stats`` (from
         :meth:`norm_stats` of a whole image), every instance norm uses those
         statistics instead of the batch items' own: the way to run tiles."""
+        if len(batch) > 1 and self.one_at_a_time:
+            return np.concatenate([self.run(batch[i : i + 1], stats) for i in range(len(batch))])
         feed = {self.meta.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)}
         if stats is not None:
             if not self.meta.norm_stats:

@@ -97,7 +97,7 @@ def too_costly(head: bytes, f: BinaryIO, whole: bool = False) -> str | None:
     if kind == "WebP":
         stat = os.fstat(f.fileno())
         if stat.st_size > MAX_WEBP and (
-            _on_disk(f, stat) < stat.st_size // 2 or stat.st_size > 4 * MAX_WEBP
+            on_disk(f, stat) < stat.st_size // 2 or stat.st_size > 4 * MAX_WEBP
         ):
             return f"a WebP of {stat.st_size >> 20} MB, mostly holes or too large {_SLOW}"
         return None
@@ -142,12 +142,12 @@ def _tiff(head: bytes, f: BinaryIO) -> str | None:
             total += size
             if tag in _SUB_DIRECTORIES:
                 pending.append(value)
-    if total > max(MAX_TIFF_TAGS, _on_disk(f, stat)):
+    if total > max(MAX_TIFF_TAGS, on_disk(f, stat)):
         return f"a TIFF whose tags claim {total >> 20} MB, more than the file holds {_SLOW}"
     return None
 
 
-def _on_disk(f: BinaryIO, stat: os.stat_result) -> int:
+def on_disk(f: BinaryIO, stat: os.stat_result) -> int:
     """Bytes a file really holds: its size less its holes. The holes are
     found with SEEK_HOLE and SEEK_DATA, so a file that a compressing
     filesystem (ZFS, btrfs) stores in fewer blocks than its size is not
@@ -269,7 +269,7 @@ def _ppm(f: BinaryIO) -> str | None:
     header = f.read(MAX_STRAY)
     stat = os.fstat(f.fileno())
     plain = header[:2] in (b"P1", b"P2", b"P3") and stat.st_size > MAX_HOLES
-    if plain and _on_disk(f, stat) < stat.st_size // 2:
+    if plain and on_disk(f, stat) < stat.st_size // 2:
         size = round(stat.st_size / (1 << 20))
         return f"a plain-text PNM of {size} MB, mostly holes {_SLOW}"
     if len(header) < MAX_STRAY:
@@ -312,7 +312,7 @@ def _bmp_rle(f: BinaryIO, at: int) -> str | None:
         return f"a run-length BMP of more data than its pixels can need {_SLOW}"
     # A hole reads as zeros, which the decoder steps through two at a time
     # as line ends that add no pixel: run-length data must be on disk.
-    if data > MAX_HOLES and _on_disk(f, stat) < data // 2:
+    if data > MAX_HOLES and on_disk(f, stat) < data // 2:
         return f"a run-length BMP of {round(data / (1 << 20))} MB, mostly holes {_SLOW}"
     return None
 

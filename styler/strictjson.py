@@ -36,6 +36,17 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name}, which JSON does not allow")
 
 
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are each given once (Python keeps the last of a
+    repeated key, another reader the first: which one counts is unclear)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key[:40]!r} is given twice")
+        out[key] = value
+    return out
+
+
 def _depth(text: str) -> int:
     """The deepest nesting of ``[`` and ``{`` outside strings."""
     depth = deepest = 0
@@ -75,6 +86,7 @@ def loads(text: str | bytes) -> Any:
             parse_int=_parse_int,
             parse_float=_parse_float,
             parse_constant=_refuse_constant,
+            object_pairs_hook=_unique,
         )
     except json.JSONDecodeError as exc:
         raise ValueError(exc.msg) from None

@@ -299,7 +299,7 @@ def test_the_fortieth_pass_files_with_holes(tmp_path: Path) -> None:
     filesystem stores in few blocks is not taken for one of holes."""
     from styler.errors import BadImageError
     from styler.imageio import probe
-    from styler.slowfiles import _on_disk
+    from styler.slowfiles import on_disk
 
     with open(tmp_path / "comment.ppm", "wb") as f:
         f.write(b"P3\n2 2\n255\n0 0 0 #")
@@ -309,12 +309,12 @@ def test_the_fortieth_pass_files_with_holes(tmp_path: Path) -> None:
     with pytest.raises(BadImageError, match=re.escape(reason)):
         probe(tmp_path / "comment.ppm")
     with open(tmp_path / "comment.ppm", "rb") as f:
-        stored = _on_disk(f, os.fstat(f.fileno()))
+        stored = on_disk(f, os.fstat(f.fileno()))
     assert stored < 1 << 20  # the bytes written, not the hole
     dense = tmp_path / "dense.bin"
     dense.write_bytes(os.urandom(1 << 20))
     with open(dense, "rb") as f:
-        assert _on_disk(f, os.fstat(f.fileno())) == 1 << 20
+        assert on_disk(f, os.fstat(f.fileno())) == 1 << 20
 
 
 def _bytes_read(io_stats: Path) -> int | None:

@@ -70,11 +70,11 @@ class Checkpointer:
         if path.is_dir() and not path.is_symlink():  # passed over on resume: left alone
             logger.warning("not saving step %d: %s is a folder (left as it is)", done, path)
             return self.path
-        if _foreign(path, trainer):
-            logger.warning(
-                "not saving step %d: %s holds another run's checkpoint (left as it is)", done, path
-            )
+        whose = _whose(path, trainer)
+        if whose is not None:
+            logger.warning("not saving step %d: %s holds %s (left as it is)", done, path, whose)
             return self.path
+        _keep_damaged(path, f"saving step {done}")
         state.save(path, trainer, done, info)
         state.prune(self.folder, self.keep, self.reported, upto=done, run=trainer.config)
         self.saved, self.path, self.last = done, path, self.clock()
@@ -87,17 +87,43 @@ class Checkpointer:
         return self.path
 
 
-def _foreign(path: Path, trainer: Trainer) -> bool:
-    """Whether ``path`` is a checkpoint another run saved (never replaced)."""
+def _whose(path: Path, trainer: Trainer) -> str | None:
+    """What ``path`` holds if it is a checkpoint styler must never replace:
+    another run's, or one a newer styler wrote; None otherwise."""
     if not os.path.lexists(path):
-        return False
+        return None
     try:
         state.peek(path, trainer.config)
     except state.ForeignCheckpoint:
-        return True
+        return "another run's checkpoint"
+    except state.NewerCheckpoint:
+        return "a checkpoint of a newer styler"
     except BadCheckpointError:
-        pass  # damaged: passed over on resume, and replaced
-    return False
+        pass  # damaged: passed over on resume, and kept aside when replaced
+    return None
+
+
+def _keep_damaged(path: Path, then: str) -> None:
+    """Move the file at ``path`` (one resume passed over) to ``<name>.kept``
+    (``.kept-2``, ... if taken) before styler writes there: never
+    overwritten, and out of the way of resume and pruning."""
+    if not os.path.lexists(path):
+        return
+    for n in range(1, 10_000):
+        aside = path.with_name(f"{path.name}.kept" + (f"-{n}" if n > 1 else ""))
+        try:
+            os.link(path, aside, follow_symlinks=False)  # fails, never clobbers, if taken
+        except FileExistsError:
+            continue
+        except OSError:
+            if os.path.lexists(aside):
+                continue
+            os.rename(path, aside)  # no hard links here
+        else:
+            os.unlink(path)
+        logger.warning("kept %s as %s; %s in its place", path, aside.name, then)
+        return
+    raise StylerError(f"cannot keep it aside: {path.name}.kept-1..9999 are all taken", path)
 
 
 class BestKeeper:
@@ -110,6 +136,9 @@ class BestKeeper:
         self.path = path
         self.run = run
         self.key = key
+        #: Whether the file at ``path`` is the run's own (or none is there):
+        #: anything else is kept aside, not overwritten, when the best is saved.
+        self.own = not os.path.lexists(path)
         self.best, self.best_std = self._read()
 
     def _read(self) -> tuple[float, float]:
@@ -118,10 +147,12 @@ class BestKeeper:
             return math.inf, 0.0
         try:
             info = state.load(self.path, self.run).header.get("info", {})
-            return float(info.get(self.key, math.inf)), float(info.get(f"{self.key}_std", 0.0))
+            best = float(info.get(self.key, math.inf)), float(info.get(f"{self.key}_std", 0.0))
         except (StylerError, TypeError, ValueError) as exc:
-            logger.warning("ignoring %s; the run's best checkpoint will replace it", exc)
+            logger.warning("ignoring %s; it will be kept aside for the run's best", exc)
             return math.inf, 0.0
+        self.own = True
+        return best
 
     def offer(self, trainer: Trainer, step: int, info: dict[str, Any]) -> bool:
         """Save ``trainer`` as the best if its score (``info[key]``) is lower
@@ -137,5 +168,8 @@ class BestKeeper:
             self.best = -math.inf  # (said once)
             return False
         self.best, self.best_std = float(info[self.key]), float(info.get(f"{self.key}_std", 0.0))
+        if not self.own:
+            _keep_damaged(self.path, "keeping the run's best")
+            self.own = True
         state.save(self.path, trainer, step, info)
         return True

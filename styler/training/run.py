@@ -247,9 +247,9 @@ class RunFolder:
         foreign = [exc for exc in skipped if isinstance(exc, state.ForeignCheckpoint)]
         if found is None and foreign:
             raise BadCheckpointError(
-                f"differs from the run's checkpoints in {_changes(config, foreign[0])}: a resumed "
-                "run keeps the config it began with (undo the edit, or start a new run with "
-                "the new settings); nothing was changed",
+                f"differs from the run's checkpoints in {_changes(config, foreign[0])}: it was "
+                "edited after the run began, and a run keeps the config it began with (undo "
+                "the edit, or start a new run with the new settings); nothing was changed",
                 self.config,
             )
         if found is None:
@@ -351,10 +351,15 @@ def _changes(config: TrainConfig, foreign: state.ForeignCheckpoint) -> str:
     both values: ``lr (0.5 here, 0.0002 in step_0000004.safetensors)``."""
     mine, theirs = config.to_dict(), foreign.config.to_dict()
     name = Path(foreign.path or "").name
-    shown = [
-        f"{key} ({_short(mine.get(key))} here, {_short(theirs.get(key))} in {name})"
-        for key in foreign.fields[:3]
-    ]
+    shown = []
+    for key in foreign.fields[:3]:
+        here, there = mine.get(key), theirs.get(key)
+        while isinstance(here, dict) and isinstance(there, dict):  # down to where they differ
+            inner = next((k for k in {**here, **there} if here.get(k) != there.get(k)), None)
+            if inner is None:
+                break
+            key, here, there = f"{key}.{inner}", here.get(inner), there.get(inner)
+        shown.append(f"{key} ({_short(here)} here, {_short(there)} in {name})")
     more = len(foreign.fields) - len(shown)
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 

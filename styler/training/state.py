@@ -167,6 +167,11 @@ def _regular_file(path: Path) -> None:
         raise BadCheckpointError("not a checkpoint (not a regular file)", path)
 
 
+class NewerCheckpoint(BadCheckpointError):
+    """A checkpoint a newer styler wrote: whole, as far as this one can tell,
+    and never replaced."""
+
+
 def _header(meta: dict[str, str], path: Path) -> tuple[int, TrainConfig, dict[str, Any]]:
     """The step, config and whole header of a checkpoint, every value checked."""
     if HEADER_KEY not in meta:
@@ -179,7 +184,7 @@ def _header(meta: dict[str, str], path: Path) -> tuple[int, TrainConfig, dict[st
         raise BadCheckpointError("damaged training header (not an object)", path)
     version = header.get("version", 0)
     if not _is_int(version) or version > STATE_VERSION:
-        raise BadCheckpointError(f"written by a newer styler (version {version!r})", path)
+        raise NewerCheckpoint(f"written by a newer styler (version {version!r})", path)
     step = header.get("step")
     if not _is_int(step) or not 0 <= step <= limits.MAX_STEPS:
         raise BadCheckpointError(f"damaged training header (step {step!r})", path)
