@@ -266,7 +266,21 @@ def test_the_colour_discriminator_judges_tones_not_texture(tmp_path: Path) -> No
     trained = weights["net.D_color.model.0.weight"]
     assert trained.shape == first.shape and not torch.equal(trained, first)
 
+    # The projected colour judge: frozen Lite0 features of the 4 x 4 averages
+    # scaled back up; its heads learn.
+    config, found = make_config(
+        *folders, mode="fastcut", color_disc=True, color_judge="projected", steps=1, **tiny
+    )
+    result = train(config, tmp_path / "run2", device="cpu", watch=watch, found=found)
+    saved = state.load(result.checkpoint).tensors
+    judge = build_trainer(config, "cpu").nets["D_color"]
+    assert type(judge).__name__ == "ProjectedDiscriminator"
+    first = {k: v for k, v in judge.state_dict().items() if v.is_floating_point()}
+    changed = [k for k, v in first.items() if not torch.equal(saved[f"net.D_color.{k}"], v)]
+    assert changed and all("backbone" not in k for k in changed)
+
     x = torch.rand(1, 3, 64, 64) * 2 - 1
+    assert _tones(x, up=True).shape == x.shape
     checker = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(32, 32) * 0.2  # no mean per 4x4
     assert torch.allclose(_tones(x + checker), _tones(x), atol=1e-6)
     assert not torch.allclose(_tones(x + torch.tensor([0.2, 0.0, -0.2])[:, None, None]), _tones(x))

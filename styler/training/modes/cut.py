@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import operator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -80,6 +80,11 @@ class CutConfig(TranslationConfig):
     #: colours and tones, not texture (the other discriminators are fooled
     #: by texture first, and their instance norms hide an overall cast).
     color_disc: bool = False
+    #: What the colour discriminator is: ``patch`` (the small PatchGAN above)
+    #: or ``projected`` (a projected discriminator, frozen Lite0 features, on
+    #: the 4 x 4 averages scaled back up: what judges what a colour belongs
+    #: to; bench/colour_probe.py).
+    color_judge: str = "patch"
     #: Content loss: Lite0 features of the translation against the input's.
     lambda_content: float = 0.0
     #: Style loss: Lite0 feature statistics against the style images'.
@@ -122,6 +127,8 @@ class CutConfig(TranslationConfig):
             raise UsageError(f"hue_keep must be in [0, 1], got {self.hue_keep}")
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema must be in [0, 1), got {self.ema}")
+        if self.color_judge not in ("patch", "projected"):
+            raise UsageError(f"color_judge must be patch or projected, got {self.color_judge!r}")
         if self.color_disc and config.size < 64:
             raise UsageError(f"--color-disc needs --size 64 or more, got {config.size}")
         if self.projected and isinstance(self.discriminator, ProjectedDiscriminatorConfig):
@@ -168,7 +175,9 @@ class Cut(Trainer):
         if m.color_disc:
             ndf = getattr(m.discriminator, "ndf", 64)
             # No normalisation: instance norm would remove the overall colour it is to judge.
-            tones = discriminator_preset("n_layers_2", in_channels=3, ndf=ndf, norm="none")
+            tones: Any = discriminator_preset("n_layers_2", in_channels=3, ndf=ndf, norm="none")
+            if m.color_judge == "projected":
+                tones = ProjectedDiscriminatorConfig(in_channels=3)
             self.D_color = self.build("D_color", tones)
             discs.append("D_color")
         torch.manual_seed(config.seed + len(self.nets))
@@ -212,7 +221,9 @@ class Cut(Trainer):
             if self.D_proj is not None:
                 loss["D_proj"] = self.gan.d_loss(self.D_proj(real_seen), self.D_proj(fake_seen))
             if self.D_color is not None:
-                real, fake = self.D_color(_tones(real_seen)), self.D_color(_tones(fake_seen))
+                up = c.color_judge == "projected"
+                real = self.D_color(_tones(real_seen, up))
+                fake = self.D_color(_tones(fake_seen, up))
                 loss["D_color"] = self.gan.d_loss(real, fake)
         self.update("D", functools.reduce(operator.add, loss.values()))
 
@@ -246,7 +257,8 @@ class Cut(Trainer):
             if self.D_proj is not None:
                 loss["G_proj"] = self.gan.g_loss(self.D_proj(fake_seen)) * c.lambda_gan
             if self.D_color is not None:
-                loss["G_color"] = self.gan.g_loss(self.D_color(_tones(fake_seen))) * c.lambda_gan
+                seen = _tones(fake_seen, c.color_judge == "projected")
+                loss["G_color"] = self.gan.g_loss(self.D_color(seen)) * c.lambda_gan
             if c.lambda_nce > 0:
                 if flipped:  # keys from the input as it is, queries flipped back
                     with torch.no_grad():
@@ -330,7 +342,11 @@ class Cut(Trainer):
         return [ExportSpec(f"{a}_to_{b}", self.generator, self.options.generator, "AtoB", (a, b))]
 
 
-def _tones(images: torch.Tensor) -> torch.Tensor:
+def _tones(images: torch.Tensor, up: bool = False) -> torch.Tensor:
     """What the colour discriminator sees: the images averaged over 4 x 4
-    pixels (colours and tones; the texture gone)."""
-    return torch.nn.functional.avg_pool2d(images, 4)
+    pixels (colours and tones; the texture gone), scaled back up ``up`` (for
+    features learned at full size)."""
+    pooled = torch.nn.functional.avg_pool2d(images, 4)
+    if not up:
+        return pooled
+    return torch.nn.functional.interpolate(pooled, scale_factor=4, mode="bilinear")
