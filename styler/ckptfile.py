@@ -94,10 +94,14 @@ def _check_zip(path: Path) -> None:
                 "reader cannot read (a checkpoint is stored or deflated)",
                 path,
             )
-        if info.filename.endswith("data.pkl") and info.file_size > MAX_PICKLE_BYTES:
+        # Tensors are stored under <archive>/data/; every other entry (the
+        # pickle, the records beside it) is a few KB. PyTorch's reader finds
+        # names whatever their case (DATA.PKL is data.pkl).
+        if "/data/" not in info.filename.lower() and info.file_size > MAX_PICKLE_BYTES:
+            what = "pickle" if info.filename.lower().endswith(".pkl") else f"entry {info.filename}"
             raise BadCheckpointError(
-                f"its pickle claims {info.file_size >> 20} MB (a state_dict's is a few KB; "
-                f"at most {MAX_PICKLE_BYTES >> 20} MB is read); nothing was loaded",
+                f"its {what} claims {info.file_size >> 20} MB (a state_dict's pickle is a few "
+                f"KB; at most {MAX_PICKLE_BYTES >> 20} MB is read); nothing was loaded",
                 path,
             )
     claimed = sum(info.file_size for info in infos)

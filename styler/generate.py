@@ -20,8 +20,11 @@ from styler.errors import BadModelError, OutputError, UsageError
 from styler.fsutil import atomic_path
 from styler.runtime import Model, model_runs
 
-#: Images per onnxruntime call.
+#: Images per onnxruntime call, at most.
 CHUNK = 256
+#: Bytes of model output per call, at most (large images come fewer at a time:
+#: 256 of 1024 x 1024 would hold 3 GB, and numpy copies it a few times).
+CHUNK_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -90,17 +93,26 @@ class ImageGenerator:
             raise UsageError(f"the seed must be in 0..2**63-1, got {seed}")
         self.labels_for(0, 0, label)  # an unknown class fails before any work
         lo, hi = self.meta.value_range
-        for start, noise in noise_chunks(seed, n, self.meta.latent_dim):
+        side = getattr(self.meta.network, "size", 1)
+        per_image = 4 * self.meta.out_channels * side * side
+        chunk = max(1, min(CHUNK, CHUNK_BYTES // max(per_image, 1)))
+        for start, noise in noise_chunks(seed, n, self.meta.latent_dim, chunk):
             stop = start + len(noise)
             labels = self.labels_for(start, stop, label)
-            with model_runs(self.model.path):
-                out = self.model.generate(noise, labels)
-            if not np.isfinite(out).all():
+            try:
+                with model_runs(self.model.path):
+                    out = self.model.generate(noise, labels)
+                if not np.isfinite(out).all():
+                    raise BadModelError(
+                        "the model's output holds NaN or infinite values", self.model.path
+                    )
+                images = np.clip((out - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5
+                images = images.astype(np.uint8).transpose(0, 2, 3, 1)
+            except MemoryError:
                 raise BadModelError(
-                    "the model's output holds NaN or infinite values", self.model.path
-                )
-            images = np.clip((out - lo) / (hi - lo), 0.0, 1.0) * 255.0 + 0.5
-            images = images.astype(np.uint8).transpose(0, 2, 3, 1)
+                    f"not enough memory for {len(noise)} images of {side} x {side}",
+                    self.model.path,
+                ) from None
             for i, image in enumerate(images):
                 yield Generated(start + i, None if labels is None else int(labels[i]), image)
 

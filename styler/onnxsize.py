@@ -54,29 +54,81 @@ def check_nodes(model: Path | bytes, source: str | Path) -> int:
 
 def _count(data: memoryview, source: str | Path) -> int:
     try:
-        lists = {_MODEL_GRAPH: _GRAPH_NODE, _MODEL_FUNCTIONS: _FUNCTION_NODE}
-        graphs = [(start, end, 0, lists[field]) for field, start, end in _fields(data, 0, len(data))
-                  if field in lists]  # fmt: skip
-        nodes = 0
-        while graphs:
-            start, end, depth, node_field = graphs.pop()
-            if depth > MAX_DEPTH:
-                raise BadModelError(f"subgraphs nested deeper than {MAX_DEPTH}", source)
-            for field, node_start, node_end in _fields(data, start, end):
-                if field != node_field:
-                    continue
-                nodes += 1
-                if nodes > MAX_NODES:
-                    raise BadModelError(
-                        f"more than {MAX_NODES:,} nodes (a styler model has hundreds); "
-                        "too costly to open",
-                        source,
-                    )
-                inner = _subgraphs(data, node_start, node_end)
-                graphs.extend((s, e, depth + 1, _GRAPH_NODE) for s, e in inner)
-        return nodes
+        return _Counter(data, source).total()
     except _Malformed:
         return 0
+
+
+class _Counter:
+    """The nodes a session would build: each graph's nodes, those of the
+    subgraphs in their attributes, and for a call of a model-local function
+    the nodes of its body (onnxruntime inlines it at every call)."""
+
+    def __init__(self, data: memoryview, source: str | Path) -> None:
+        self.data, self.source = data, source
+        self.nodes = 0
+        #: Model-local functions by (domain, name, overload): their node lists.
+        self.functions: dict[tuple[str, str, str], tuple[int, int]] = {}
+        self.sizes: dict[tuple[str, str, str], int] = {}
+        self.calling: set[tuple[str, str, str]] = set()
+
+    def total(self) -> int:
+        graphs = []
+        for field, start, end in _fields(self.data, 0, len(self.data)):
+            if field == _MODEL_GRAPH:
+                graphs.append((start, end))
+            elif field == _MODEL_FUNCTIONS:
+                strings = self._strings(start, end, {1: "name", 10: "domain", 13: "overload"})
+                key = (strings["domain"], strings["name"], strings["overload"])
+                self.functions[key] = (start, end)
+        for start, end in graphs:
+            self.nodes += self._cost(start, end, _GRAPH_NODE, 0)
+            self._check(self.nodes)
+        return self.nodes
+
+    def _check(self, nodes: int) -> None:
+        if nodes > MAX_NODES:
+            raise BadModelError(
+                f"more than {MAX_NODES:,} nodes (a styler model has hundreds); too costly to open",
+                self.source,
+            )
+
+    def _strings(self, start: int, end: int, names: dict[int, str]) -> dict[str, str]:
+        found = dict.fromkeys(names.values(), "")
+        for field, s, e in _fields(self.data, start, end):
+            if field in names:
+                found[names[field]] = bytes(self.data[s:e]).decode("utf-8", "replace")
+        return found
+
+    def _cost(self, start: int, end: int, node_field: int, depth: int) -> int:
+        """The nodes built for the node list ``node_field`` of the message
+        at ``data[start:end]`` (a graph or a function's body)."""
+        if depth > MAX_DEPTH:
+            raise BadModelError(
+                f"subgraphs or functions nested deeper than {MAX_DEPTH}", self.source
+            )
+        cost = 0
+        for field, node_start, node_end in _fields(self.data, start, end):
+            if field != node_field:
+                continue
+            names = {4: "op", 7: "domain", 8: "overload"}
+            node = self._strings(node_start, node_end, names)
+            key = (node["domain"], node["op"], node["overload"])
+            cost += self._function(key, depth) if key in self.functions else 1
+            for s, e in _subgraphs(self.data, node_start, node_end):
+                cost += self._cost(s, e, _GRAPH_NODE, depth + 1)
+            self._check(self.nodes + cost)
+        return cost
+
+    def _function(self, key: tuple[str, str, str], depth: int) -> int:
+        if key not in self.sizes:
+            if key in self.calling:
+                raise BadModelError(f"function {key[1]!r} calls itself", self.source)
+            self.calling.add(key)
+            start, end = self.functions[key]
+            self.sizes[key] = self._cost(start, end, _FUNCTION_NODE, depth + 1)
+            self.calling.discard(key)
+        return self.sizes[key]
 
 
 def _subgraphs(data: memoryview, start: int, end: int) -> list[tuple[int, int]]:
@@ -95,10 +147,17 @@ def _subgraphs(data: memoryview, start: int, end: int) -> list[tuple[int, int]]:
 def _fields(data: memoryview, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
     """The length-delimited fields of the message at ``data[pos:end]``:
     (field number, start, end) each; other fields are skipped."""
+    groups = 0  # inside a group (wire types 3 and 4): skipped, as protobuf does
     while pos < end:
         key, pos = _varint(data, pos, end)
         field, wire = key >> 3, key & 7
-        if wire == 0:
+        if wire == 3:
+            groups += 1
+        elif wire == 4:
+            if groups == 0:
+                raise _Malformed
+            groups -= 1
+        elif wire == 0:
             _, pos = _varint(data, pos, end)
         elif wire == 1:
             pos += 8
@@ -108,7 +167,8 @@ def _fields(data: memoryview, pos: int, end: int) -> Iterator[tuple[int, int, in
             length, pos = _varint(data, pos, end)
             if pos + length > end:
                 raise _Malformed
-            yield field, pos, pos + length
+            if groups == 0:
+                yield field, pos, pos + length
             pos += length
         else:
             raise _Malformed

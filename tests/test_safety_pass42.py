@@ -13,6 +13,7 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,14 +35,18 @@ SHIPPED = Path(__file__).parent.parent / "weights" / "photo2painting.onnx"
 REFERENCE = Path(__file__).parent / "fixtures" / "reference" / "resnet_6blocks_ngf16_instance.pth"
 
 
-def _rewrite(src: Path, dst: Path, pickle: bytes | None = None, method: int = 0) -> Path:
+def _rewrite(
+    src: Path, dst: Path, pickle: bytes | None = None, method: int = 0, name: str = "data.pkl"
+) -> Path:
     """``src`` (a zip checkpoint) written again to ``dst``: its pickle
-    replaced by ``pickle`` and deflated, every entry compressed by ``method``."""
+    replaced by ``pickle`` (named ``name``) and deflated, every entry
+    compressed by ``method``."""
     with zipfile.ZipFile(src) as old, zipfile.ZipFile(dst, "w") as new:
         for info in old.infolist():
             data = old.read(info)
             if pickle is not None and info.filename.endswith("data.pkl"):
-                new.writestr(info.filename, pickle, zipfile.ZIP_DEFLATED, compresslevel=9)
+                renamed = info.filename.removesuffix("data.pkl") + name
+                new.writestr(renamed, pickle, zipfile.ZIP_DEFLATED, compresslevel=9)
             else:
                 new.writestr(info.filename, data, method or info.compress_type)
     return dst
@@ -65,8 +70,8 @@ def test_checkpoints_that_would_cost_far_more_than_they_hold_are_refused(tmp_pat
     assert bomb.stat().st_size < 64 << 10
     r = _run("import", str(bomb), "-o", str(tmp_path / "x.onnx"))
     assert r.returncode == 2 and _lines(r) == [
-        f"styler: error: {bomb}: its pickle claims 20 MB (a state_dict's is a few KB; at most "
-        "16 MB is read); nothing was loaded"
+        f"styler: error: {bomb}: its pickle claims 20 MB (a state_dict's pickle is a few KB; "
+        "at most 16 MB is read); nothing was loaded"
     ]
     data = small.read_bytes()
     end = data.rfind(b"PK\x05\x06")
@@ -252,3 +257,107 @@ def test_a_config_with_a_key_given_twice_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BadCheckpointError, match="given twice"):
         TrainConfig.from_json(config.read_bytes(), config)
     assert os.path.exists(config)
+
+
+# -- the forty-third pass: the forty-second's code ---------------------------------------------
+
+
+def test_the_pickle_limit_holds_whatever_the_case_of_its_name(tmp_path: Path) -> None:
+    """PyTorch's zip reader finds archive/data.pkl whatever the case of the
+    name: one called DATA.PKL escaped the 16 MB limit (a 195 KB file: over
+    60 s and 1.46 GB). Every entry outside data/ is held to it now."""
+    small = tmp_path / "small.pth"
+    torch.save({"model.1.weight": torch.zeros(4)}, small)
+    pickle = b"\x80\x02]q\x00(" + b"K\x00" * (10 << 20) + b"e."
+    upper = _rewrite(small, tmp_path / "upper.pth", pickle, name="DATA.PKL")
+    with pytest.raises(BadCheckpointError, match="its pickle claims 20 MB"):
+        load_state_dict(upper)
+
+
+def _relu_chain(count: int) -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    names = ["input", *(f"t{i}" for i in range(1, count)), "output"]
+    nodes = [helper.make_node("Relu", [names[i]], [names[i + 1]]) for i in range(count)]
+    shape = ["N", 3, "H", "W"]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_nodes_behind_a_group_or_in_called_functions_are_counted(tmp_path: Path) -> None:
+    """A protobuf group after the graph (valid protobuf, which onnxruntime
+    skips) made the count give up, and 400,000 nodes opened (36 s, 1.35
+    GB); a function's body was counted once while onnxruntime builds it at
+    every call (a 6.4 KB file of nested calls: 400,000 nodes, 46 s, 1.34 GB)."""
+    from onnx import TensorProto, helper
+
+    from styler.onnxsize import MAX_NODES, check_nodes
+
+    grouped = _relu_chain(MAX_NODES + 1).SerializeToString() + b"\xa3\x06\xa4\x06"
+    with pytest.raises(Exception, match="more than 30,000 nodes"):
+        check_nodes(grouped, "grouped")
+    assert check_nodes(_relu_chain(50).SerializeToString() + b"\xa3\x06\xa4\x06", "g") == 50
+    ops = [helper.make_opsetid("", 17), helper.make_opsetid("local", 1)]
+
+    def chain(op: str, n: int, first: str, last: str, prefix: str, domain: str = "") -> list[Any]:
+        names = [first, *(f"{prefix}{k}" for k in range(1, n)), last]
+        return [helper.make_node(op, [names[k]], [names[k + 1]], domain=domain) for k in range(n)]
+
+    relus = chain("Relu", 200, "x", "y", "a")
+    inner = helper.make_function("local", "F1", ["x"], ["y"], relus, ops)
+    outer = helper.make_function(
+        "local", "F2", ["x"], ["y"], chain("F1", 40, "x", "y", "b", "local"), ops
+    )
+    shape = ["N", 3, "H", "W"]
+
+    def nested(calls: int) -> bytes:
+        graph = helper.make_graph(
+            chain("F2", calls, "input", "output", "t", "local"),
+            "g",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+        )
+        model = helper.make_model(graph, opset_imports=ops, functions=[inner, outer])
+        return model.SerializeToString()
+
+    assert check_nodes(nested(3), "three calls") == 3 * 40 * 200
+    path = tmp_path / "nested.onnx"
+    path.write_bytes(nested(50))  # 400,000 nodes built, 290 written
+    r = _run("info", str(path))
+    assert r.returncode == 2 and "more than 30,000 nodes" in _lines(r)[0]
+
+
+def test_generate_holds_a_bounded_number_of_large_images() -> None:
+    """`styler generate` ran 256 images per call whatever their size (a 1.1
+    KB model of 1024 x 1024 images: 9.5 GB; at 2048 a traceback): a call
+    now holds at most 64 MB of output."""
+    from styler.generate import CHUNK, CHUNK_BYTES, noise_chunks
+
+    side = 1024
+    chunk = max(1, min(CHUNK, CHUNK_BYTES // (4 * 3 * side * side)))
+    assert chunk == 5
+    rows = [len(noise) for _, noise in noise_chunks(0, 12, 100, chunk)]
+    assert rows == [5, 5, 2]
+    whole = np.concatenate([n for _, n in noise_chunks(0, 12, 100, chunk)])
+    assert np.array_equal(whole, np.concatenate([n for _, n in noise_chunks(0, 12, 100)]))
+
+
+def test_a_resume_keeps_the_checkpoints_the_run_was_told_to_keep(tmp_path: Path) -> None:
+    """A run started with --keep-checkpoints 10 and resumed without it was
+    pruned back to 3 without a word. Without the option a resume keeps as
+    many as the folder holds; given, it is obeyed."""
+    from styler.training.loop import WatchOptions
+    from styler.training.upkeep import _keep
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    assert _keep(WatchOptions(), folder) == 3
+    for step in range(1, 7):
+        (folder / f"step_{step:07d}.safetensors").write_bytes(b"x")
+    assert _keep(WatchOptions(), folder) == 6
+    assert _keep(WatchOptions(keep_checkpoints=2), folder) == 2

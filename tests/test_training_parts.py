@@ -31,6 +31,7 @@ from styler.training.modes.cyclegan import CycleGanConfig  # noqa: E402
 from styler.training.modes.gan import GanConfig  # noqa: E402
 from styler.training.modes.pix2pix import Pix2PixConfig  # noqa: E402
 from styler.training.run import RunFolder  # noqa: E402
+from styler.training.upkeep import KEEP_CHECKPOINTS  # noqa: E402
 
 OLD = Path(__file__).parent / "fixtures" / "config_v1"
 TRAINING = Path(__file__).parent.parent / "styler" / "training"
@@ -153,7 +154,7 @@ def test_train_help_shows_the_configs_defaults() -> None:
         "ndf": PatchDiscriminatorConfig.ndf,
         "upsample": ResnetGeneratorConfig.upsample,
         "checkpoint_minutes": WatchOptions.checkpoint_minutes,
-        "keep_checkpoints": WatchOptions.keep_checkpoints,
+        "keep_checkpoints": KEEP_CHECKPOINTS,
         "display": WatchOptions.display,
         "lambda_nce": CutConfig.lambda_nce,
         "lambda_content": CutConfig.lambda_content,

@@ -268,7 +268,10 @@ def train(
         float | None, typer.Option(help="Also checkpoint at least this often [default: 10.0].")
     ] = None,
     keep_checkpoints: Annotated[
-        int | None, typer.Option(help="Checkpoints kept [default: 3].")
+        int | None,
+        typer.Option(
+            help="Checkpoints kept [default: 3; on --resume, as many as the run folder holds]."
+        ),
     ] = None,
     display: Annotated[
         str | None,

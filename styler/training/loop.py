@@ -62,7 +62,9 @@ class WatchOptions:
     checkpoint_every: int | None = None
     #: ... and at least this often in wall-clock minutes.
     checkpoint_minutes: float = 10.0
-    keep_checkpoints: int = 3
+    #: Step checkpoints kept (None: 3, or on resume as many as the run
+    #: folder holds, so that a resume never prunes what a run was told to keep).
+    keep_checkpoints: int | None = None
     display: str = "auto"
     tensorboard: bool = False
     workers: int = field(default_factory=default_workers)
@@ -88,7 +90,8 @@ class WatchOptions:
             if value is not None:
                 limits.check_count(flag, value, 1, limits.MAX_STEPS)
         limits.check_number("--checkpoint-minutes", self.checkpoint_minutes, 0.01, 1e9)
-        limits.check_count("--keep-checkpoints", self.keep_checkpoints, 1, 1_000_000)
+        if self.keep_checkpoints is not None:
+            limits.check_count("--keep-checkpoints", self.keep_checkpoints, 1, 1_000_000)
         limits.check_count("--workers", self.workers, 1, 1024)
         if (self.eval_photos or self.eval_reference) and not self.eval_every:
             raise UsageError("--eval-photos and --eval-reference are for --eval-every N")

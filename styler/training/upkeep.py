@@ -24,7 +24,7 @@ import torch
 
 from styler.errors import OutputError
 from styler.log import logger
-from styler.training import report
+from styler.training import report, state
 from styler.training.batches import TrainingData
 from styler.training.checkpointing import BestKeeper, Checkpointer
 from styler.training.config import TrainConfig
@@ -119,7 +119,7 @@ class Upkeep(Idle):
             every=watch.checkpoint_every or self.every,
             by_steps=watch.checkpoint_every is not None,
             minutes=watch.checkpoint_minutes,
-            keep=watch.keep_checkpoints,
+            keep=_keep(watch, run.checkpoints),
             saved=progress.step,
             path=progress.checkpoint,
             reported=run.reported,
@@ -285,3 +285,19 @@ def _evaluator(run: RunFolder, scorer: Scorer, config: TrainConfig) -> Evaluator
     from styler.training.scoring import Evaluator
 
     return Evaluator(scorer, BestKeeper(run.best, config))
+
+
+#: Step checkpoints a run keeps unless told (--keep-checkpoints).
+KEEP_CHECKPOINTS = 3
+
+
+def _keep(watch: WatchOptions, folder: Path) -> int:
+    """How many step checkpoints to keep: as asked, else 3, or as many as
+    ``folder`` holds already (a resume without --keep-checkpoints never
+    prunes what the run was told to keep when it began)."""
+    if watch.keep_checkpoints is not None:
+        return watch.keep_checkpoints
+    held = len(state.list_checkpoints(folder)) if folder.is_dir() else 0
+    if held > KEEP_CHECKPOINTS:
+        logger.info("keeping %d checkpoints, as many as the run folder holds", held)
+    return max(KEEP_CHECKPOINTS, held)
