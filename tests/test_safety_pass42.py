@@ -361,3 +361,26 @@ def test_a_resume_keeps_the_checkpoints_the_run_was_told_to_keep(tmp_path: Path)
         (folder / f"step_{step:07d}.safetensors").write_bytes(b"x")
     assert _keep(WatchOptions(), folder) == 6
     assert _keep(WatchOptions(keep_checkpoints=2), folder) == 2
+
+
+def test_checkpoints_kept_aside_are_known_as_styler_s(tmp_path: Path) -> None:
+    """A run folder whose checkpoints/ held only a step_N.safetensors.kept
+    (moved aside by a resume) was said to hold "files styler did not write"
+    on a fresh start there; such files are styler's, set aside like the rest."""
+    from styler.training.runfiles import first_files
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    kept = [
+        run / "checkpoints" / n
+        for n in ("step_0000006.safetensors.kept", "best.safetensors.kept-2")
+    ]
+    for path in kept:
+        path.write_bytes(b"damaged")
+    with os.scandir(run) as entries:
+        found = first_files(list(entries), frozenset())
+    assert found is not None and set(kept) <= set(found)
+    (run / "checkpoints" / "notes.txt").write_text("the user's")
+    with os.scandir(run) as entries:
+        assert first_files(list(entries), frozenset()) is None

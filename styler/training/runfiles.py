@@ -21,7 +21,11 @@ from styler.training.config import TrainConfig
 _FIRST = frozenset({"config.json", "metrics.jsonl", "report.html", "curves.svg"})
 #: ... and in its subfolders (in checkpoints/, at most the best one).
 _FIRST_IN = {
-    "checkpoints": re.compile(r"best\.safetensors"),  # (`styler export RUN` exports it)
+    # (`styler export RUN` exports the best; NAME.kept: what a resume moved
+    # aside rather than overwrite)
+    "checkpoints": re.compile(
+        r"best\.safetensors|(best|step_[0-9]{7,})\.safetensors\.kept(-[0-9]+)?"
+    ),
     "samples": report.SAMPLE_NAME,
     "tensorboard": re.compile(r"events\.out\.tfevents\.[^/]*"),
 }
