@@ -29,6 +29,8 @@ MAX_DEPTH = 32
 _MODEL_GRAPH, _MODEL_FUNCTIONS = 7, 25
 _GRAPH_NODE, _FUNCTION_NODE = 1, 7
 _NODE_ATTRIBUTE, _ATTR_GRAPH, _ATTR_GRAPHS = 5, 6, 11
+# AttributeProto.ref_attr_name, and the GRAPH and GRAPHS values of its type.
+_ATTR_REF, _GRAPH_TYPE, _GRAPHS_TYPE = 21, 5, 10
 
 
 class _Malformed(Exception):
@@ -39,6 +41,9 @@ def check_nodes(model: Path | bytes, source: str | Path) -> int:
     """The number of nodes of ``model`` (a file or its bytes); a model with
     more than :data:`MAX_NODES` is refused. Bytes that are not the protobuf
     an ONNX model is are left to onnxruntime to name (0 is returned)."""
+    head = model[:8] if isinstance(model, bytes) else _head(model)
+    if head[4:8] == b"ORTM" or (not isinstance(model, bytes) and model.suffix.lower() == ".ort"):
+        raise BadModelError("an ORT-format model; styler takes ONNX model files", source)
     if isinstance(model, bytes):
         return _count(memoryview(model), source)
     try:
@@ -50,6 +55,14 @@ def check_nodes(model: Path | bytes, source: str | Path) -> int:
                 view.release()
     except (OSError, ValueError):  # empty, unmappable: onnxruntime says why
         return 0
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)
+    except OSError:
+        return b""
 
 
 def _count(data: memoryview, source: str | Path) -> int:
@@ -114,11 +127,28 @@ class _Counter:
             names = {4: "op", 7: "domain", 8: "overload"}
             node = self._strings(node_start, node_end, names)
             key = (node["domain"], node["op"], node["overload"])
+            if node_field == _FUNCTION_NODE and self._refers_to_graph(node_start, node_end):
+                raise BadModelError(
+                    "a function uses a graph its caller passes in (built again at every use; "
+                    "styler models have none)",
+                    self.source,
+                )
             cost += self._function(key, depth) if key in self.functions else 1
             for s, e in _subgraphs(self.data, node_start, node_end):
                 cost += self._cost(s, e, _GRAPH_NODE, depth + 1)
             self._check(self.nodes + cost)
         return cost
+
+    def _refers_to_graph(self, start: int, end: int) -> bool:
+        """Whether the node at ``data[start:end]`` has a graph attribute
+        that names its function's attribute (``ref_attr_name``)."""
+        for field, a_start, a_end in _fields(self.data, start, end):
+            if field != _NODE_ATTRIBUTE:
+                continue
+            refers = any(f == _ATTR_REF for f, _, _ in _fields(self.data, a_start, a_end))
+            if refers and _attr_type(self.data, a_start, a_end) in (_GRAPH_TYPE, _GRAPHS_TYPE):
+                return True
+        return False
 
     def _function(self, key: tuple[str, str, str], depth: int) -> int:
         if key not in self.sizes:
@@ -129,6 +159,27 @@ class _Counter:
             self.sizes[key] = self._cost(start, end, _FUNCTION_NODE, depth + 1)
             self.calling.discard(key)
         return self.sizes[key]
+
+
+def _attr_type(data: memoryview, pos: int, end: int) -> int:
+    """AttributeProto.type (field 20, a varint) of the attribute at ``data[pos:end]``."""
+    while pos < end:
+        key, pos = _varint(data, pos, end)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos, end)
+            if field == 20:
+                return value
+        elif wire == 2:
+            length, pos = _varint(data, pos, end)
+            pos += length
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        else:
+            raise _Malformed
+    return 0
 
 
 def _subgraphs(data: memoryview, start: int, end: int) -> list[tuple[int, int]]:
