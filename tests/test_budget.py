@@ -138,6 +138,9 @@ def test_a_time_budget_stops_on_time_and_resume_keeps_what_is_left(tmp_path: Pat
     spent = state.load(first.checkpoint).header["info"]["wall"]
     again = resume(tmp_path / "run2", device="cpu", watch=watch)
     total = state.load(again.checkpoint).header["info"]["wall"]
+    # (the margin of this budget: 5% of it, as above of the first; with 5% of
+    # the first's 3 s it failed by 0.07 s in CI on an Intel Xeon, 2321bf3)
+    late = 5.0 * 0.05 + 3 * records[-1]["sec_per_step"]
     assert again.finished and spent < total <= 5.0 + late
     with pytest.raises(UsageError, match="time budget"):
         resume(tmp_path / "run2", device="cpu", watch=watch, steps=100)
