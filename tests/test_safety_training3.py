@@ -391,7 +391,11 @@ def test_a_forged_checkpoint_is_checked_before_its_tensors_are_read(
     at `styler export RUN_DIR`."""
     run, out = shared["huge"]
     assert out.code == 0, out.lines
-    _warnings(out.lines, "step_0000002.safetensors: extra training state of 2,147,4")
+    _warnings(
+        out.lines,
+        "step_0000002.safetensors: extra training state of 2,147,4",
+        "step_0000002.safetensors as step_0000002.safetensors.kept; saving step 2",  # (pass 42)
+    )
     assert "numbers, more than the config's 307,200" in out.lines[0], out.lines
     assert _steps(run) == [1, 2] and _metrics_steps(run) == [1, 2]
     shared["huge_weights"][1].one_error("g.safetensors", "weights do not fit", "model.huge")
@@ -403,7 +407,8 @@ def test_a_forged_checkpoint_is_checked_before_its_tensors_are_read(
     for name, needle in expected.items():
         run, out = shared[name]
         assert out.code == 0, out.lines
-        _warnings(out.lines, f"step_0000002.safetensors: {needle}")
+        kept = "step_0000002.safetensors as step_0000002.safetensors.kept"  # (pass 42)
+        _warnings(out.lines, f"step_0000002.safetensors: {needle}", kept)
         assert _steps(run) == [1, 2] and _metrics_steps(run) == [1, 2]
     shared["training_checkpoint"][1].one_error(
         "a training checkpoint", f"styler export {base_run}`"
