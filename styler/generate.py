@@ -94,8 +94,7 @@ class ImageGenerator:
         self.labels_for(0, 0, label)  # an unknown class fails before any work
         lo, hi = self.meta.value_range
         side = getattr(self.meta.network, "size", 1)
-        per_image = 4 * self.meta.out_channels * side * side
-        chunk = max(1, min(CHUNK, CHUNK_BYTES // max(per_image, 1)))
+        chunk = images_per_call(self.meta.out_channels, side)
         for start, noise in noise_chunks(seed, n, self.meta.latent_dim, chunk):
             stop = start + len(noise)
             labels = self.labels_for(start, stop, label)
@@ -115,6 +114,12 @@ class ImageGenerator:
                 ) from None
             for i, image in enumerate(images):
                 yield Generated(start + i, None if labels is None else int(labels[i]), image)
+
+
+def images_per_call(channels: int, side: int) -> int:
+    """Images of ``channels`` x ``side`` x ``side`` (float32) generated in one
+    onnxruntime call: :data:`CHUNK`, fewer where they would pass :data:`CHUNK_BYTES`."""
+    return max(1, min(CHUNK, CHUNK_BYTES // max(4 * channels * side * side, 1)))
 
 
 def noise_chunks(

@@ -33,6 +33,9 @@ _NODE_ATTRIBUTE, _ATTR_GRAPH, _ATTR_GRAPHS = 5, 6, 11
 _ATTR_REF, _GRAPH_TYPE, _GRAPHS_TYPE = 21, 5, 10
 
 
+ORT_FORMAT = "an ORT-format model; styler takes ONNX model files"
+
+
 class _Malformed(Exception):
     """The bytes are not protobuf as onnx.proto lays it out."""
 
@@ -41,9 +44,8 @@ def check_nodes(model: Path | bytes, source: str | Path) -> int:
     """The number of nodes of ``model`` (a file or its bytes); a model with
     more than :data:`MAX_NODES` is refused. Bytes that are not the protobuf
     an ONNX model is are left to onnxruntime to name (0 is returned)."""
-    head = model[:8] if isinstance(model, bytes) else _head(model)
-    if head[4:8] == b"ORTM" or (not isinstance(model, bytes) and model.suffix.lower() == ".ort"):
-        raise BadModelError("an ORT-format model; styler takes ONNX model files", source)
+    if not isinstance(model, bytes) and model.suffix.lower() == ".ort":
+        raise BadModelError(ORT_FORMAT, source)
     if isinstance(model, bytes):
         return _count(memoryview(model), source)
     try:
@@ -57,15 +59,9 @@ def check_nodes(model: Path | bytes, source: str | Path) -> int:
         return 0
 
 
-def _head(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            return f.read(8)
-    except OSError:
-        return b""
-
-
 def _count(data: memoryview, source: str | Path) -> int:
+    if data[4:8] == b"ORTM":  # onnxruntime's flatbuffer format, not protobuf
+        raise BadModelError(ORT_FORMAT, source)
     try:
         return _Counter(data, source).total()
     except _Malformed:

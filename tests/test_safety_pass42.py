@@ -336,11 +336,11 @@ def test_generate_holds_a_bounded_number_of_large_images() -> None:
     """`styler generate` ran 256 images per call whatever their size (a 1.1
     KB model of 1024 x 1024 images: 9.5 GB; at 2048 a traceback): a call
     now holds at most 64 MB of output."""
-    from styler.generate import CHUNK, CHUNK_BYTES, noise_chunks
+    from styler.generate import CHUNK, images_per_call, noise_chunks
 
-    side = 1024
-    chunk = max(1, min(CHUNK, CHUNK_BYTES // (4 * 3 * side * side)))
+    chunk = images_per_call(3, 1024)
     assert chunk == 5
+    assert images_per_call(1, 8) == CHUNK and images_per_call(3, 8192) == 1
     rows = [len(noise) for _, noise in noise_chunks(0, 12, 100, chunk)]
     assert rows == [5, 5, 2]
     whole = np.concatenate([n for _, n in noise_chunks(0, 12, 100, chunk)])

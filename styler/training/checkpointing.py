@@ -74,7 +74,7 @@ class Checkpointer:
         if whose is not None:
             logger.warning("not saving step %d: %s holds %s (left as it is)", done, path, whose)
             return self.path
-        _keep_damaged(path, f"saving step {done}")
+        _keep_aside(path, f"saving step {done}")
         state.save(path, trainer, done, info)
         state.prune(self.folder, self.keep, self.reported, upto=done, run=trainer.config)
         self.saved, self.path, self.last = done, path, self.clock()
@@ -103,7 +103,7 @@ def _whose(path: Path, trainer: Trainer) -> str | None:
     return None
 
 
-def _keep_damaged(path: Path, then: str) -> None:
+def _keep_aside(path: Path, then: str) -> None:
     """Move the file at ``path`` (one resume passed over) to ``<name>.kept``
     (``.kept-2``, ... if taken) before styler writes there: never
     overwritten, and out of the way of resume and pruning."""
@@ -169,7 +169,7 @@ class BestKeeper:
             return False
         self.best, self.best_std = float(info[self.key]), float(info.get(f"{self.key}_std", 0.0))
         if not self.own:
-            _keep_damaged(self.path, "keeping the run's best")
+            _keep_aside(self.path, "keeping the run's best")
             self.own = True
         state.save(self.path, trainer, step, info)
         return True
