@@ -231,25 +231,14 @@ def test_the_colour_discriminator_judges_tones_not_texture(tmp_path: Path) -> No
     to it, a change of colour is not."""
     import json
 
-    from PIL import Image
-
     from styler.training import state
     from styler.training.loop import WatchOptions, train
     from styler.training.modes.cut import _tones
     from styler.training.setup import make_config
 
-    rng = torch.Generator().manual_seed(0)
-    folders = []
-    for name in ("A", "B"):
-        folder = tmp_path / name
-        folder.mkdir()
-        for i in range(3):
-            pixels = (torch.rand(72, 72, 3, generator=rng) * 255).to(torch.uint8).numpy()
-            Image.fromarray(pixels).save(folder / f"{name}{i}.png")
-        folders.append(folder)
-    tiny = {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "size": 64, "precision": "fp32"}
+    folders = _noise_folders(tmp_path)
     config, found = make_config(
-        *folders, mode="fastcut", color_disc=True, color_mlp=8, steps=2, **tiny
+        *folders, mode="fastcut", color_disc=True, color_mlp=8, steps=2, **TINY_CUT
     )
     gen = config.mode.generator
     assert gen.color_mlp == 8 and gen.residual  # the colour path implies the residual output
@@ -269,7 +258,7 @@ def test_the_colour_discriminator_judges_tones_not_texture(tmp_path: Path) -> No
     # The projected colour judge: frozen Lite0 features of the 4 x 4 averages
     # scaled back up; its heads learn.
     config, found = make_config(
-        *folders, mode="fastcut", color_disc=True, color_judge="projected", steps=1, **tiny
+        *folders, mode="fastcut", color_disc=True, color_judge="projected", steps=1, **TINY_CUT
     )
     result = train(config, tmp_path / "run2", device="cpu", watch=watch, found=found)
     saved = state.load(result.checkpoint).tensors
@@ -284,3 +273,57 @@ def test_the_colour_discriminator_judges_tones_not_texture(tmp_path: Path) -> No
     checker = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(32, 32) * 0.2  # no mean per 4x4
     assert torch.allclose(_tones(x + checker), _tones(x), atol=1e-6)
     assert not torch.allclose(_tones(x + torch.tensor([0.2, 0.0, -0.2])[:, None, None]), _tones(x))
+
+
+TINY_CUT = {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "size": 64, "precision": "fp32"}
+
+
+def _noise_folders(tmp_path: Path) -> list[Path]:
+    """Domains A and B: three 72-pixel noise images each."""
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    folders = []
+    for name in ("A", "B"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(3):
+            pixels = (torch.rand(72, 72, 3, generator=rng) * 255).to(torch.uint8).numpy()
+            Image.fromarray(pixels).save(folder / f"{name}{i}.png")
+        folders.append(folder)
+    return folders
+
+
+def test_the_texture_discriminator_judges_grey_images(tmp_path: Path) -> None:
+    """texture_disc: a FastCUT run trains a PatchGAN on grey images (its
+    losses logged, its one-channel weights changed by training); the grey
+    mix is random, sums to 1, and is the same for real and fake."""
+    import json
+
+    from styler.training import state
+    from styler.training.loop import WatchOptions, train
+    from styler.training.modes import build_trainer
+    from styler.training.modes.cut import _grey, _grey_weights
+    from styler.training.setup import make_config
+
+    folders = _noise_folders(tmp_path)
+    config, found = make_config(*folders, mode="fastcut", texture_disc=True, steps=2, **TINY_CUT)
+    watch = WatchOptions(display="quiet", workers=1, export=False)
+    result = train(config, tmp_path / "run", device="cpu", watch=watch, found=found)
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"D_texture", "G_texture"} <= set(last)
+    first = build_trainer(config, "cpu").nets["D_texture"].state_dict()["model.0.weight"]
+    trained = state.load(result.checkpoint).tensors["net.D_texture.model.0.weight"]
+    assert first.shape[1] == 1 and trained.shape == first.shape
+    assert not torch.equal(trained, first)
+
+    draws = [_grey_weights(torch.Generator().manual_seed(s)) for s in range(3)]
+    assert all(abs(float(w.sum()) - 1) < 1e-6 and bool((w > 0).all()) for w in draws)
+    assert not torch.allclose(draws[0], draws[1])
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    grey = _grey(x, draws[0])
+    assert grey.shape == (2, 1, 16, 16)
+    expected = sum(draws[0][i] * x[:, i : i + 1] for i in range(3))
+    assert torch.allclose(grey, expected, atol=1e-6)
+    flat = torch.full((1, 3, 8, 8), 0.25)  # a grey image stays itself under any mix
+    assert torch.allclose(_grey(flat, draws[1]), flat[:, :1], atol=1e-6)

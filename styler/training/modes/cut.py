@@ -85,6 +85,11 @@ class CutConfig(TranslationConfig):
     #: the 4 x 4 averages scaled back up: what judges what a colour belongs
     #: to; bench/colour_probe.py).
     color_judge: str = "patch"
+    #: A texture discriminator beside them: a PatchGAN on grey images (each
+    #: step a random mix of the three channels, the same for real and fake:
+    #: White-box cartoonization's texture representation), so that it judges
+    #: strokes, edges and flat areas, not colours.
+    texture_disc: bool = False
     #: Content loss: Lite0 features of the translation against the input's.
     lambda_content: float = 0.0
     #: Style loss: Lite0 feature statistics against the style images'.
@@ -152,7 +157,7 @@ class FastCutConfig(CutConfig):
 
 class Cut(Trainer):
     loss_names = (
-        *("D", "D_proj", "D_color", "G", "G_proj", "G_color"),
+        *("D", "D_proj", "D_color", "D_texture", "G", "G_proj", "G_color", "G_texture"),
         *("nce", "nce_idt", "content", "style", "color", "hue", "luma"),
     )
 
@@ -180,6 +185,13 @@ class Cut(Trainer):
                 tones = ProjectedDiscriminatorConfig(in_channels=3)
             self.D_color = self.build("D_color", tones)
             discs.append("D_color")
+        self.D_texture: nn.Module | None = None
+        if m.texture_disc:
+            grey = discriminator_preset(
+                "basic", in_channels=1, ndf=getattr(m.discriminator, "ndf", 64)
+            )
+            self.D_texture = self.build("D_texture", grey)
+            discs.append("D_texture")
         torch.manual_seed(config.seed + len(self.nets))
         sampler = init_weights(PatchSampler(nce_channels(m.generator)), "normal", 0.02)
         self.F = sampler.to(self.device)
@@ -225,6 +237,13 @@ class Cut(Trainer):
                 real = self.D_color(_tones(real_seen, up))
                 fake = self.D_color(_tones(fake_seen, up))
                 loss["D_color"] = self.gan.d_loss(real, fake)
+            if self.D_texture is not None:
+                w = _grey_weights(gen)
+                real, fake = (
+                    self.D_texture(_grey(real_seen, w)),
+                    self.D_texture(_grey(fake_seen, w)),
+                )
+                loss["D_texture"] = self.gan.d_loss(real, fake)
         self.update("D", functools.reduce(operator.add, loss.values()))
 
         # Generator and patch MLP, discriminators frozen.
@@ -259,6 +278,9 @@ class Cut(Trainer):
             if self.D_color is not None:
                 seen = _tones(fake_seen, c.color_judge == "projected")
                 loss["G_color"] = self.gan.g_loss(self.D_color(seen)) * c.lambda_gan
+            if self.D_texture is not None:
+                seen = _grey(fake_seen, _grey_weights(gen))
+                loss["G_texture"] = self.gan.g_loss(self.D_texture(seen)) * c.lambda_gan
             if c.lambda_nce > 0:
                 if flipped:  # keys from the input as it is, queries flipped back
                     with torch.no_grad():
@@ -350,3 +372,14 @@ def _tones(images: torch.Tensor, up: bool = False) -> torch.Tensor:
     if not up:
         return pooled
     return torch.nn.functional.interpolate(pooled, scale_factor=4, mode="bilinear")
+
+
+def _grey_weights(generator: torch.Generator) -> torch.Tensor:
+    """A random mix of the three channels (weights summing to 1)."""
+    w = torch.rand(3, generator=generator) + 1e-3
+    return w / w.sum()
+
+
+def _grey(images: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """What the texture discriminator sees: the images in grey, mixed by ``weights``."""
+    return (images * weights.to(images)[:, None, None]).sum(1, keepdim=True)
