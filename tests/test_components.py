@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -294,26 +295,33 @@ def _noise_folders(tmp_path: Path) -> list[Path]:
     return folders
 
 
-def test_the_texture_discriminator_judges_grey_images(tmp_path: Path) -> None:
-    """texture_disc: a FastCUT run trains a PatchGAN on grey images (its
-    losses logged, its one-channel weights changed by training); the grey
-    mix is random, sums to 1, and is the same for real and fake."""
+def test_the_texture_discriminator_judges_grey_images(tmp_path: Path, cli: Any) -> None:
+    """--texture-disc (through the real CLI, beside --color-judge projected):
+    a FastCUT run trains a PatchGAN on grey images (its losses logged, its
+    one-channel weights changed by training); the grey mix is random, sums
+    to 1, and is the same for real and fake."""
     import json
 
     from styler.training import state
-    from styler.training.loop import WatchOptions, train
+    from styler.training.config import TrainConfig
     from styler.training.modes import build_trainer
-    from styler.training.modes.cut import _grey, _grey_weights
-    from styler.training.setup import make_config
+    from styler.training.modes.cut import CutConfig, _grey, _grey_weights
 
-    folders = _noise_folders(tmp_path)
-    config, found = make_config(*folders, mode="fastcut", texture_disc=True, steps=2, **TINY_CUT)
-    watch = WatchOptions(display="quiet", workers=1, export=False)
-    result = train(config, tmp_path / "run", device="cpu", watch=watch, found=found)
-    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert {"D_texture", "G_texture"} <= set(last)
+    a, b = _noise_folders(tmp_path)
+    run = tmp_path / "run"
+    tiny = ["--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "64"]
+    flags = ["--mode", "fastcut", "--texture-disc", "--color-disc", "--color-judge", "projected"]
+    result = cli("train", str(a), str(b), *flags, *tiny, "--precision", "fp32", "--steps", "2",
+                 "--no-export", "--display", "quiet", "-o", str(run))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    config = TrainConfig.from_json((run / "config.json").read_text())
+    assert isinstance(config.mode, CutConfig)
+    assert config.mode.texture_disc and config.mode.color_judge == "projected"
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"D_texture", "G_texture", "D_color"} <= set(last)
     first = build_trainer(config, "cpu").nets["D_texture"].state_dict()["model.0.weight"]
-    trained = state.load(result.checkpoint).tensors["net.D_texture.model.0.weight"]
+    saved = state.load(sorted((run / "checkpoints").glob("step_*.safetensors"))[-1])
+    trained = saved.tensors["net.D_texture.model.0.weight"]
     assert first.shape[1] == 1 and trained.shape == first.shape
     assert not torch.equal(trained, first)
 

@@ -115,6 +115,23 @@ def train(
             "on 4x4-averaged images: colours and tones, not texture) [default: off].",
         ),
     ] = None,
+    color_judge: Annotated[
+        str | None,
+        typer.Option(
+            help="What --color-disc is: patch (the small PatchGAN) or projected (frozen "
+            "EfficientNet-Lite0 features of the 4x4 averages: what a colour belongs to) "
+            "[default: patch].",
+        ),
+    ] = None,
+    texture_disc: Annotated[
+        bool | None,
+        typer.Option(
+            "--texture-disc/--no-texture-disc",
+            help="cut/fastcut: a texture discriminator beside the others (a PatchGAN on "
+            "grey images, a random channel mix: strokes and edges, not colours) "
+            "[default: off].",
+        ),
+    ] = None,
     projected: Annotated[
         bool | None,
         typer.Option(
@@ -401,6 +418,8 @@ def train(
                 discriminator=discriminator,
                 projected=projected,
                 color_disc=color_disc,
+                color_judge=color_judge,
+                texture_disc=texture_disc,
                 augment=augment,
                 augment_color=augment_color,
                 lambda_nce=lambda_nce,
