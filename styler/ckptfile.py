@@ -27,6 +27,11 @@ MAX_CHECKPOINT_BYTES = 1 << 30
 #: pickles to a few KB (names, shapes, storage keys), its tensors stored
 #: beside it; PyTorch's safe unpickler would take minutes over 1 GB.
 MAX_PICKLE_BYTES = 16 << 20
+#: How many times its size a zip checkpoint may claim to inflate to (plus
+#: :data:`MAX_PICKLE_BYTES`): torch.save stores every entry as it is, so a
+#: checkpoint claims about its own size; a deflated entry of zeros claims
+#: 1,000 times its own (a 1 MB file read into 1 GB).
+MAX_INFLATION = 16
 #: Compression PyTorch's zip reader (miniz) can read.
 _READABLE = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 _NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "lzma"}
@@ -46,7 +51,7 @@ def check(path: Path) -> None:
     except OSError:
         return  # torch.load says why it cannot read it
     if head.startswith(b"PK\x03\x04"):  # what PyTorch takes for a zip checkpoint
-        _check_zip(path)
+        _check_zip(path, stat.st_size)
         return
     if len(head) == 512 and _is_tar(head):
         raise BadCheckpointError(
@@ -77,7 +82,7 @@ def _is_tar(head: bytes) -> bool:
     return True
 
 
-def _check_zip(path: Path) -> None:
+def _check_zip(path: Path, size: int) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             infos = archive.infolist()
@@ -111,6 +116,17 @@ def _check_zip(path: Path) -> None:
             f"holds (at most {MAX_CHECKPOINT_BYTES >> 20} MB); nothing was loaded",
             path,
         )
+    if claimed > MAX_INFLATION * size + MAX_PICKLE_BYTES:
+        raise BadCheckpointError(
+            f"its entries claim {claimed >> 20} MB in a file of {_megabytes(size)} (torch.save "
+            "stores tensors as they are; these would be inflated from far less); nothing was "
+            "loaded",
+            path,
+        )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MB" if size < 10 << 20 else f"{size >> 20} MB"
 
 
 def _check_end(path: Path, start: int) -> None:

@@ -95,7 +95,9 @@ class ImageGenerator:
         lo, hi = self.meta.value_range
         side = getattr(self.meta.network, "size", 1)
         chunk = images_per_call(self.meta.out_channels, side)
-        for start, noise in noise_chunks(seed, n, self.meta.latent_dim, chunk):
+        # The first call makes one image: a model whose images are larger than
+        # its metadata says is refused before a call of `chunk` of them.
+        for start, noise in noise_chunks(seed, n, self.meta.latent_dim, chunk, first=1):
             stop = start + len(noise)
             labels = self.labels_for(start, stop, label)
             try:
@@ -123,15 +125,18 @@ def images_per_call(channels: int, side: int) -> int:
 
 
 def noise_chunks(
-    seed: int, n: int, latent_dim: int, chunk: int = CHUNK
+    seed: int, n: int, latent_dim: int, chunk: int = CHUNK, first: int | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(first index, noise rows) for ``n`` images, ``chunk`` rows at a time,
-    drawn in sequence from one generator: the same numbers as one draw of
-    all ``n`` rows (:func:`noise_for`), without holding them all."""
+    """(first index, noise rows) for ``n`` images, ``chunk`` rows at a time
+    (``first`` rows in the first), drawn in sequence from one generator: the
+    same numbers as one draw of all ``n`` rows (:func:`noise_for`), without
+    holding them all."""
     rng = np.random.Generator(np.random.PCG64(seed))
-    for start in range(0, n, chunk):
-        rows = min(chunk, n - start)
+    start = 0
+    while start < n:
+        rows = min(chunk if start or first is None else first, n - start)
         yield start, rng.standard_normal((rows, latent_dim)).astype(np.float32)
+        start += rows
 
 
 def noise_for(seed: int, n: int, latent_dim: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from styler.errors import BadCheckpointError, StylerError
+from styler.errors import BadCheckpointError, OutputError, StylerError
 from styler.log import logger
 from styler.training import state
 from styler.training.config import TrainConfig
@@ -112,18 +112,30 @@ def _keep_aside(path: Path, then: str) -> None:
     for n in range(1, 10_000):
         aside = path.with_name(f"{path.name}.kept" + (f"-{n}" if n > 1 else ""))
         try:
-            os.link(path, aside, follow_symlinks=False)  # fails, never clobbers, if taken
-        except FileExistsError:
-            continue
-        except OSError:
-            if os.path.lexists(aside):
+            if not _moved(path, aside):
                 continue
-            os.rename(path, aside)  # no hard links here
-        else:
-            os.unlink(path)
+        except OSError as exc:  # a read-only folder, a file system gone bad
+            raise OutputError(
+                f"cannot keep it aside as {aside.name}: {exc.strerror or exc}", path
+            ) from None
         logger.warning("kept %s as %s; %s in its place", path, aside.name, then)
         return
     raise StylerError(f"cannot keep it aside: {path.name}.kept-1..9999 are all taken", path)
+
+
+def _moved(path: Path, aside: Path) -> bool:
+    """Move ``path`` to ``aside`` unless that is taken (False)."""
+    try:
+        os.link(path, aside, follow_symlinks=False)  # fails, never clobbers, if taken
+    except FileExistsError:
+        return False
+    except OSError:
+        if os.path.lexists(aside):
+            return False
+        os.rename(path, aside)  # no hard links here
+    else:
+        os.unlink(path)
+    return True
 
 
 class BestKeeper:
