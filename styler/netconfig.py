@@ -47,6 +47,13 @@ class ResnetGeneratorConfig:
     #: colours from the convolutional path, so a colour grade (saturation,
     #: channel gains, curves) is hard for it and easy for this path.
     color_mlp: int = 0
+    #: Hidden width of a full-resolution detail path (three 5x5 convolutions
+    #: on the input, no normalisation) whose change is added to a residual
+    #: generator's output; 0: none. The convolutional path works through a
+    #: bottleneck at a quarter of the size: added to the input, it cannot
+    #: smooth away a photo's fine detail (what brushwork does); this path sees
+    #: every pixel of a 13-pixel neighbourhood and can.
+    detail: int = 0
 
     @property
     def size_multiple(self) -> int:

@@ -98,6 +98,15 @@ def train(
             "(learns colour grades; implies --residual) [default: 0, none].",
         ),
     ] = None,
+    detail: Annotated[
+        int | None,
+        typer.Option(
+            help="Width of a full-resolution detail path added to a ResNet generator's "
+            "output (three 5x5 convolutions on the input: learns to smooth or sharpen "
+            "fine detail, which the network's quarter-size bottleneck cannot; implies "
+            "--residual) [default: 0, none].",
+        ),
+    ] = None,
     discriminator: Annotated[
         str | None,
         typer.Option(
@@ -415,6 +424,7 @@ def train(
                 upsample=upsample,
                 residual=residual,
                 color_mlp=color_mlp,
+                detail=detail,
                 discriminator=discriminator,
                 projected=projected,
                 color_disc=color_disc,

@@ -83,14 +83,20 @@ class ResnetGenerator(nn.Module):
         ]
         self.model = nn.Sequential(*layers)
         self.color = color_mlp(config.in_channels, config.out_channels, config.color_mlp)
+        self.detail = detail_cnn(config.in_channels, config.out_channels, config.detail)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.finish(x, self.model(x))
 
     def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.color is None and self.detail is None:
+            return residual_output(self.config.residual, x, y)
+        base = x
         if self.color is not None:  # the input, colour-graded pixel by pixel
-            return residual_output(True, x + self.color(x), y)
-        return residual_output(self.config.residual, x, y)
+            base = base + self.color(x)
+        if self.detail is not None:  # and its fine detail changed at full size
+            base = base + self.detail(x)
+        return residual_output(True, base, y)
 
     def start_as_identity(self) -> None:
         """A residual generator's last convolution (and its colour path's)
@@ -103,12 +109,14 @@ class ResnetGenerator(nn.Module):
             torch.nn.init.zeros_(last.weight)
             if last.bias is not None:
                 torch.nn.init.zeros_(last.bias)
-        if self.color is not None:
-            for layer in self.color:
+        for path in (self.color, self.detail):
+            if path is None:
+                continue
+            for layer in path:
                 if isinstance(layer, nn.Conv2d):
                     layer.reset_parameters()
-            torch.nn.init.zeros_(self.color[-1].weight)
-            torch.nn.init.zeros_(self.color[-1].bias)
+            torch.nn.init.zeros_(path[-1].weight)
+            torch.nn.init.zeros_(path[-1].bias)
 
     def features(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
         """The outputs of the layers (indices into ``model``) in ``layers``,
@@ -143,6 +151,23 @@ def color_mlp(c_in: int, c_out: int, width: int) -> nn.Sequential | None:
         nn.Conv2d(width, width, 1),
         nn.SiLU(),
         nn.Conv2d(width, c_out, 1),
+    )
+
+
+def detail_cnn(c_in: int, c_out: int, width: int) -> nn.Sequential | None:
+    """Three 5x5 convolutions at full size (reflection padding, no
+    normalisation) of ``width`` hidden channels, or None for width 0."""
+    if width <= 0:
+        return None
+    return nn.Sequential(
+        ReflectionPad2d(2),
+        nn.Conv2d(c_in, width, 5),
+        nn.SiLU(),
+        ReflectionPad2d(2),
+        nn.Conv2d(width, width, 5),
+        nn.SiLU(),
+        ReflectionPad2d(2),
+        nn.Conv2d(width, c_out, 5),
     )
 
 

@@ -34,6 +34,7 @@ NETWORK_FLAGS = (
     "upsample",
     "residual",
     "color_mlp",
+    "detail",
     "discriminator",
     "ndf",
 )
@@ -82,6 +83,7 @@ class TranslationConfig(ModeConfig):
         upsample: str | None = None,
         residual: bool = False,
         color_mlp: int = 0,
+        detail: int = 0,
         discriminator: str = "basic",
         ndf: int | None = None,
     ) -> tuple[GeneratorConfig, ImageDiscriminatorConfig]:
@@ -102,6 +104,11 @@ class TranslationConfig(ModeConfig):
                     raise ValueError("--color-mlp is a width of 1 to 256, for ResNet generators")
                 changes["color_mlp"] = color_mlp
                 changes["residual"] = True  # the colour path adds to the input
+            if detail:
+                if not isinstance(base, ResnetGeneratorConfig) or not 0 < detail <= 64:
+                    raise ValueError("--detail is a width of 1 to 64, for ResNet generators")
+                changes["detail"] = detail
+                changes["residual"] = True  # the detail path adds to the input
             disc = {"in_channels": cls.disc_channels(own), "norm": cls.norm}
             if ndf is not None:
                 disc["ndf"] = ndf
