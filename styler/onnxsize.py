@@ -1,16 +1,25 @@
-"""How many nodes an ONNX model's graphs hold, counted from the file's
-protobuf encoding before onnxruntime builds a session for it.
+"""How many nodes an ONNX model's graphs hold, and which operators, read
+from the file's protobuf encoding before onnxruntime builds a session for it.
 
 onnxruntime's session costs time and memory by the node: a 16 MB chain of
 400,000 Relu nodes took 56 s and 1.9 GB to open, where a styler model has a
 few hundred. Counting needs neither the ``onnx`` package (applying a model
 needs onnxruntime and numpy only) nor reading the weights: the walk skips
 every field but the graph's nodes and the subgraphs inside their attributes.
+
+The same walk refuses an operator styler's exporter and quantiser never
+write (:data:`ALLOWED_OPS`): a 1 KB graph of Expand, Tile or
+ConstantOfShape made onnxruntime allocate 2 GB in ``styler apply``, the
+shapes being checked only after the call. Of the operators allowed, those
+whose output size comes from a constant argument or attribute (Resize's
+scales, Pad's pads, a convolution's strides and pads) are held to the
+small values styler's networks use.
 """
 
 from __future__ import annotations
 
 import mmap
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +35,61 @@ MAX_DEPTH = 32
 #: has 10,084 (23 a node), a chain of 29,000 Relus 203,006. A field costs
 #: about half a microsecond in Python: 16 MB of 2-byte fields took 3.5 s.
 MAX_FIELDS = 2_000_000
+
+#: Every (domain, operator) styler writes: what ``styler export``, the
+#: exports at the end of ``styler train`` and ``styler import`` emit for every
+#: zoo generator and option (resnet_N and unet_N presets; instance, batch or
+#: no norm; reflect, replicate or zero padding; transposed or resize
+#: upsampling; residual output; colour MLP; fp32 and fp16; with and without
+#: the norm-statistics inputs), ``styler quantize``'s int8 copies, and the
+#: MLP and DCGAN generators from noise, conditional or not; collected by
+#: exporting them all with torch 2 (the dynamo exporter at opset 20), and
+#: tested in tests/test_safety_pass46.py. "" is the ONNX domain.
+ALLOWED_OPS: dict[tuple[str, str], str] = {
+    # Convolutions and their upsampling: every generator.
+    ("", "Conv"): "convolution",
+    ("", "ConvTranspose"): "transposed-convolution upsampling (upsample transpose)",
+    ("", "Resize"): "nearest 2x upsampling (upsample resize)",
+    ("", "Pad"): "reflect and replicate padding",
+    ("", "DepthToSpace"): "int8 and older fp32 files: transposed convolutions in sub-pixel form",
+    # Normalisation.
+    ("", "InstanceNormalization"): "instance norm (without the statistics inputs)",
+    ("", "BatchNormalization"): "batch norm (generators from noise)",
+    ("", "GlobalAveragePool"): "a spatial mean (instance-norm statistics)",
+    ("", "ReduceMean"): "a spatial mean in files written before the GlobalAveragePool rewrite",
+    ("", "Flatten"): "statistics packed in one vector",
+    ("", "Unsqueeze"): "statistics unpacked to N x C x 1 x 1",
+    ("", "Slice"): "one norm's statistics out of the vector; the residual path's crop",
+    ("", "Concat"): "the statistics vector; U-Net skip connections",
+    ("", "Shape"): "the residual path's crop to the input's size",
+    # Arithmetic and activations.
+    ("", "Add"): "arithmetic",
+    ("", "Sub"): "arithmetic",
+    ("", "Mul"): "arithmetic",
+    ("", "Pow"): "a square, in files written before the Mul rewrite",
+    ("", "Sqrt"): "a standard deviation",
+    ("", "Reciprocal"): "one over the standard deviation",
+    ("", "Relu"): "activation",
+    ("", "LeakyRelu"): "activation (U-Net down path, MLP generator)",
+    ("", "Tanh"): "the output activation",
+    ("", "Sigmoid"): "the colour MLP (color_mlp)",
+    ("", "Clip"): "a residual output clipped to [-1, 1]",
+    ("", "Cast"): "fp16 inside, fp32 in and out",
+    ("", "Identity"): "an output under another name (the exporter may write one); a copy at most",
+    # Generators from noise.
+    ("", "Gemm"): "fully connected layers (MLP generator)",
+    ("", "MatMul"): "a fully connected layer as other exporters write it (not seen from torch 2)",
+    ("", "Reshape"): "the MLP's vector to an image (as many values out as in)",
+    ("", "Gather"): "class embeddings: rows of a constant picked by the labels input",
+    # int8 copies (QOperator format).
+    ("", "QuantizeLinear"): "int8",
+    ("", "DequantizeLinear"): "int8",
+    ("", "QLinearConv"): "int8 convolution",
+}
+#: Largest Resize scale and convolution stride: styler's networks use 2.
+MAX_SCALE = 8
+#: Largest padding of a Pad or a convolution: styler's networks use at most 3.
+MAX_PAD = 16
 
 # Field numbers of onnx.proto: ModelProto.graph and .functions, the node
 # lists of GraphProto and FunctionProto, NodeProto.attribute,
@@ -102,6 +166,8 @@ class _Counter:
         self.sizes: dict[tuple[str, str, str], int] = {}
         self.calling: set[tuple[str, str, str]] = set()
         self.budget = _Budget()
+        #: Why the model is refused, for the first node found at fault.
+        self.refused = ""
 
     def _fields(self, start: int, end: int) -> Iterator[tuple[int, int, int]]:
         return _fields(self.data, start, end, self.budget)
@@ -118,6 +184,8 @@ class _Counter:
         for start, end in graphs:
             self.nodes += self._cost(start, end, _GRAPH_NODE, 0)
             self._check(self.nodes)
+        if self.refused:  # (after the walk: a model too big to walk is said so first)
+            raise BadModelError(self.refused, self.source)
         return self.nodes
 
     def _check(self, nodes: int) -> None:
@@ -142,12 +210,17 @@ class _Counter:
                 f"subgraphs or functions nested deeper than {MAX_DEPTH}", self.source
             )
         cost = 0
+        constants: _Constants | None = None
         for field, node_start, node_end in self._fields(start, end):
             if field != node_field:
                 continue
             names = {4: "op", 7: "domain", 8: "overload"}
             node = self._strings(node_start, node_end, names)
             key = (node["domain"], node["op"], node["overload"])
+            if key not in self.functions and not self.refused:
+                if node["op"] in _CONSTANT_ARGUMENTS and constants is None:
+                    constants = _Constants(self, start, end, node_field)
+                self.refused = self._fault(node, node_start, node_end, constants)
             if node_field == _FUNCTION_NODE and self._refers_to_graph(node_start, node_end):
                 raise BadModelError(
                     "a function uses a graph its caller passes in (built again at every use; "
@@ -159,6 +232,75 @@ class _Counter:
                 cost += self._cost(s, e, _GRAPH_NODE, depth + 1)
             self._check(self.nodes + cost)
         return cost
+
+    def _fault(
+        self, node: dict[str, str], start: int, end: int, constants: _Constants | None
+    ) -> str:
+        """Why the node at ``data[start:end]`` is refused ("" if it is not):
+        an operator styler never writes, or one whose constant arguments or
+        attributes would make a larger tensor than styler's networks do."""
+        op, domain = node["op"], node["domain"]
+        if domain == "ai.onnx":
+            domain = ""
+        if (domain, op) not in ALLOWED_OPS:
+            name = f"{domain}.{op}" if domain else op
+            return f"uses operator {_printable(name)}, which styler's models never do"
+        attributes = self._attributes(start, end)
+        if op in ("Conv", "ConvTranspose", "QLinearConv"):
+            strides = max(attributes.get("strides", [1]), default=1)
+            pads = max(attributes.get("pads", [0]), default=0)
+            if "output_shape" in attributes:
+                return f"a {op} with an output_shape, which styler's models never have"
+            if strides > MAX_SCALE or pads > MAX_PAD:
+                return (
+                    f"a {op} of stride {strides} and padding {pads} (styler's models use at "
+                    f"most {MAX_SCALE} and {MAX_PAD})"
+                )
+        inputs = self._inputs(start, end)
+        if op == "Pad":
+            pads = constants.ints(inputs[1]) if constants and len(inputs) > 1 else None
+            if pads is None:
+                return "a Pad whose pads are not a constant of the file"
+            if any(p > MAX_PAD for p in pads):
+                return f"pads by {max(pads)} (styler's models pad by at most {MAX_PAD})"
+        if op == "Gather":  # class embeddings: rows of a constant, picked by the labels
+            picked = (
+                constants is not None
+                and len(inputs) == 2
+                and constants.has(inputs[0])
+                and inputs[1] in constants.inputs
+                and not constants.has(inputs[1])
+            )
+            if not picked:
+                return "a Gather other than rows of a constant picked by an input"
+        if op == "Resize":
+            if len(inputs) > 3 and inputs[3]:
+                return "a Resize to given sizes, which styler's models never do"
+            scales = constants.floats(inputs[2]) if constants and len(inputs) > 2 else None
+            if scales is None:
+                return "a Resize whose scales are not a constant of the file"
+            if not all(0 < x <= MAX_SCALE for x in scales):
+                worst = max(scales, key=lambda x: x if x > 0 else float("inf"))
+                return f"a Resize by {worst:g} (styler's models resize by at most {MAX_SCALE})"
+        return ""
+
+    def _inputs(self, start: int, end: int) -> list[str]:
+        """NodeProto.input (field 1) of the node at ``data[start:end]``."""
+        return [
+            bytes(self.data[s:e]).decode("utf-8", "replace")
+            for f, s, e in self._fields(start, end)
+            if f == 1
+        ]
+
+    def _attributes(self, start: int, end: int) -> dict[str, list[int]]:
+        """The integer and integer-list attributes of the node at ``data[start:end]``."""
+        found: dict[str, list[int]] = {}
+        for field, a_start, a_end in self._fields(start, end):
+            if field == _NODE_ATTRIBUTE:
+                name = self._strings(a_start, a_end, {1: "name"})["name"]
+                values = _numbers(self.data, a_start, a_end, self.budget, {3: "i", 8: "i"})
+                found.setdefault(name, []).extend(int(v) for v in values)
+        return found
 
     def _refers_to_graph(self, start: int, end: int) -> bool:
         """Whether the node at ``data[start:end]`` has a graph attribute
@@ -180,6 +322,159 @@ class _Counter:
             self.sizes[key] = self._cost(start, end, _FUNCTION_NODE, depth + 1)
             self.calling.discard(key)
         return self.sizes[key]
+
+
+#: Operators whose size-setting arguments must be constants of the file.
+_CONSTANT_ARGUMENTS = frozenset({"Pad", "Resize", "Gather"})
+#: Most values read from one constant (a Pad's pads: two per axis).
+_MOST_VALUES = 64
+# TensorProto: dims, data_type, float_data, int64_data, name, raw_data, data_location.
+_T_DIMS, _T_TYPE, _T_FLOATS, _T_INTS, _T_NAME, _T_RAW, _T_LOCATION = 1, 2, 4, 7, 8, 9, 14
+_FLOAT, _INT64 = 1, 7
+_GRAPH_INITIALIZER, _GRAPH_INPUT, _NODE_OUTPUT, _ATTR_TENSOR = 5, 11, 2, 5
+
+
+class _Constants:
+    """The small constants of one graph or function body, by name: its
+    initializers and the ``value`` tensors of its Constant nodes. A name
+    found nowhere (a graph input, a node's output, an outer graph's
+    constant) has no value here."""
+
+    def __init__(self, counter: _Counter, start: int, end: int, node_field: int) -> None:
+        self.counter = counter
+        self.tensors: dict[str, tuple[int, int]] = {}
+        #: Names given twice: which one onnxruntime takes is not for this walk to guess.
+        self.twice: set[str] = set()
+        #: The graph's inputs (a function body has none here).
+        self.inputs: set[str] = set()
+        for field, s, e in counter._fields(start, end):
+            if field == _GRAPH_INPUT and node_field == _GRAPH_NODE:
+                self.inputs.add(counter._strings(s, e, {1: "name"})["name"])
+            elif field == _GRAPH_INITIALIZER and node_field == _GRAPH_NODE:
+                name = counter._strings(s, e, {_T_NAME: "name"})["name"]
+                self._add(name, s, e)
+            elif field == node_field:
+                if counter._strings(s, e, {4: "op"})["op"] != "Constant":
+                    continue
+                outputs = [f for f in counter._fields(s, e) if f[0] == _NODE_OUTPUT]
+                for f, a_start, a_end in counter._fields(s, e):
+                    if f != _NODE_ATTRIBUTE or len(outputs) != 1:
+                        continue
+                    if counter._strings(a_start, a_end, {1: "name"})["name"] != "value":
+                        continue
+                    for g, t_start, t_end in counter._fields(a_start, a_end):
+                        if g == _ATTR_TENSOR:
+                            _, o_start, o_end = outputs[0]
+                            name = bytes(counter.data[o_start:o_end]).decode("utf-8", "replace")
+                            self._add(name, t_start, t_end)
+
+    def _add(self, name: str, start: int, end: int) -> None:
+        if name in self.tensors:
+            self.twice.add(name)
+        self.tensors[name] = (start, end)
+
+    def has(self, name: str) -> bool:
+        """Whether ``name`` is one constant of this graph."""
+        return name in self.tensors and name not in self.twice
+
+    def ints(self, name: str) -> list[int] | None:
+        """The values of the int64 constant ``name``; None if it is none."""
+        values = self._values(name, _INT64)
+        return None if values is None else [int(v) for v in values]
+
+    def floats(self, name: str) -> list[float] | None:
+        """The values of the float constant ``name``; None if it is none."""
+        values = self._values(name, _FLOAT)
+        return None if values is None else [float(v) for v in values]
+
+    def _values(self, name: str, kind: int) -> list[int | float] | None:
+        if name not in self.tensors or name in self.twice:
+            return None
+        data, budget = self.counter.data, self.counter.budget
+        start, end = self.tensors[name]
+        header = _numbers(data, start, end, budget, {_T_TYPE: "i", _T_LOCATION: "i"})
+        if header[:1] != [kind] or header[1:] not in ([], [0]):
+            return None  # another type, or data in an external file
+        dims = _numbers(data, start, end, budget, {_T_DIMS: "i"})
+        count = 1
+        for d in dims:
+            count *= d
+        if count > _MOST_VALUES:
+            return None
+        raw = [bytes(data[s:e]) for f, s, e in _fields(data, start, end, budget) if f == _T_RAW]
+        if raw:
+            size = 8 if kind == _INT64 else 4
+            if len(raw[-1]) != count * size:
+                return None
+            code = "<q" if kind == _INT64 else "<f"
+            return [v for (v,) in struct.iter_unpack(code, raw[-1])]
+        field = {_INT64: {_T_INTS: "i"}, _FLOAT: {_T_FLOATS: "f"}}[kind]
+        values = _numbers(data, start, end, budget, field)
+        return values if len(values) == count else None
+
+
+def _numbers(
+    data: memoryview, pos: int, end: int, budget: _Budget, fields: dict[int, str]
+) -> list[int | float]:
+    """The values of the numeric ``fields`` of the message at ``data[pos:end]``
+    ("i": int64 varints, "f": floats), packed or not, in order; at most
+    :data:`_MOST_VALUES` + 1 of them."""
+    values: list[int | float] = []
+    groups = 0  # inside a group: skipped, as protobuf does
+    while pos < end and len(values) <= _MOST_VALUES:
+        budget.left -= 1
+        if budget.left < 0:
+            raise _TooMany
+        key, pos = _varint(data, pos, end)
+        field, wire = key >> 3, key & 7
+        kind = fields.get(field) if groups == 0 else None
+        if wire == 3:
+            groups += 1
+        elif wire == 4:
+            if groups == 0:
+                raise _Malformed
+            groups -= 1
+        elif wire == 0:
+            value, pos = _varint(data, pos, end)
+            if kind == "i":
+                values.append(value - (1 << 64) if value >> 63 else value)
+        elif wire == 5:
+            if kind == "f" and pos + 4 <= end:
+                values.append(struct.unpack_from("<f", data, pos)[0])
+            pos += 4
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            length, pos = _varint(data, pos, end)
+            if pos + length > end:
+                raise _Malformed
+            if kind == "i":
+                values += _numbers_packed_ints(data, pos, pos + length, budget)
+            elif kind == "f" and length % 4 == 0 and length <= 4 * (_MOST_VALUES + 1):
+                values += [v for (v,) in struct.iter_unpack("<f", data[pos : pos + length])]
+            pos += length
+        else:
+            raise _Malformed
+        if pos > end:
+            raise _Malformed
+    return values
+
+
+def _numbers_packed_ints(data: memoryview, pos: int, end: int, budget: _Budget) -> list[int]:
+    values = []
+    while pos < end and len(values) <= _MOST_VALUES:
+        budget.left -= 1
+        if budget.left < 0:
+            raise _TooMany
+        value, pos = _varint(data, pos, end)
+        values.append(value - (1 << 64) if value >> 63 else value)
+    return values
+
+
+def _printable(text: str) -> str:
+    """An operator name as it may be printed: at most 60 printable characters."""
+    shown = "".join(c if c.isprintable() else "?" for c in text[:60])
+    return shown + ("..." if len(text) > 60 else "")
 
 
 def _attr_type(data: memoryview, pos: int, end: int) -> int:

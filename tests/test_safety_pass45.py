@@ -7,6 +7,7 @@ of tiny protobuf fields. Each test fails on the code of the pass's start
 
 from __future__ import annotations
 
+import itertools
 import shlex
 import shutil
 import struct
@@ -151,8 +152,12 @@ def test_generate_makes_one_image_before_trusting_the_metadata(tmp_path: Path) -
     model = onnx.load(str(_noise_model(tmp_path / "g.onnx", 8)))
     graph = model.graph
     graph.node[-1].output[0] = "small"
-    graph.initializer.append(numpy_helper.from_array(np.array([1, 1, 256, 256]), "reps"))
-    graph.node.append(helper.make_node("Tile", ["small", "reps"], ["image"]))
+    # Four nearest 4x upsamplings (pass 46 refuses Tile and Resizes beyond 8x).
+    scales = numpy_helper.from_array(np.array([1, 1, 4, 4], np.float32), "scales")
+    graph.initializer.append(scales)
+    names = ["small", "up1", "up2", "up3", "image"]
+    for a, b in itertools.pairwise(names):
+        graph.node.append(helper.make_node("Resize", [a, "", "scales"], [b], mode="nearest"))
     del graph.output[0].type.tensor_type.shape.dim[:]
     for name in "nchw":
         graph.output[0].type.tensor_type.shape.dim.add().dim_param = name
