@@ -126,8 +126,9 @@ def test_info_refuses_a_constant_of_shape(tmp_path: Path) -> None:
 
 
 def test_generate_refuses_a_tile(tmp_path: Path) -> None:
-    """A generation model whose 4 x 4 images are Tiled 200 times each way
-    before a crop: `generate` made them (about 1.2 GB a batch). Refused."""
+    """A generation model whose 4 x 4 images are Tiled 200 times each way:
+    `generate` ran the Tile (whose repeats may be any size) and refused
+    the 800 x 800 images only after the call. Refused before a session."""
     model = onnx.load(str(_noise_model(tmp_path / "g.onnx", 8)))
     graph = model.graph
     graph.node[-1].output[0] = "small"
