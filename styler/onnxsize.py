@@ -18,12 +18,14 @@ small values styler's networks use.
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 from styler.errors import BadModelError
+from styler.onnxshapes import check_sizes
 
 #: Most nodes a model may hold, subgraphs included: styler's generators have
 #: a few hundred (the shipped one 430), int8 copies some thousands; opening
@@ -94,7 +96,7 @@ MAX_PAD = 16
 # Field numbers of onnx.proto: ModelProto.graph and .functions, the node
 # lists of GraphProto and FunctionProto, NodeProto.attribute,
 # AttributeProto.g and AttributeProto.graphs.
-_MODEL_GRAPH, _MODEL_FUNCTIONS = 7, 25
+_MODEL_GRAPH, _MODEL_FUNCTIONS, _MODEL_METADATA = 7, 25, 14
 _GRAPH_NODE, _FUNCTION_NODE = 1, 7
 _NODE_ATTRIBUTE, _ATTR_GRAPH, _ATTR_GRAPHS = 5, 6, 11
 # AttributeProto.ref_attr_name, and the GRAPH and GRAPHS values of its type.
@@ -102,6 +104,22 @@ _ATTR_REF, _GRAPH_TYPE, _GRAPHS_TYPE = 21, 5, 10
 
 
 ORT_FORMAT = "an ORT-format model; styler takes ONNX model files"
+
+
+@dataclasses.dataclass
+class Node:
+    """One node as the walk reads it."""
+
+    op: str = ""
+    domain: str = ""
+    overload: str = ""
+    inputs: list[str] = dataclasses.field(default_factory=list)
+    outputs: list[str] = dataclasses.field(default_factory=list)
+    #: Integer and integer-list attributes, and string ones.
+    ints: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    strings: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: Whether an attribute names one of its function's (``ref_attr_name``).
+    refers: bool = False
 
 
 class _Malformed(Exception):
@@ -149,6 +167,14 @@ def _count(data: memoryview, source: str | Path) -> int:
         ) from None
 
 
+def growth(model: bytes) -> float:
+    """The bound on ``model``'s largest tensor as a multiple of its input's
+    values (of a generator's per image): at most :data:`MAX_GROWTH`."""
+    counter = _Counter(memoryview(model), "<model>")
+    counter.total()
+    return counter.growth
+
+
 class _TooMany(Exception):
     """More than :data:`MAX_FIELDS` fields."""
 
@@ -168,6 +194,13 @@ class _Counter:
         self.budget = _Budget()
         #: Why the model is refused, for the first node found at fault.
         self.refused = ""
+        #: The nodes of the model's graph, for :func:`check_sizes`.
+        self.graph_nodes: list[Node] = []
+        self.graph_constants: _Constants | None = None
+        #: The model's styler metadata (JSON), if it has any.
+        self.metadata = ""
+        #: Its largest tensor's bound over the input's values (0 if not walked).
+        self.growth = 0.0
 
     def _fields(self, start: int, end: int) -> Iterator[tuple[int, int, int]]:
         return _fields(self.data, start, end, self.budget)
@@ -177,6 +210,10 @@ class _Counter:
         for field, start, end in self._fields(0, len(self.data)):
             if field == _MODEL_GRAPH:
                 graphs.append((start, end))
+            elif field == _MODEL_METADATA:
+                entry = self._strings(start, end, {1: "key", 2: "value"})
+                if entry["key"] == "styler":
+                    self.metadata = entry["value"]
             elif field == _MODEL_FUNCTIONS:
                 strings = self._strings(start, end, {1: "name", 10: "domain", 13: "overload"})
                 key = (strings["domain"], strings["name"], strings["overload"])
@@ -184,6 +221,8 @@ class _Counter:
         for start, end in graphs:
             self.nodes += self._cost(start, end, _GRAPH_NODE, 0)
             self._check(self.nodes)
+        if not self.refused:
+            self.refused = check_sizes(self, graphs)
         if self.refused:  # (after the walk: a model too big to walk is said so first)
             raise BadModelError(self.refused, self.source)
         return self.nodes
@@ -214,13 +253,16 @@ class _Counter:
         for field, node_start, node_end in self._fields(start, end):
             if field != node_field:
                 continue
-            names = {4: "op", 7: "domain", 8: "overload"}
-            node = self._strings(node_start, node_end, names)
-            key = (node["domain"], node["op"], node["overload"])
+            node = self.parse_node(node_start, node_end)
+            key = (node.domain, node.op, node.overload)
+            if depth == 0:  # the model's graph: its nodes are walked again for sizes
+                self.graph_nodes.append(node)
             if key not in self.functions and not self.refused:
-                if node["op"] in _CONSTANT_ARGUMENTS and constants is None:
+                if node.op in _CONSTANT_ARGUMENTS and constants is None:
                     constants = _Constants(self, start, end, node_field)
-                self.refused = self._fault(node, node_start, node_end, constants)
+                    if depth == 0:
+                        self.graph_constants = constants
+                self.refused = self._fault(node, constants)
             if node_field == _FUNCTION_NODE and self._refers_to_graph(node_start, node_end):
                 raise BadModelError(
                     "a function uses a graph its caller passes in (built again at every use; "
@@ -233,19 +275,17 @@ class _Counter:
             self._check(self.nodes + cost)
         return cost
 
-    def _fault(
-        self, node: dict[str, str], start: int, end: int, constants: _Constants | None
-    ) -> str:
-        """Why the node at ``data[start:end]`` is refused ("" if it is not):
-        an operator styler never writes, or one whose constant arguments or
-        attributes would make a larger tensor than styler's networks do."""
-        op, domain = node["op"], node["domain"]
+    def _fault(self, node: Node, constants: _Constants | None) -> str:
+        """Why ``node`` is refused ("" if it is not): an operator styler
+        never writes, or one whose constant arguments or attributes would
+        make a larger tensor than styler's networks do."""
+        op, domain = node.op, node.domain
         if domain == "ai.onnx":
             domain = ""
         if (domain, op) not in ALLOWED_OPS:
             name = f"{domain}.{op}" if domain else op
             return f"uses operator {_printable(name)}, which styler's models never do"
-        attributes = self._attributes(start, end)
+        attributes = node.ints
         if op in ("Conv", "ConvTranspose", "QLinearConv"):
             strides = max(attributes.get("strides", [1]), default=1)
             pads = max(attributes.get("pads", [0]), default=0)
@@ -256,7 +296,7 @@ class _Counter:
                     f"a {op} of stride {strides} and padding {pads} (styler's models use at "
                     f"most {MAX_SCALE} and {MAX_PAD})"
                 )
-        inputs = self._inputs(start, end)
+        inputs = node.inputs
         if op == "Pad":
             pads = constants.ints(inputs[1]) if constants and len(inputs) > 1 else None
             if pads is None:
@@ -284,23 +324,42 @@ class _Counter:
                 return f"a Resize by {worst:g} (styler's models resize by at most {MAX_SCALE})"
         return ""
 
-    def _inputs(self, start: int, end: int) -> list[str]:
-        """NodeProto.input (field 1) of the node at ``data[start:end]``."""
-        return [
-            bytes(self.data[s:e]).decode("utf-8", "replace")
-            for f, s, e in self._fields(start, end)
-            if f == 1
-        ]
+    def parse_node(self, start: int, end: int) -> Node:
+        """The node at ``data[start:end]``: its operator, inputs, outputs
+        and integer and string attributes."""
+        node = Node()
+        for field, s, e in self._fields(start, end):
+            if field in (1, 2, 4, 7, 8):
+                text = bytes(self.data[s:e]).decode("utf-8", "replace")
+                if field == 1:
+                    node.inputs.append(text)
+                elif field == 2:
+                    node.outputs.append(text)
+                elif field == 4:
+                    node.op = text
+                elif field == 7:
+                    node.domain = text
+                else:
+                    node.overload = text
+            elif field == _NODE_ATTRIBUTE:
+                name = self._strings(s, e, {1: "name", 4: "s", _ATTR_REF: "ref"})
+                node.refers = node.refers or bool(name["ref"])
+                values = _numbers(self.data, s, e, self.budget, {3: "i", 8: "i"})
+                node.ints.setdefault(name["name"], []).extend(int(v) for v in values)
+                if name["s"]:
+                    node.strings[name["name"]] = name["s"]
+        return node
 
-    def _attributes(self, start: int, end: int) -> dict[str, list[int]]:
-        """The integer and integer-list attributes of the node at ``data[start:end]``."""
-        found: dict[str, list[int]] = {}
-        for field, a_start, a_end in self._fields(start, end):
-            if field == _NODE_ATTRIBUTE:
-                name = self._strings(a_start, a_end, {1: "name"})["name"]
-                values = _numbers(self.data, a_start, a_end, self.budget, {3: "i", 8: "i"})
-                found.setdefault(name, []).extend(int(v) for v in values)
-        return found
+    def function_body(self, start: int, end: int) -> tuple[list[str], list[str], list[Node]]:
+        """The inputs, outputs and nodes of the function at ``data[start:end]``."""
+        inputs, outputs, nodes = [], [], []
+        for field, s, e in self._fields(start, end):
+            if field in (4, 5):
+                name = bytes(self.data[s:e]).decode("utf-8", "replace")
+                (inputs if field == 4 else outputs).append(name)
+            elif field == _FUNCTION_NODE:
+                nodes.append(self.parse_node(s, e))
+        return inputs, outputs, nodes
 
     def _refers_to_graph(self, start: int, end: int) -> bool:
         """Whether the node at ``data[start:end]`` has a graph attribute
