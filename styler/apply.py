@@ -827,11 +827,9 @@ def model_output(y: np.ndarray, meta: ModelMetadata) -> np.ndarray:
 
 
 def min_side(meta: ModelMetadata) -> int:
-    """The shortest side a run takes: a ResNet's reflection pads need at
-    least 2 pixels after its two downsamplings, so images thinner than twice
-    its size multiple (1 x N, 3 x 3, ...) are padded further."""
-    multiple = meta.size_multiple
-    return 2 * multiple if getattr(meta.network, "kind", "") == "resnet" else multiple
+    """The shortest side a run takes (:attr:`ModelMetadata.min_side`; the
+    size bound of ``styler.onnxshapes`` counts on it)."""
+    return meta.min_side
 
 
 def pad_for_model(x: np.ndarray, meta: ModelMetadata) -> tuple[np.ndarray, tuple[int, int]]:

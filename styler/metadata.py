@@ -110,6 +110,15 @@ class ModelMetadata:
         return getattr(self.network, "size_multiple", 1)
 
     @property
+    def min_side(self) -> int:
+        """The shortest side styler gives the model: a ResNet's reflection
+        pads need at least 2 pixels after its two downsamplings, so images
+        thinner than twice its size multiple (1 x N, 3 x 3, ...) are padded
+        further; other networks take their size multiple."""
+        multiple = self.size_multiple
+        return 2 * multiple if getattr(self.network, "kind", "") == "resnet" else multiple
+
+    @property
     def latent_dim(self) -> int:
         return getattr(self.network, "latent_dim", 0)
 

@@ -36,19 +36,22 @@ if TYPE_CHECKING:
 
 #: Most values a tensor may hold, as a multiple of the image input's values
 #: (of a generator's values per image: its noise and labels, or the image
-#: its metadata says it makes, whichever is larger). Styler's widest
-#: translation export, resnet_9blocks at ngf 64 with a detail path of 32
-#: and a colour MLP, bounds at 26x its input (64 channels at full size
-#: over 3, plus the walk's slack); a DCGAN at size 64, 6x its image; a
-#: 1-channel ngf 64 network would be 64x. 1024 leaves a wide margin for
-#: wider networks and refuses a doubling chain after 10 Concats.
-MAX_GROWTH = 1024
+#: its metadata says it makes, whichever is larger), counted at the
+#: thinnest image styler feeds. Measured over every zoo export: at most
+#: 171 (resnet_6blocks at ngf 64 with resize upsampling: 128 channels
+#: resized to full size and padded by 3, at 8 x 8; 43 for large images),
+#: 133 for resnet_9blocks, 43 for unet_256, 5.3 for a DCGAN; with one
+#: input channel (grey to colour) three times as much, 512. 4096 leaves 8
+#: times that for wider networks, and refuses a doubling chain after 12
+#: Concats.
+MAX_GROWTH = 4096
 #: Values any tensor may hold whatever the input (weights folded when the
 #: session is built, the statistics vector): 16 M, or the largest weight.
 MAX_FIXED = 1 << 24
-#: The thinnest image styler gives a translation model: a ResNet's are
-#: padded to 8 x 8 at least, a U-Net's to 32 (``styler.apply.min_side``).
-#: A bound like 64 (H + 6)(W + 6) is taken at that size, 3.1 x 64 H W.
+#: The thinnest image styler gives a translation model, unless its metadata
+#: says more (``ModelMetadata.min_side``: a ResNet's are padded to 8 x 8 at
+#: least, a U-Net's to its size multiple, 32 to 256). A bound like
+#: 64 (H + 6)(W + 6) is taken at that size: 3.1 x 64 H W at 8 x 8.
 MIN_SIDE = 8
 
 #: A monomial: the powers of (N, H, W).
@@ -196,6 +199,7 @@ class ShapeBound:
         self.deferred = ""
         self.allowance, self.fixed = Poly(), MAX_FIXED
         self.largest_weight = 0
+        self.min_side = MIN_SIDE
         #: Function bodies by key: their inputs, outputs and nodes.
         self.bodies: dict[tuple[str, str, str], tuple[list[str], list[str], list[Node]]] = {}
         #: The largest tensor's bound, as a multiple of the input's values.
@@ -211,14 +215,21 @@ class ShapeBound:
                 self._initializer(s, e)
             elif field == _GRAPH_INPUT:
                 inputs.append((self.counter._strings(s, e, {1: "name"})["name"], s, e))
+        meta = self._metadata()
+        if meta is not None and meta.task == "translate":  # apply pads to its min_side
+            self.min_side = max(MIN_SIDE, meta.min_side)
         reason = self._inputs(inputs) or self._walk(self.counter.graph_nodes)
         if reason or not self.deferred:
             return reason
-        try:  # (without valid metadata the model is refused before any run)
-            ModelMetadata.from_json(self.counter.metadata)
+        # (without valid metadata the model is refused before any run)
+        return "" if meta is None else self.deferred
+
+    def _metadata(self) -> ModelMetadata | None:
+        """The model's metadata, if it is valid styler metadata."""
+        try:
+            return ModelMetadata.from_json(self.counter.metadata)
         except (BadModelError, ValueError, TypeError, RecursionError):
-            return ""
-        return self.deferred
+            return None
 
     # -- the graph's inputs and weights ------------------------------------
 
@@ -426,6 +437,7 @@ class ShapeBound:
             self.counter, _Constants(self.counter, start, end, _FUNCTION_NODE), start, end
         )
         inner.allowance, inner.fixed, inner.bodies = self.allowance, self.fixed, self.bodies
+        inner.min_side = self.min_side
         for name, given in zip(formal, node.inputs, strict=False):
             if given:
                 inner.tensors[name] = self.tensors[given]
@@ -438,7 +450,7 @@ class ShapeBound:
     def _limit(self, count: Poly) -> str:
         """Why a tensor of at most ``count`` values is refused ("" if it is
         not). A term short of the reference's H or W is divided by
-        :data:`MIN_SIDE` for each (styler feeds no thinner image), the
+        :attr:`min_side` for each (styler feeds no thinner image), the
         constant term is allowed :attr:`fixed` values."""
         if len(self.allowance.terms) != 1:
             return "takes an input that holds no values"
@@ -453,7 +465,7 @@ class ShapeBound:
                 return f"grows faster than {kind} (an outer product or a copy of copies)"
             if m == _ONE:
                 c = max(0.0, c - self.fixed)
-            over += c / MIN_SIDE ** (reference[1] + reference[2] - m[1] - m[2])
+            over += c / self.min_side ** (reference[1] + reference[2] - m[1] - m[2])
         self.peak = max(self.peak, over / allowed * MAX_GROWTH)
         if over > allowed:
             times = over / allowed * MAX_GROWTH
@@ -586,8 +598,10 @@ def _conv(bound: ShapeBound, node: Node) -> list[Tensor]:
             total = 0 if auto == "VALID" else pads[i] + pads[i + spatial]
             if s == 1:
                 dims.append(size + Poly.const(total - span + 1))
-            else:  # floor((size + pads - span) / s) + 1
-                dims.append(size.scale(1 / s) + Poly.const((total - span) / s + 1))
+            else:  # (size + pads - span) // s + 1, where onnxruntime's // truncates
+                # towards 0: a size short of the kernel still gives 1, so at
+                # most (size + pads - span + s - 1) / s + 1
+                dims.append(size.scale(1 / s) + Poly.const((total - span + s - 1) / s + 1))
     return [Tensor.of([_floor(d) for d in dims])]
 
 
