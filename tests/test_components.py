@@ -377,3 +377,38 @@ def test_the_texture_discriminator_judges_grey_images(tmp_path: Path, cli: Any) 
     assert torch.allclose(grey, expected, atol=1e-6)
     flat = torch.full((1, 3, 8, 8), 0.25)  # a grey image stays itself under any mix
     assert torch.allclose(_grey(flat, draws[1]), flat[:, :1], atol=1e-6)
+
+
+def test_the_palette_loss_compares_colours_not_places() -> None:
+    """palette_loss: zero for the same colours in another arrangement, larger
+    for a desaturated copy, and descending it on a per-channel gain and
+    offset brings a grey-ish image's saturation up to the style's."""
+    from styler.training.losses import palette_loss
+
+    gen = torch.Generator().manual_seed(0)
+    style = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1
+    shuffled = style.flatten(2)[:, :, torch.randperm(32 * 32, generator=gen)].reshape(style.shape)
+    grey = style.mean(1, keepdim=True)
+    muted = grey + 0.3 * (style - grey)
+    same = float(palette_loss(shuffled, style, torch.Generator().manual_seed(1), samples=2048))
+    far = float(palette_loss(muted, style, torch.Generator().manual_seed(1), samples=2048))
+    assert same < 1e-6 < 0.05 < far, (same, far)
+
+    def saturation(x: torch.Tensor) -> float:
+        return float((x - x.mean(1, keepdim=True)).abs().mean())
+
+    gain = torch.ones(1, 3, 1, 1, requires_grad=True)
+    boost = torch.zeros(1, 1, 1, 1, requires_grad=True)  # a saturation factor
+    opt = torch.optim.Adam([gain, boost], lr=0.05)
+    for step in range(150):
+        out = grey + (1 + boost) * (muted - grey)
+        out = out * gain
+        loss = palette_loss(out, style, torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        fitted = (grey + (1 + boost) * (muted - grey)) * gain
+    assert abs(saturation(fitted) - saturation(style)) < 0.25 * (
+        saturation(style) - saturation(muted)
+    ), (saturation(muted), saturation(fitted), saturation(style))

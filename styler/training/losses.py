@@ -167,3 +167,27 @@ def style_loss(output: list[torch.Tensor], style: list[torch.Tensor]) -> torch.T
             gap, scale = gap + (o_std - s_std).abs().mean(), scale + s_std.mean()
         total = total + gap / scale
     return total / len(style)
+
+
+def palette_loss(
+    output: torch.Tensor,
+    style: torch.Tensor,
+    generator: torch.Generator,
+    directions: int = 32,
+    samples: int = 4096,
+) -> torch.Tensor:
+    """Sliced Wasserstein distance between the colours of ``output``'s pixels
+    and ``style``'s (N x 3 x H x W each, any sizes): both sets of RGB values
+    (``samples`` of each at most, drawn at random) are projected on random
+    directions of colour space, sorted, and compared (the mean absolute gap).
+    Zero when the two hold the same colours in any arrangement; it sees a
+    palette (how saturated, how warm, how contrasted), not where a colour is."""
+    x = output.float().permute(0, 2, 3, 1).reshape(-1, output.shape[1])
+    y = style.detach().float().permute(0, 2, 3, 1).reshape(-1, style.shape[1])
+    n = min(len(x), len(y), samples)
+    cpu = {"generator": generator}
+    x = x[torch.randperm(len(x), **cpu)[:n].to(x.device)]
+    y = y[torch.randperm(len(y), **cpu)[:n].to(y.device)]
+    axes = torch.randn(x.shape[1], directions, **cpu).to(x.device)
+    axes = axes / axes.norm(dim=0, keepdim=True)
+    return ((x @ axes).sort(0).values - (y @ axes).sort(0).values).abs().mean()

@@ -42,6 +42,7 @@ from styler.training.losses import (
     content_loss,
     hue_loss,
     luma_loss,
+    palette_loss,
     patch_nce,
     style_loss,
 )
@@ -109,6 +110,10 @@ class CutConfig(TranslationConfig):
     #: Luma loss: the translation's mean brightness against the input's, on
     #: the colour loss's grid; texture and colour stay free (see losses.luma_loss).
     lambda_luma: float = 0.0
+    #: Palette loss: the translation's colours against the style images' as
+    #: two sets (sliced Wasserstein, see losses.palette_loss): saturation,
+    #: warmth and contrast, wherever they fall.
+    lambda_palette: float = 0.0
     #: Decay of the generator's moving average (0: none; 0.999 is typical).
     ema: float = 0.0
 
@@ -123,7 +128,7 @@ class CutConfig(TranslationConfig):
         if self.nce_patches < 1 or not self.nce_temperature > 0:
             raise UsageError("--nce-patches must be >= 1 and --nce-temperature > 0")
         weights = (self.lambda_gan, self.lambda_nce, self.lambda_content, self.lambda_style)
-        weights += (self.lambda_color, self.lambda_hue, self.lambda_luma)
+        weights += (self.lambda_color, self.lambda_hue, self.lambda_luma, self.lambda_palette)
         if any(not w >= 0 for w in weights):
             raise UsageError("loss weights must be >= 0")
         if not 1 <= self.color_cells <= config.size:
@@ -158,7 +163,7 @@ class FastCutConfig(CutConfig):
 class Cut(Trainer):
     loss_names = (
         *("D", "D_proj", "D_color", "D_texture", "G", "G_proj", "G_color", "G_texture"),
-        *("nce", "nce_idt", "content", "style", "color", "hue", "luma"),
+        *("nce", "nce_idt", "content", "style", "color", "hue", "luma", "palette"),
     )
 
     def __init__(self, config: TrainConfig, device: str, dist: DistInfo) -> None:
@@ -301,6 +306,8 @@ class Cut(Trainer):
             loss["hue"] = hue * c.lambda_hue
         if c.lambda_luma > 0:
             loss["luma"] = luma_loss(fake_B, real_A, c.color_cells) * c.lambda_luma
+        if c.lambda_palette > 0:
+            loss["palette"] = palette_loss(fake_B, real_B, gen) * c.lambda_palette
         return loss
 
     def _nce(
