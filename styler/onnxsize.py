@@ -368,7 +368,8 @@ class _Counter:
             if field != _NODE_ATTRIBUTE:
                 continue
             refers = any(f == _ATTR_REF for f, _, _ in self._fields(a_start, a_end))
-            if refers and _attr_type(self.data, a_start, a_end) in (_GRAPH_TYPE, _GRAPHS_TYPE):
+            kind = _attr_type(self.data, a_start, a_end, self.budget) if refers else 0
+            if kind in (_GRAPH_TYPE, _GRAPHS_TYPE):
                 return True
         return False
 
@@ -479,43 +480,20 @@ def _numbers(
     ("i": int64 varints, "f": floats), packed or not, in order; at most
     :data:`_MOST_VALUES` + 1 of them."""
     values: list[int | float] = []
-    groups = 0  # inside a group: skipped, as protobuf does
-    while pos < end and len(values) <= _MOST_VALUES:
-        budget.left -= 1
-        if budget.left < 0:
-            raise _TooMany
-        key, pos = _varint(data, pos, end)
-        field, wire = key >> 3, key & 7
-        kind = fields.get(field) if groups == 0 else None
-        if wire == 3:
-            groups += 1
-        elif wire == 4:
-            if groups == 0:
-                raise _Malformed
-            groups -= 1
-        elif wire == 0:
-            value, pos = _varint(data, pos, end)
-            if kind == "i":
-                values.append(value - (1 << 64) if value >> 63 else value)
-        elif wire == 5:
-            if kind == "f" and pos + 4 <= end:
-                values.append(struct.unpack_from("<f", data, pos)[0])
-            pos += 4
-        elif wire == 1:
-            pos += 8
-        elif wire == 2:
-            length, pos = _varint(data, pos, end)
-            if pos + length > end:
-                raise _Malformed
-            if kind == "i":
-                values += _numbers_packed_ints(data, pos, pos + length, budget)
-            elif kind == "f" and length % 4 == 0 and length <= 4 * (_MOST_VALUES + 1):
-                values += [v for (v,) in struct.iter_unpack("<f", data[pos : pos + length])]
-            pos += length
-        else:
-            raise _Malformed
-        if pos > end:
-            raise _Malformed
+    for field, wire, first, last in _entries(data, pos, end, budget):
+        if len(values) > _MOST_VALUES:
+            break
+        kind = fields.get(field)
+        if kind == "i" and wire == 0:
+            values.append(_signed(first))
+        elif kind == "i" and wire == 2:
+            values += _numbers_packed_ints(data, first, last, budget)
+        elif kind == "f" and wire == 5:
+            values.append(struct.unpack_from("<f", data, first)[0])
+        elif kind == "f" and wire == 2:
+            length = last - first
+            if length % 4 == 0 and length <= 4 * (_MOST_VALUES + 1):
+                values += [v for (v,) in struct.iter_unpack("<f", data[first:last])]
     return values
 
 
@@ -526,8 +504,13 @@ def _numbers_packed_ints(data: memoryview, pos: int, end: int, budget: _Budget) 
         if budget.left < 0:
             raise _TooMany
         value, pos = _varint(data, pos, end)
-        values.append(value - (1 << 64) if value >> 63 else value)
+        values.append(_signed(value))
     return values
+
+
+def _signed(value: int) -> int:
+    """An int64 read as a varint (two's complement in 64 bits)."""
+    return value - (1 << 64) if value >> 63 else value
 
 
 def _printable(text: str) -> str:
@@ -536,24 +519,11 @@ def _printable(text: str) -> str:
     return shown + ("..." if len(text) > 60 else "")
 
 
-def _attr_type(data: memoryview, pos: int, end: int) -> int:
+def _attr_type(data: memoryview, pos: int, end: int, budget: _Budget) -> int:
     """AttributeProto.type (field 20, a varint) of the attribute at ``data[pos:end]``."""
-    while pos < end:
-        key, pos = _varint(data, pos, end)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(data, pos, end)
-            if field == 20:
-                return value
-        elif wire == 2:
-            length, pos = _varint(data, pos, end)
-            pos += length
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        else:
-            raise _Malformed
+    for field, wire, value, _ in _entries(data, pos, end, budget):
+        if field == 20 and wire == 0:
+            return value
     return 0
 
 
@@ -574,38 +544,51 @@ def _fields(
     data: memoryview, pos: int, end: int, budget: _Budget
 ) -> Iterator[tuple[int, int, int]]:
     """The length-delimited fields of the message at ``data[pos:end]``:
-    (field number, start, end) each; other fields are skipped. Each field
-    walked is taken from ``budget``."""
-    groups = 0  # inside a group (wire types 3 and 4): skipped, as protobuf does
+    (field number, start, end) each; other fields are skipped."""
+    for field, wire, start, stop in _entries(data, pos, end, budget):
+        if wire == 2:
+            yield field, start, stop
+
+
+def _entries(
+    data: memoryview, pos: int, end: int, budget: _Budget
+) -> Iterator[tuple[int, int, int, int]]:
+    """Every field of the message at ``data[pos:end]`` outside groups (wire
+    types 3 and 4: skipped, as protobuf does), as (field number, wire type,
+    a, b): a varint's value (b unused), or the start and end of a fixed-size
+    or length-delimited value. Each field walked is taken from ``budget``."""
+    groups = 0
     while pos < end:
         budget.left -= 1
         if budget.left < 0:
             raise _TooMany
         key, pos = _varint(data, pos, end)
         field, wire = key >> 3, key & 7
+        start = pos
         if wire == 3:
             groups += 1
-        elif wire == 4:
+            continue
+        if wire == 4:
             if groups == 0:
                 raise _Malformed
             groups -= 1
-        elif wire == 0:
-            _, pos = _varint(data, pos, end)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 2:
-            length, pos = _varint(data, pos, end)
-            if pos + length > end:
-                raise _Malformed
+            continue
+        if wire == 0:
+            value, pos = _varint(data, pos, end)
             if groups == 0:
-                yield field, pos, pos + length
-            pos += length
+                yield field, wire, value, 0
+            continue
+        if wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        elif wire == 2:
+            length, start = _varint(data, pos, end)
+            pos = start + length
         else:
             raise _Malformed
         if pos > end:
             raise _Malformed
+        if groups == 0:
+            yield field, wire, start, pos
 
 
 def _varint(data: memoryview, pos: int, end: int) -> tuple[int, int]:
