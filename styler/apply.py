@@ -199,10 +199,6 @@ class Stylizer:
     def _from_model(self, y: np.ndarray) -> np.ndarray:
         return model_output(y, self.meta)
 
-    @property
-    def min_side(self) -> int:
-        return min_side(self.meta)
-
     def uses_tiles(self, height: int, width: int) -> bool:
         return self.tile is not None or height * width > self.whole_pixels
 
@@ -244,7 +240,7 @@ class Stylizer:
 
         def run(batch: np.ndarray) -> np.ndarray:
             h, w = batch.shape[-2:]
-            padded = _pad_to_at_least(batch, self.min_side)
+            padded = _pad_to_at_least(batch, self.meta.min_side)
             return self.model.run(padded, stats=stats)[..., :h, :w]
 
         y = tiling.run_tiled(
@@ -268,7 +264,7 @@ class Stylizer:
             hh, ww = h // factor, w // factor
             x = x[:, : hh * factor, : ww * factor].reshape(c, hh, factor, ww, factor).mean((2, 4))
         padded, _ = tiling.pad_to_multiple(x[None], self.meta.size_multiple)
-        return self.model.norm_stats(_pad_to_at_least(padded, self.min_side))
+        return self.model.norm_stats(_pad_to_at_least(padded, self.meta.min_side))
 
     # -- PIL images -----------------------------------------------------------
 
@@ -826,17 +822,11 @@ def model_output(y: np.ndarray, meta: ModelMetadata) -> np.ndarray:
     return out
 
 
-def min_side(meta: ModelMetadata) -> int:
-    """The shortest side a run takes (:attr:`ModelMetadata.min_side`; the
-    size bound of ``styler.onnxshapes`` counts on it)."""
-    return meta.min_side
-
-
 def pad_for_model(x: np.ndarray, meta: ModelMetadata) -> tuple[np.ndarray, tuple[int, int]]:
     """(N, C, H, W) padded to what the model runs on (a multiple of its size
-    multiple, at least :func:`min_side`), and the (H, W) to crop back to."""
+    multiple, at least :attr:`ModelMetadata.min_side`), and the (H, W) to crop back to."""
     padded, size = tiling.pad_to_multiple(x, meta.size_multiple)
-    return _pad_to_at_least(padded, min_side(meta)), size
+    return _pad_to_at_least(padded, meta.min_side), size
 
 
 def _pad_to_at_least(x: np.ndarray, side: int) -> np.ndarray:

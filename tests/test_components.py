@@ -180,6 +180,39 @@ def test_residual_generators_start_as_the_identity(arch: str, upsample: str) -> 
     assert not torch.allclose(plain(x), x, atol=0.05)
 
 
+def _fit_path(x: torch.Tensor, target: torch.Tensor, **path: int) -> tuple[torch.nn.Module, float]:
+    """A residual resnet_2blocks (ngf 8) with the generator option ``path``
+    (color_mlp=16, detail=8, or 0 for none), checked to start as the
+    identity, fitted to ``target`` by 100 steps of L1 regression: the
+    network and its error."""
+    torch.manual_seed(1)
+    net = zoo.build(generator_preset("resnet_2blocks", ngf=8, residual=True, **path))
+    assert torch.equal(net(x), x)  # the identity at the start
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for _ in range(100):
+        opt.zero_grad()
+        loss = (net(x) - target).abs().mean()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return net, float((net(x) - target).abs().mean())
+
+
+def _exported(net: torch.nn.Module, path: Path, **option: int) -> Any:
+    """``net`` (built with the generator ``option``) exported to ONNX at
+    ``path`` (parity-checked against torch by the exporter) and opened by
+    styler's runtime."""
+    pytest.importorskip("onnx")
+    from styler.export import export_onnx
+    from styler.metadata import ModelMetadata
+    from styler.runtime import Model
+
+    config = generator_preset("resnet_2blocks", ngf=8, residual=True, **option)
+    result = export_onnx(net, ModelMetadata(network=config, name=path.stem), path)
+    assert result.parity_error is not None and result.parity_error < 1e-3
+    return Model.open(path, device="cpu")
+
+
 def test_a_colour_path_starts_at_zero_learns_a_colour_grade_and_exports(tmp_path: Path) -> None:
     """The per-pixel colour path: the network starts as the identity; a hundred
     steps of plain regression learn a saturation boost and a warm
@@ -191,37 +224,11 @@ def test_a_colour_path_starts_at_zero_learns_a_colour_grade_and_exports(tmp_path
     luma = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
     target = (luma + 1.6 * (x - luma) + torch.tensor([0.1, 0.0, -0.1])[:, None, None]).clamp(-1, 1)
 
-    def fit(color_mlp: int) -> tuple[torch.nn.Module, float]:
-        torch.manual_seed(1)
-        config = generator_preset("resnet_2blocks", ngf=8, residual=True, color_mlp=color_mlp)
-        net = zoo.build(config)
-        assert torch.equal(net(x), x)  # the identity at the start
-        opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-        for _ in range(100):  # (err/start 0.06, err/without 0.34 here)
-            opt.zero_grad()
-            loss = (net(x) - target).abs().mean()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            return net, float((net(x) - target).abs().mean())
-
     start = float((x - target).abs().mean())
-    with_path, err = fit(16)
-    _, without = fit(0)
+    with_path, err = _fit_path(x, target, color_mlp=16)  # (err/start 0.06, err/without 0.34)
+    _, without = _fit_path(x, target, color_mlp=0)
     assert err < 0.25 * start and err < 0.5 * without, (start, err, without)
-
-    # Exported (parity-checked against torch by the exporter) and run by
-    # styler's runtime as in torch.
-    pytest.importorskip("onnx")
-    from styler.export import export_onnx
-    from styler.metadata import ModelMetadata
-    from styler.runtime import Model
-
-    config = generator_preset("resnet_2blocks", ngf=8, residual=True, color_mlp=16)
-    path = tmp_path / "graded.onnx"
-    result = export_onnx(with_path, ModelMetadata(network=config, name="graded"), path)
-    assert result.parity_error is not None and result.parity_error < 1e-3
-    model = Model.open(path, device="cpu")
+    model = _exported(with_path, tmp_path / "graded.onnx", color_mlp=16)
     assert model.meta.network.color_mlp == 16
 
 
@@ -235,35 +242,11 @@ def test_the_detail_path_learns_to_smooth_what_the_bottleneck_cannot(tmp_path: P
     x = torch.rand(8, 3, 16, 16) * 2 - 1
     target = torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
-    def fit(detail: int) -> tuple[torch.nn.Module, float]:
-        torch.manual_seed(1)
-        config = generator_preset("resnet_2blocks", ngf=8, residual=True, detail=detail)
-        net = zoo.build(config)
-        assert torch.equal(net(x), x)  # the identity at the start
-        opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-        for _ in range(100):
-            opt.zero_grad()
-            loss = (net(x) - target).abs().mean()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            return net, float((net(x) - target).abs().mean())
-
     start = float((x - target).abs().mean())
-    with_path, err = fit(8)
-    _, without = fit(0)
+    with_path, err = _fit_path(x, target, detail=8)
+    _, without = _fit_path(x, target, detail=0)
     assert err < 0.5 * start and err < 0.6 * without, (start, err, without)
-
-    pytest.importorskip("onnx")
-    from styler.export import export_onnx
-    from styler.metadata import ModelMetadata
-    from styler.runtime import Model
-
-    config = generator_preset("resnet_2blocks", ngf=8, residual=True, detail=8)
-    path = tmp_path / "detailed.onnx"
-    result = export_onnx(with_path, ModelMetadata(network=config, name="detailed"), path)
-    assert result.parity_error is not None and result.parity_error < 1e-3
-    model = Model.open(path, device="cpu")
+    model = _exported(with_path, tmp_path / "detailed.onnx", detail=8)
     assert model.meta.network.detail == 8
 
 
@@ -338,10 +321,11 @@ def _noise_folders(tmp_path: Path) -> list[Path]:
 
 
 def test_the_texture_discriminator_judges_grey_images(tmp_path: Path, cli: Any) -> None:
-    """--texture-disc (through the real CLI, beside --color-judge projected):
-    a FastCUT run trains a PatchGAN on grey images (its losses logged, its
-    one-channel weights changed by training); the grey mix is random, sums
-    to 1, and is the same for real and fake."""
+    """--texture-disc (through the real CLI, beside --color-judge projected
+    and --detail; a detail path too wide is a usage error): a FastCUT run
+    trains a PatchGAN on grey images (its losses logged, its one-channel
+    weights changed by training); the grey mix is random, sums to 1, and is
+    the same for real and fake."""
     import json
 
     from styler.training import state
@@ -353,12 +337,17 @@ def test_the_texture_discriminator_judges_grey_images(tmp_path: Path, cli: Any) 
     run = tmp_path / "run"
     tiny = ["--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "64"]
     flags = ["--mode", "fastcut", "--texture-disc", "--color-disc", "--color-judge", "projected"]
+    flags += ["--detail", "8"]
     result = cli("train", str(a), str(b), *flags, *tiny, "--precision", "fp32", "--steps", "2",
                  "--no-export", "--display", "quiet", "-o", str(run))  # fmt: skip
     assert result.returncode == 0, result.stderr
     config = TrainConfig.from_json((run / "config.json").read_text())
     assert isinstance(config.mode, CutConfig)
     assert config.mode.texture_disc and config.mode.color_judge == "projected"
+    assert config.mode.generator.detail == 8 and config.mode.generator.residual
+    wide = cli("train", str(a), str(b), "--detail", "65", *tiny, "-o", str(tmp_path / "wide"))
+    assert wide.returncode == 2 and "--detail is a width of 1 to 64" in wide.stderr, wide.stderr
+    assert len(wide.stderr.strip().splitlines()) == 1 and not (tmp_path / "wide").exists()
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"D_texture", "G_texture", "D_color"} <= set(last)
     first = build_trainer(config, "cpu").nets["D_texture"].state_dict()["model.0.weight"]

@@ -181,9 +181,9 @@ class Cut(Trainer):
             discs.append("D_proj")
         else:
             self.D_proj = None
+        ndf = getattr(m.discriminator, "ndf", 64)  # of the side judges
         self.D_color: nn.Module | None = None
         if m.color_disc:
-            ndf = getattr(m.discriminator, "ndf", 64)
             # No normalisation: instance norm would remove the overall colour it is to judge.
             tones: Any = discriminator_preset("n_layers_2", in_channels=3, ndf=ndf, norm="none")
             if m.color_judge == "projected":
@@ -192,9 +192,7 @@ class Cut(Trainer):
             discs.append("D_color")
         self.D_texture: nn.Module | None = None
         if m.texture_disc:
-            grey = discriminator_preset(
-                "basic", in_channels=1, ndf=getattr(m.discriminator, "ndf", 64)
-            )
+            grey = discriminator_preset("basic", in_channels=1, ndf=ndf)
             self.D_texture = self.build("D_texture", grey)
             discs.append("D_texture")
         torch.manual_seed(config.seed + len(self.nets))
@@ -244,10 +242,8 @@ class Cut(Trainer):
                 loss["D_color"] = self.gan.d_loss(real, fake)
             if self.D_texture is not None:
                 w = _grey_weights(gen)
-                real, fake = (
-                    self.D_texture(_grey(real_seen, w)),
-                    self.D_texture(_grey(fake_seen, w)),
-                )
+                real = self.D_texture(_grey(real_seen, w))
+                fake = self.D_texture(_grey(fake_seen, w))
                 loss["D_texture"] = self.gan.d_loss(real, fake)
         self.update("D", functools.reduce(operator.add, loss.values()))
 
