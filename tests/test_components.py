@@ -182,7 +182,7 @@ def test_residual_generators_start_as_the_identity(arch: str, upsample: str) -> 
 
 def _fit_path(x: torch.Tensor, target: torch.Tensor, **path: int) -> tuple[torch.nn.Module, float]:
     """A residual resnet_2blocks (ngf 8) with the generator option ``path``
-    (color_mlp=16, detail=8, or 0 for none), checked to start as the
+    (color_mlp=16, detail=8, smooth=8, or 0 for none), checked to start as the
     identity, fitted to ``target`` by 100 steps of L1 regression: the
     network and its error."""
     torch.manual_seed(1)
@@ -248,6 +248,28 @@ def test_the_detail_path_learns_to_smooth_what_the_bottleneck_cannot(tmp_path: P
     assert err < 0.5 * start and err < 0.6 * without, (start, err, without)
     model = _exported(with_path, tmp_path / "detailed.onnx", detail=8)
     assert model.meta.network.detail == 8
+
+
+def test_the_smoothing_path_learns_where_to_smooth_and_keeps_edges(tmp_path: Path) -> None:
+    """A ResNet generator's smoothing path (fixed Gaussian blurs, per-pixel
+    weights learned): 100 steps of plain regression from noisy flat blocks
+    to the blocks learn to smooth the flat areas and keep the edges, better
+    than the best of its fixed blurs (which smears the edges), the detail
+    path, or the network alone; it starts as the identity (checked by
+    ``_fit_path``), exports to ONNX and runs there as in torch."""
+    from styler.zoo.smooth import SmoothPath
+
+    torch.manual_seed(0)
+    blocks = torch.rand(8, 3, 4, 4) * 2 - 1
+    flat = torch.nn.functional.interpolate(blocks, scale_factor=8, mode="nearest")
+    x = (flat + 0.3 * torch.randn_like(flat)).clamp(-1, 1)
+
+    blurred = min(float((b - flat).abs().mean()) for b in SmoothPath(3, 1).blurs(x))
+    with_path, err = _fit_path(x, flat, smooth=8)  # (0.035; blur 0.127, detail 0.079)
+    _, without = _fit_path(x, flat, smooth=0)  # (0.107)
+    assert err < 0.5 * blurred and err < 0.5 * without, (err, blurred, without)
+    model = _exported(with_path, tmp_path / "smoothed.onnx", smooth=8)
+    assert model.meta.network.smooth == 8
 
 
 def test_the_colour_discriminator_judges_tones_not_texture(tmp_path: Path) -> None:
@@ -321,8 +343,8 @@ def _noise_folders(tmp_path: Path) -> list[Path]:
 
 
 def test_the_texture_discriminator_judges_grey_images(tmp_path: Path, cli: Any) -> None:
-    """--texture-disc (through the real CLI, beside --color-judge projected
-    and --detail; a detail path too wide is a usage error): a FastCUT run
+    """--texture-disc (through the real CLI, beside --color-judge projected,
+    --detail and --smooth; a detail path too wide is a usage error): a FastCUT run
     trains a PatchGAN on grey images (its losses logged, its one-channel
     weights changed by training); the grey mix is random, sums to 1, and is
     the same for real and fake."""
@@ -337,7 +359,7 @@ def test_the_texture_discriminator_judges_grey_images(tmp_path: Path, cli: Any) 
     run = tmp_path / "run"
     tiny = ["--gen", "resnet_2blocks", "--ngf", "8", "--ndf", "8", "--size", "64"]
     flags = ["--mode", "fastcut", "--texture-disc", "--color-disc", "--color-judge", "projected"]
-    flags += ["--detail", "8"]
+    flags += ["--detail", "8", "--smooth", "4"]
     result = cli("train", str(a), str(b), *flags, *tiny, "--precision", "fp32", "--steps", "2",
                  "--no-export", "--display", "quiet", "-o", str(run))  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -345,6 +367,7 @@ def test_the_texture_discriminator_judges_grey_images(tmp_path: Path, cli: Any) 
     assert isinstance(config.mode, CutConfig)
     assert config.mode.texture_disc and config.mode.color_judge == "projected"
     assert config.mode.generator.detail == 8 and config.mode.generator.residual
+    assert config.mode.generator.smooth == 4
     wide = cli("train", str(a), str(b), "--detail", "65", *tiny, "-o", str(tmp_path / "wide"))
     assert wide.returncode == 2 and "--detail is a width of 1 to 64" in wide.stderr, wide.stderr
     assert len(wide.stderr.strip().splitlines()) == 1 and not (tmp_path / "wide").exists()

@@ -60,13 +60,12 @@ def test_config_json_written_before_modes_had_their_own_configs_still_reads(name
     config = TrainConfig.from_json(json.dumps(old), "config.json")
     assert config.mode.name == name and type(config.mode) is MODES[name].config
     new = json.loads(json.dumps(config.to_dict()))
-    # Network fields added since (a U-Net's ``residual``, a ResNet's ``color_mlp`` and
-    # ``detail``) are
-    # written at their defaults.
+    # Network fields added since (a U-Net's ``residual``, a ResNet's ``color_mlp``,
+    # ``detail`` and ``smooth``) are written at their defaults.
     for net in ("generator", "discriminator"):
         if net in old:
             added = set(new[net]) - set(old[net])
-            assert added <= {"residual", "color_mlp", "detail"} and not any(
+            assert added <= {"residual", "color_mlp", "detail", "smooth"} and not any(
                 new[net][k] for k in added
             )
             new[net] = {k: v for k, v in new[net].items() if k not in added}

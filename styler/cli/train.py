@@ -107,6 +107,15 @@ def train(
             "--residual) [default: 0, none].",
         ),
     ] = None,
+    smooth: Annotated[
+        int | None,
+        typer.Option(
+            help="Width of a smoothing path added to a ResNet generator's output (the "
+            "input blurred by three fixed Gaussians; a small network learns, pixel by "
+            "pixel, how far towards each: flat patches of paint, edges kept; implies "
+            "--residual) [default: 0, none].",
+        ),
+    ] = None,
     discriminator: Annotated[
         str | None,
         typer.Option(
@@ -425,6 +434,7 @@ def train(
                 residual=residual,
                 color_mlp=color_mlp,
                 detail=detail,
+                smooth=smooth,
                 discriminator=discriminator,
                 projected=projected,
                 color_disc=color_disc,

@@ -11,6 +11,7 @@ from torch import nn
 
 from styler.netconfig import Padding, ResnetGeneratorConfig
 from styler.zoo.layers import FastConv2d, ReflectionPad2d, ResizeConv, conv_bias, norm_layer
+from styler.zoo.smooth import SmoothPath
 
 
 def _padding(padding: Padding, amount: int) -> tuple[list[nn.Module], int]:
@@ -84,18 +85,21 @@ class ResnetGenerator(nn.Module):
         self.model = nn.Sequential(*layers)
         self.color = color_mlp(config.in_channels, config.out_channels, config.color_mlp)
         self.detail = detail_cnn(config.in_channels, config.out_channels, config.detail)
+        self.smooth = SmoothPath(config.in_channels, config.smooth) if config.smooth else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.finish(x, self.model(x))
 
     def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.color is None and self.detail is None:
+        if self.color is None and self.detail is None and self.smooth is None:
             return residual_output(self.config.residual, x, y)
         base = x
         if self.color is not None:  # the input, colour-graded pixel by pixel
             base = base + self.color(x)
         if self.detail is not None:  # and its fine detail changed at full size
             base = base + self.detail(x)
+        if self.smooth is not None:  # and smoothed where the style is flat
+            base = base + self.smooth(x)
         return residual_output(True, base, y)
 
     def start_as_identity(self) -> None:
@@ -117,6 +121,8 @@ class ResnetGenerator(nn.Module):
                     layer.reset_parameters()
             torch.nn.init.zeros_(path[-1].weight)
             torch.nn.init.zeros_(path[-1].bias)
+        if self.smooth is not None:
+            self.smooth.start_at_zero()
 
     def features(self, x: torch.Tensor, layers: tuple[int, ...]) -> list[torch.Tensor]:
         """The outputs of the layers (indices into ``model``) in ``layers``,

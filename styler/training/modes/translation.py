@@ -35,6 +35,7 @@ NETWORK_FLAGS = (
     "residual",
     "color_mlp",
     "detail",
+    "smooth",
     "discriminator",
     "ndf",
 )
@@ -84,6 +85,7 @@ class TranslationConfig(ModeConfig):
         residual: bool = False,
         color_mlp: int = 0,
         detail: int = 0,
+        smooth: int = 0,
         discriminator: str = "basic",
         ndf: int | None = None,
     ) -> tuple[GeneratorConfig, ImageDiscriminatorConfig]:
@@ -109,6 +111,11 @@ class TranslationConfig(ModeConfig):
                     raise ValueError("--detail is a width of 1 to 64, for ResNet generators")
                 changes["detail"] = detail
                 changes["residual"] = True  # the detail path adds to the input
+            if smooth:
+                if not isinstance(base, ResnetGeneratorConfig) or not 0 < smooth <= 64:
+                    raise ValueError("--smooth is a width of 1 to 64, for ResNet generators")
+                changes["smooth"] = smooth
+                changes["residual"] = True  # the smoothing path adds to the input
             disc = {"in_channels": cls.disc_channels(own), "norm": cls.norm}
             if ndf is not None:
                 disc["ndf"] = ndf
