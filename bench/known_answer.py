@@ -184,23 +184,50 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / max(np.mean((a - b) ** 2), 1e-12)))
 
 
+def saturation(rgb: np.ndarray) -> float:
+    """Mean HSV saturation."""
+    hi, lo = rgb.max(axis=2), rgb.min(axis=2)
+    return float(np.mean(np.where(hi > 0, (hi - lo) / np.maximum(hi, 1e-6), 0)))
+
+
+def fine_detail(rgb: np.ndarray) -> float:
+    """Mean absolute difference between the image and its 3 x 3 box blur
+    (edges replicated): how much fine detail it holds (the filter's flat
+    patches have less than a photo)."""
+    pad = np.pad(rgb, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    h, w = rgb.shape[:2]
+    blur = sum(pad[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)) / 9
+    return float(np.mean(np.abs(rgb - blur)))
+
+
 def score(model: Path | None, data: Path = OUT) -> dict[str, float]:
     """Mean PSNR / SSIM of ``model``'s outputs (or, with None, of the untouched
-    photos) against the targets, over the held-out photos."""
+    photos) against the targets, over the held-out photos; and the mean
+    saturation and fine detail of the outputs and of the targets."""
     sys.path.insert(0, str(ROOT))
     from styler import metrics
     from styler.apply import Stylizer
 
     stylizer = Stylizer(model, device="cpu") if model else None
-    psnrs, ssims = [], []
+    rows = []
     for path in sorted((data / "test").glob("*.png")):
         x = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
         y = stylizer.apply_array(x) if stylizer else x
         y = np.round(np.clip(y, 0, 1) * 255) / 255  # as a written 8-bit image
         target = np.asarray(Image.open(data / "test_target" / path.name), np.float32) / 255.0
-        psnrs.append(psnr(y, target))
-        ssims.append(float(metrics.ssim(y, target)))
-    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "n": len(psnrs)}
+        rows.append(
+            (
+                psnr(y, target),
+                float(metrics.ssim(y, target)),
+                saturation(y),
+                fine_detail(y),
+                saturation(target),
+                fine_detail(target),
+            )
+        )
+    names = ("psnr", "ssim", "saturation", "detail", "target_saturation", "target_detail")
+    means = np.mean(np.array(rows), axis=0)
+    return {**{k: float(v) for k, v in zip(names, means, strict=True)}, "n": len(rows)}
 
 
 def main() -> None:

@@ -157,6 +157,8 @@ def _score(task: str, model: Path) -> dict[str, Any]:
         return {
             **scored,
             "untouched_psnr": untouched["psnr"],
+            "untouched_saturation": untouched["saturation"],
+            "untouched_detail": untouched["detail"],
             "gain": scored["psnr"] - untouched["psnr"],
         }
     import corpus
