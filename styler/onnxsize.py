@@ -170,9 +170,19 @@ def _count(data: memoryview, source: str | Path) -> int:
 def growth(model: bytes) -> float:
     """The bound on ``model``'s largest tensor as a multiple of its input's
     values (of a generator's per image): at most :data:`MAX_GROWTH`."""
+    return _bounds(model)[0]
+
+
+def together(model: bytes) -> float:
+    """The bound on all of ``model``'s tensors together, as a multiple of
+    its input's values: at most :data:`MAX_TOTAL`."""
+    return _bounds(model)[1]
+
+
+def _bounds(model: bytes) -> tuple[float, float]:
     counter = _Counter(memoryview(model), "<model>")
     counter.total()
-    return counter.growth
+    return counter.growth, counter.together
 
 
 class _TooMany(Exception):
@@ -201,6 +211,8 @@ class _Counter:
         self.metadata = ""
         #: Its largest tensor's bound over the input's values (0 if not walked).
         self.growth = 0.0
+        #: The bound on all its tensors together, as such a multiple.
+        self.together = 0.0
 
     def _fields(self, start: int, end: int) -> Iterator[tuple[int, int, int]]:
         return _fields(self.data, start, end, self.budget)
@@ -218,6 +230,13 @@ class _Counter:
                 strings = self._strings(start, end, {1: "name", 10: "domain", 13: "overload"})
                 key = (strings["domain"], strings["name"], strings["overload"])
                 self.functions[key] = (start, end)
+                if _operator_domain(key[0]) and not self.refused:
+                    name = _printable(f"{key[0]}.{key[1]}" if key[0] else key[1])
+                    self.refused = (
+                        f"declares a function {name} in a domain of operators: onnxruntime "
+                        "runs its operator of that name, not the function (styler's models "
+                        "have no functions)"
+                    )
         for start, end in graphs:
             self.nodes += self._cost(start, end, _GRAPH_NODE, 0)
             self._check(self.nodes)
@@ -511,6 +530,19 @@ def _numbers_packed_ints(data: memoryview, pos: int, end: int, budget: _Budget) 
 def _signed(value: int) -> int:
     """An int64 read as a varint (two's complement in 64 bits)."""
     return value - (1 << 64) if value >> 63 else value
+
+
+def _operator_domain(domain: str) -> bool:
+    """Whether ``domain`` is one of the operator sets of ONNX or onnxruntime,
+    where a model-local function does not take the place of an operator of
+    the same name (a function named Expand: onnxruntime ran the Expand)."""
+    return domain == "" or domain.startswith(_OPERATOR_DOMAINS)
+
+
+#: Prefixes of the domains of ONNX's and onnxruntime's operators (ai.onnx,
+#: ai.onnx.ml, ai.onnx.preview.training, com.microsoft, com.microsoft.nchwc,
+#: com.ms.internal.nhwc, org.pytorch.aten).
+_OPERATOR_DOMAINS = ("ai.onnx", "com.microsoft", "com.ms.", "org.pytorch.")
 
 
 def _printable(text: str) -> str:

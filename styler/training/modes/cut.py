@@ -141,6 +141,8 @@ class CutConfig(TranslationConfig):
             raise UsageError(f"color_judge must be patch or projected, got {self.color_judge!r}")
         if self.color_disc and config.size < 64:
             raise UsageError(f"--color-disc needs --size 64 or more, got {config.size}")
+        if self.texture_disc and config.size < 24:  # a basic PatchGAN: 3 px left after 3 halvings
+            raise UsageError(f"--texture-disc needs --size 24 or more, got {config.size}")
         if self.projected and isinstance(self.discriminator, ProjectedDiscriminatorConfig):
             raise UsageError("--projected adds a projected discriminator beside a PatchGAN")
 
