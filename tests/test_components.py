@@ -342,6 +342,43 @@ def _noise_folders(tmp_path: Path) -> list[Path]:
     return folders
 
 
+def test_the_paths_learning_rate_moves_them_faster_and_resumes(tmp_path: Path) -> None:
+    """lr_paths=10: the generator's colour and smoothing paths are a second
+    parameter group at ten times the learning rate, through the schedule's
+    set_lr; in a real first step (Adam moves each weight by about its
+    learning rate) they move ten times as far as at lr_paths=1 and the rest
+    of the generator as far; the checkpoint restores into a fresh trainer."""
+    from styler.training import state
+    from styler.training.loop import WatchOptions, train
+    from styler.training.modes import build_trainer
+    from styler.training.setup import make_config
+
+    folders = _noise_folders(tmp_path)
+    watch = WatchOptions(display="quiet", workers=1, export=False)
+    moves = {}
+    for scale in (1.0, 10.0):
+        config, found = make_config(
+            *folders, mode="fastcut", color_mlp=8, smooth=4, lr_paths=scale, steps=1, **TINY_CUT
+        )
+        fresh = build_trainer(config, "cpu")
+        run = tmp_path / f"run{scale}"
+        saved = state.load(train(config, run, device="cpu", watch=watch, found=found).checkpoint)
+        move: dict[str, float] = {"paths": 0.0, "body": 0.0}
+        for key, start in fresh.nets["G"].state_dict().items():
+            part = "paths" if key.split(".")[0] in ("color", "smooth") else "body"
+            step = float((saved.tensors[f"net.G.{key}"] - start).abs().max())
+            move[part] = max(move[part], step)
+        moves[scale] = move
+        state.restore(fresh, saved)  # the optimiser's groups fit
+        fresh.set_lr(0.5)
+        lrs = [g["lr"] for g in fresh.optimizers["G"].param_groups]
+        assert lrs == pytest.approx([config.lr * 0.5] + ([config.lr * 5] if scale > 1 else []))
+    lr = config.lr
+    assert moves[1.0]["paths"] == pytest.approx(lr, rel=0.05), moves
+    assert moves[10.0]["paths"] == pytest.approx(10 * lr, rel=0.05), moves
+    assert moves[10.0]["body"] == pytest.approx(moves[1.0]["body"], rel=0.05), moves
+
+
 def test_the_texture_discriminator_judges_grey_images(tmp_path: Path, cli: Any) -> None:
     """--texture-disc (through the real CLI, beside --color-judge projected,
     --detail and --smooth; a detail path too wide is a usage error): a FastCUT run

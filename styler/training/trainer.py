@@ -48,9 +48,18 @@ class ExportSpec:
     classes: tuple[str, ...] = ()
 
 
-def make_adam(params: Iterable[nn.Parameter], config: TrainConfig, device: str) -> torch.optim.Adam:
-    """Adam with fused kernels where PyTorch has them, else the foreach ones."""
-    params = list(params)
+def submodule_params(net: nn.Module, names: tuple[str, ...]) -> list[nn.Parameter]:
+    """The parameters of those of ``net``'s submodules ``names`` it has."""
+    subs = [getattr(net, name, None) for name in names]
+    return [p for sub in subs if isinstance(sub, nn.Module) for p in sub.parameters()]
+
+
+def make_adam(
+    groups: list[list[nn.Parameter]], scales: list[float], config: TrainConfig, device: str
+) -> torch.optim.Adam:
+    """Adam over parameter ``groups``, each at ``config.lr`` times its scale,
+    with fused kernels where PyTorch has them, else the foreach ones."""
+    params = [{"params": g, "lr": config.lr * s} for g, s in zip(groups, scales, strict=True)]
     betas = (config.beta1, config.beta2)
     try:
         return torch.optim.Adam(params, lr=config.lr, betas=betas, fused=True)
@@ -105,6 +114,8 @@ class Trainer(abc.ABC):
         self.nets: dict[str, nn.Module] = {}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.groups: dict[str, list[str]] = {}
+        #: Each optimiser's learning-rate scale per parameter group.
+        self.lr_scales: dict[str, list[float]] = {}
         self.scalers: dict[str, torch.amp.GradScaler] = {}
 
     # -- building ---------------------------------------------------------------
@@ -117,9 +128,19 @@ class Trainer(abc.ABC):
         self.nets[name] = net
         return net
 
-    def optimise(self, name: str, nets: list[str]) -> None:
-        params = itertools.chain.from_iterable(self.nets[n].parameters() for n in nets)
-        self.optimizers[name] = make_adam(params, self.config, self.device.type)
+    def optimise(
+        self, name: str, nets: list[str], faster: list[nn.Parameter] | None = None, scale: float = 1
+    ) -> None:
+        """One optimiser over ``nets``; the parameters ``faster`` among them
+        (if any, and ``scale`` is not 1) in a second group at ``scale`` times
+        the learning rate."""
+        params = list(itertools.chain.from_iterable(self.nets[n].parameters() for n in nets))
+        groups, scales = [params], [1.0]
+        if faster and scale != 1:
+            fast = {id(p) for p in faster}
+            groups, scales = [[p for p in params if id(p) not in fast], list(faster)], [1.0, scale]
+        self.optimizers[name] = make_adam(groups, scales, self.config, self.device.type)
+        self.lr_scales[name] = scales
         self.groups[name] = nets
         if self.precision == "fp16":
             self.scalers[name] = torch.amp.GradScaler(self.device.type)
@@ -163,9 +184,9 @@ class Trainer(abc.ABC):
             opt.step()
 
     def set_lr(self, factor: float) -> None:
-        for opt in self.optimizers.values():
-            for group in opt.param_groups:
-                group["lr"] = self.config.lr * factor
+        for name, opt in self.optimizers.items():
+            for group, scale in zip(opt.param_groups, self.lr_scales[name], strict=True):
+                group["lr"] = self.config.lr * factor * scale
 
     def train(self, mode: bool = True) -> None:
         for net in self.nets.values():

@@ -48,7 +48,7 @@ from styler.training.losses import (
 )
 from styler.training.modes.translation import TranslationConfig
 from styler.training.seeds import seeded
-from styler.training.trainer import ExportSpec, Trainer, set_requires_grad
+from styler.training.trainer import ExportSpec, Trainer, set_requires_grad, submodule_params
 from styler.zoo.init import init_weights
 from styler.zoo.patchnce import PatchSampler
 from styler.zoo.resnet import nce_channels, nce_layers
@@ -116,6 +116,11 @@ class CutConfig(TranslationConfig):
     lambda_palette: float = 0.0
     #: Decay of the generator's moving average (0: none; 0.999 is typical).
     ema: float = 0.0
+    #: The learning rate of the generator's colour, detail and smoothing
+    #: paths, as a multiple of the run's: they start at zero and are small,
+    #: and Adam moves a weight by about the learning rate a step, so at 2e-4
+    #: a grade or a smoothing takes thousands of steps to reach.
+    lr_paths: float = 1.0
 
     @property
     def needs_lite0(self) -> bool:
@@ -135,6 +140,8 @@ class CutConfig(TranslationConfig):
             raise UsageError(f"--color-cells must be from 1 to --size ({config.size})")
         if not 0 <= self.hue_keep <= 1:
             raise UsageError(f"hue_keep must be in [0, 1], got {self.hue_keep}")
+        if not 0 < self.lr_paths <= 100:
+            raise UsageError(f"lr_paths must be in (0, 100], got {self.lr_paths}")
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema must be in [0, 1), got {self.ema}")
         if self.color_judge not in ("patch", "projected"):
@@ -201,7 +208,8 @@ class Cut(Trainer):
         sampler = init_weights(PatchSampler(nce_channels(m.generator)), "normal", 0.02)
         self.F = sampler.to(self.device)
         self.nets["F"] = self.F
-        self.optimise("G", ["G", "F"])
+        paths = submodule_params(self.G, ("color", "detail", "smooth"))
+        self.optimise("G", ["G", "F"], paths, m.lr_paths)
         self.optimise("D", discs)
         self.discs = [self.nets[n] for n in discs]
         self.ema = Ema(self.G, m.ema) if m.ema > 0 else None
