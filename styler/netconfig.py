@@ -322,6 +322,10 @@ LIMITS = {
     "latent_dim": 65536,
     "size": 4096,
     "num_classes": 100_000,
+    # the widths of a ResNet's added paths (train takes at most 256, 64, 64)
+    "color_mlp": 4096,
+    "detail": 4096,
+    "smooth": 4096,
 }
 MAX_HIDDEN = 65536
 
@@ -334,6 +338,10 @@ def check_values(config: NetConfig) -> None:
         value = getattr(config, name, 1)
         if value < 1:
             raise BadModelError(f"config field {name!r} must be positive, got {value}")
+    for name in ("color_mlp", "detail", "smooth"):  # 0: none
+        value = getattr(config, name, 0)
+        if value < 0:
+            raise BadModelError(f"config field {name!r} must be 0 (none) or a width, got {value}")
     for name, limit in LIMITS.items():
         value = getattr(config, name, 0)
         if value > limit:

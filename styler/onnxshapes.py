@@ -216,21 +216,40 @@ class ShapeBound:
         self.peak = 0.0
         #: The sum of every tensor's bound, as a multiple of the input's values.
         self.total = 0.0
+        #: A generator's image per image: as its metadata says, at most as
+        #: large as its graph's outputs may be (``made``); 0 for translation.
+        self.image, self.made = 0.0, math.inf
 
     def check(self) -> str:
         """Why the graph is refused ("" if it is not)."""
-        from styler.onnxsize import _GRAPH_INITIALIZER, _GRAPH_INPUT
+        from styler.onnxsize import _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_OUTPUT
 
         inputs: list[tuple[str, int, int]] = []
+        outputs: list[str] = []
         for field, s, e in self.counter._fields(self.start, self.end):
             if field == _GRAPH_INITIALIZER:
                 self._initializer(s, e)
-            elif field == _GRAPH_INPUT:
-                inputs.append((self.counter._strings(s, e, {1: "name"})["name"], s, e))
+            elif field in (_GRAPH_INPUT, _GRAPH_OUTPUT):
+                name = self.counter._strings(s, e, {1: "name"})["name"]
+                if field == _GRAPH_INPUT:
+                    inputs.append((name, s, e))
+                else:
+                    outputs.append(name)
         meta = self._metadata()
         if meta is not None and meta.task == "translate":  # apply pads to its min_side
             self.min_side = max(MIN_SIDE, meta.min_side)
         reason = self._inputs(inputs) or self._walk(self.counter.graph_nodes)
+        made = self._made(outputs)
+        if not reason and made < self.image:
+            # A generator whose graph cannot make the image its metadata
+            # claims: the claim allowed 4,096 times an image it never makes
+            # (a 4 x 4 one claiming 3 x 4096 x 4096); walked again, allowed
+            # only what its outputs may hold.
+            again = ShapeBound(self.counter, self.constants, self.start, self.end)
+            again.made = made
+            reason = again.check()
+            self.peak, self.total = again.peak, again.total
+            return reason
         if not reason and self.total > MAX_TOTAL:
             reason = (
                 f"its tensors may hold {self.total:,.0f} times the input's values together "
@@ -321,7 +340,8 @@ class ShapeBound:
             per_image = sum(
                 (t.count for n, t in self.tensors.items() if n in fed), Poly.const(0)
             ).positive()
-            base = max(sum(per_image.terms.values(), 0.0), float(self._image_size()))
+            self.image = min(self._image_size(), self.made)
+            base = max(sum(per_image.terms.values(), 0.0), float(self.image))
             self.allowance = Poly({(1, 0, 0): base * MAX_GROWTH})
         # (a weight's values are in the file: no more than two a byte)
         self.fixed = max(MAX_FIXED, min(self.largest_weight, 2 * len(self.counter.data)))
@@ -374,6 +394,14 @@ class ShapeBound:
                         dims.append(int(value[-1]) if value else param or None)
                     return dims
         return None
+
+    def _made(self, outputs: list[str]) -> float:
+        """Values per image the graph's outputs may hold together (infinite
+        if one is not bounded)."""
+        if any(name not in self.tensors for name in outputs):
+            return math.inf
+        counts = (self.tensors[name].count.positive().terms.values() for name in outputs)
+        return sum((sum(c, 0.0) for c in counts), 0.0)
 
     def _image_size(self) -> int:
         """Values per image a generator's metadata says it makes (0 if none)."""
