@@ -64,8 +64,9 @@ def main() -> None:
     for i in range(args.batches):
         a = crops(DATA[args.task] / "trainA", 4, config.load_size, config.size, rng)
         b = crops(DATA[args.task] / "trainB", 4, config.load_size, config.size, rng)
-        out, feats = trainer.G.forward_with_features(a, trainer.layers)
-        losses = trainer._generator_losses(a, b, out, feats, False, seeded(0, "probe", i, 0))
+        *outputs, feats = trainer.G.forward_with_features(a, trainer.layers)
+        gen = seeded(0, "probe", i, 0)
+        losses = trainer._generator_losses(a, b, tuple(outputs), feats, False, gen)
         for name, loss in losses.items():
             (g,) = torch.autograd.grad(loss, bias, retain_graph=True, allow_unused=True)
             if g is not None:

@@ -280,8 +280,8 @@ def test_the_colour_discriminator_judges_tones_not_texture(tmp_path: Path) -> No
     import json
 
     from styler.training import state
+    from styler.training.judges import tones as _tones
     from styler.training.loop import WatchOptions, train
-    from styler.training.modes.cut import _tones
     from styler.training.setup import make_config
 
     folders = _noise_folders(tmp_path)
@@ -379,6 +379,29 @@ def test_the_paths_learning_rate_moves_them_faster_and_resumes(tmp_path: Path) -
     assert moves[10.0]["body"] == pytest.approx(moves[1.0]["body"], rel=0.05), moves
 
 
+def test_patchnce_compares_the_output_before_its_smoothing_path(tmp_path: Path) -> None:
+    """A contrastive loss rewards distinct patches and would fight any
+    smoothing, so PatchNCE compares the output without the smoothing path:
+    in a real FastCUT step with only PatchNCE weighed (lambda_gan 0) the
+    rest of the generator learns and the smoothing path does not move."""
+    from styler.training import state
+    from styler.training.loop import WatchOptions, train
+    from styler.training.modes import build_trainer
+    from styler.training.setup import make_config
+
+    folders = _noise_folders(tmp_path)
+    config, found = make_config(
+        *folders, mode="fastcut", smooth=4, lambda_gan=0.0, steps=1, **TINY_CUT
+    )
+    fresh = build_trainer(config, "cpu").nets["G"].state_dict()
+    watch = WatchOptions(display="quiet", workers=1, export=False)
+    result = train(config, tmp_path / "run", device="cpu", watch=watch, found=found)
+    saved = state.load(result.checkpoint).tensors
+    moved = {k for k, v in fresh.items() if not torch.equal(saved[f"net.G.{k}"], v)}
+    assert moved and not any(k.startswith("smooth.") for k in moved), sorted(moved)
+    assert any(k.startswith("model.") for k in moved)
+
+
 def test_the_texture_discriminator_judges_grey_images(tmp_path: Path, cli: Any) -> None:
     """--texture-disc (through the real CLI, beside --color-judge projected,
     --detail and --smooth; a detail path too wide is a usage error): a FastCUT run
@@ -389,8 +412,10 @@ def test_the_texture_discriminator_judges_grey_images(tmp_path: Path, cli: Any) 
 
     from styler.training import state
     from styler.training.config import TrainConfig
+    from styler.training.judges import grey as _grey
+    from styler.training.judges import grey_weights as _grey_weights
     from styler.training.modes import build_trainer
-    from styler.training.modes.cut import CutConfig, _grey, _grey_weights
+    from styler.training.modes.cut import CutConfig
 
     a, b = _noise_folders(tmp_path)
     run = tmp_path / "run"

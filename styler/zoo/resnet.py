@@ -91,16 +91,24 @@ class ResnetGenerator(nn.Module):
         return self.finish(x, self.model(x))
 
     def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.finish_both(x, y)[0]
+
+    def finish_both(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output from the input ``x`` and the last layer's ``y``, and the
+        output without its smoothing path (the same tensor when it has none)."""
         if self.color is None and self.detail is None and self.smooth is None:
-            return residual_output(self.config.residual, x, y)
+            out = residual_output(self.config.residual, x, y)
+            return out, out
         base = x
         if self.color is not None:  # the input, colour-graded pixel by pixel
             base = base + self.color(x)
         if self.detail is not None:  # and its fine detail changed at full size
             base = base + self.detail(x)
-        if self.smooth is not None:  # and smoothed where the style is flat
-            base = base + self.smooth(x)
-        return residual_output(True, base, y)
+        unsmoothed = residual_output(True, base, y)
+        if self.smooth is None:
+            return unsmoothed, unsmoothed
+        # and smoothed where the style is flat
+        return residual_output(True, base + self.smooth(x), y), unsmoothed
 
     def start_as_identity(self) -> None:
         """A residual generator's last convolution (and its colour path's)
@@ -136,14 +144,15 @@ class ResnetGenerator(nn.Module):
 
     def forward_with_features(
         self, x: torch.Tensor, layers: tuple[int, ...]
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The output and, on the way, :meth:`features` (one forward pass)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """The output, the output without its smoothing path (see
+        :meth:`finish_both`) and, on the way, :meth:`features` (one forward pass)."""
         y, out = x, []
         for i, layer in enumerate(self.model):
             y = layer(y)
             if i in layers:
                 out.append(y)
-        return self.finish(x, y), out
+        return *self.finish_both(x, y), out
 
 
 def color_mlp(c_in: int, c_out: int, width: int) -> nn.Sequential | None:

@@ -37,6 +37,7 @@ from styler.netconfig import (
 from styler.training.config import TrainConfig
 from styler.training.distributed import DistInfo
 from styler.training.ema import Ema
+from styler.training.judges import grey, grey_weights, tones
 from styler.training.losses import (
     color_loss,
     content_loss,
@@ -194,15 +195,15 @@ class Cut(Trainer):
         self.D_color: nn.Module | None = None
         if m.color_disc:
             # No normalisation: instance norm would remove the overall colour it is to judge.
-            tones: Any = discriminator_preset("n_layers_2", in_channels=3, ndf=ndf, norm="none")
+            judge: Any = discriminator_preset("n_layers_2", in_channels=3, ndf=ndf, norm="none")
             if m.color_judge == "projected":
-                tones = ProjectedDiscriminatorConfig(in_channels=3)
-            self.D_color = self.build("D_color", tones)
+                judge = ProjectedDiscriminatorConfig(in_channels=3)
+            self.D_color = self.build("D_color", judge)
             discs.append("D_color")
         self.D_texture: nn.Module | None = None
         if m.texture_disc:
-            grey = discriminator_preset("basic", in_channels=1, ndf=ndf)
-            self.D_texture = self.build("D_texture", grey)
+            grey_judge = discriminator_preset("basic", in_channels=1, ndf=ndf)
+            self.D_texture = self.build("D_texture", grey_judge)
             discs.append("D_texture")
         torch.manual_seed(config.seed + len(self.nets))
         sampler = init_weights(PatchSampler(nce_channels(m.generator)), "normal", 0.02)
@@ -234,7 +235,10 @@ class Cut(Trainer):
         n = len(real_A)
 
         with self.autocast():
-            out, feats = self.G.forward_with_features(shown, self.layers)
+            # PatchNCE compares the output before its smoothing path: a contrastive
+            # loss rewards distinct patches and would fight any smoothing
+            # (bench/gradient_probe.py); what smoothing keeps is the judges' to say.
+            out, content, feats = self.G.forward_with_features(shown, self.layers)
         fake_B = out[:n]
 
         # Discriminators, on real B and the fake just made.
@@ -247,19 +251,19 @@ class Cut(Trainer):
                 loss["D_proj"] = self.gan.d_loss(self.D_proj(real_seen), self.D_proj(fake_seen))
             if self.D_color is not None:
                 up = c.color_judge == "projected"
-                real = self.D_color(_tones(real_seen, up))
-                fake = self.D_color(_tones(fake_seen, up))
+                real = self.D_color(tones(real_seen, up))
+                fake = self.D_color(tones(fake_seen, up))
                 loss["D_color"] = self.gan.d_loss(real, fake)
             if self.D_texture is not None:
-                w = _grey_weights(gen)
-                real = self.D_texture(_grey(real_seen, w))
-                fake = self.D_texture(_grey(fake_seen, w))
+                w = grey_weights(gen)
+                real = self.D_texture(grey(real_seen, w))
+                fake = self.D_texture(grey(fake_seen, w))
                 loss["D_texture"] = self.gan.d_loss(real, fake)
         self.update("D", functools.reduce(operator.add, loss.values()))
 
         # Generator and patch MLP, discriminators frozen.
         set_requires_grad(self.discs, False)
-        g_loss = self._generator_losses(real_A, real_B, out, feats, flipped, gen)
+        g_loss = self._generator_losses(real_A, real_B, (out, content), feats, flipped, gen)
         self.update("G", functools.reduce(operator.add, g_loss.values()))
         if self.ema is not None:
             self.ema.update(self.G, step)
@@ -272,13 +276,17 @@ class Cut(Trainer):
         self,
         real_A: torch.Tensor,
         real_B: torch.Tensor,
-        out: torch.Tensor,
+        outputs: tuple[torch.Tensor, torch.Tensor],
         feats: list[torch.Tensor],
         flipped: bool,
         gen: torch.Generator,
     ) -> dict[str, torch.Tensor]:
+        """The generator's losses on ``outputs``: the translations (of A, then
+        of B when CUT's identity term is on), and the same before the
+        smoothing path (what PatchNCE compares)."""
         c = self.options
         n = len(real_A)
+        out, content = outputs
         fake_B = out[:n]
         loss: dict[str, torch.Tensor] = {}
         (fake_seen,) = self.augment([fake_B], gen)
@@ -287,17 +295,17 @@ class Cut(Trainer):
             if self.D_proj is not None:
                 loss["G_proj"] = self.gan.g_loss(self.D_proj(fake_seen)) * c.lambda_gan
             if self.D_color is not None:
-                seen = _tones(fake_seen, c.color_judge == "projected")
+                seen = tones(fake_seen, c.color_judge == "projected")
                 loss["G_color"] = self.gan.g_loss(self.D_color(seen)) * c.lambda_gan
             if self.D_texture is not None:
-                seen = _grey(fake_seen, _grey_weights(gen))
+                seen = grey(fake_seen, grey_weights(gen))
                 loss["G_texture"] = self.gan.g_loss(self.D_texture(seen)) * c.lambda_gan
             if c.lambda_nce > 0:
                 if flipped:  # keys from the input as it is, queries flipped back
                     with torch.no_grad():
                         src = torch.cat([real_A, real_B]) if c.nce_idt else real_A
                         feats = self.G.features(src, self.layers)
-                queries = self.G.features(out, self.layers)
+                queries = self.G.features(content, self.layers)
                 if flipped:
                     queries = [q.flip(3) for q in queries]
                 nce = self._nce(queries, feats, gen)
@@ -375,24 +383,3 @@ class Cut(Trainer):
     def exports(self) -> list[ExportSpec]:
         a, b = self.config.domains
         return [ExportSpec(f"{a}_to_{b}", self.generator, self.options.generator, "AtoB", (a, b))]
-
-
-def _tones(images: torch.Tensor, up: bool = False) -> torch.Tensor:
-    """What the colour discriminator sees: the images averaged over 4 x 4
-    pixels (colours and tones; the texture gone), scaled back up ``up`` (for
-    features learned at full size)."""
-    pooled = torch.nn.functional.avg_pool2d(images, 4)
-    if not up:
-        return pooled
-    return torch.nn.functional.interpolate(pooled, scale_factor=4, mode="bilinear")
-
-
-def _grey_weights(generator: torch.Generator) -> torch.Tensor:
-    """A random mix of the three channels (weights summing to 1)."""
-    w = torch.rand(3, generator=generator) + 1e-3
-    return w / w.sum()
-
-
-def _grey(images: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """What the texture discriminator sees: the images in grey, mixed by ``weights``."""
-    return (images * weights.to(images)[:, None, None]).sum(1, keepdim=True)
