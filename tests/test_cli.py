@@ -198,6 +198,51 @@ def test_info_rejects_a_truncated_model(cli: Cli, tmp_path: Path, tiny_resnet_on
     assert str(cut) in result.stderr
 
 
+def test_info_shows_the_widths_of_a_resnets_paths(
+    cli: Cli, tmp_path: Path, tiny_resnet_onnx: Path
+) -> None:
+    """A ResNet generator's colour, detail and smoothing paths are named with
+    their widths; a model without them mentions none, and --json is the
+    metadata as before."""
+    pytest.importorskip("torch")
+    import torch
+
+    from styler import zoo
+    from styler.export import export_onnx
+    from styler.metadata import ModelMetadata
+    from styler.netconfig import generator_preset
+
+    torch.manual_seed(0)
+    config = generator_preset(
+        "resnet_1blocks", ngf=4, residual=True, color_mlp=8, detail=4, smooth=2
+    )
+    meta = ModelMetadata(network=config, name="paths", license="CC0-1.0", train_size=32)
+    path = tmp_path / "paths.onnx"
+    export_onnx(zoo.build(config), meta, path)
+
+    text = cli("info", str(path))
+    assert text.returncode == 0, text.stderr
+    (line,) = [x for x in text.stdout.splitlines() if x.startswith("architecture")]
+    assert line.endswith(
+        "resnet_1blocks (resnet, ngf 4, norm instance, upsample transpose, residual, "
+        "colour path 8, detail path 4, smoothing path 2)"
+    ), line
+    data = json.loads(cli("info", str(path), "--json").stdout)
+    assert {k: data["network"][k] for k in ("color_mlp", "detail", "smooth")} == {
+        "color_mlp": 8,
+        "detail": 4,
+        "smooth": 2,
+    }
+    assert set(data) == {*meta.to_dict(), "file", "file_size"}
+
+    plain = cli("info", str(tiny_resnet_onnx))
+    assert plain.returncode == 0, plain.stderr
+    (line,) = [x for x in plain.stdout.splitlines() if x.startswith("architecture")]
+    assert line.endswith("(resnet, ngf 8, norm instance, upsample transpose)"), line
+    for label in ("colour path", "detail path", "smoothing path"):
+        assert label not in plain.stdout
+
+
 def test_models_lists_what_ships(cli: Cli) -> None:
     from styler.shipped import shipped_models
 

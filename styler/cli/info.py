@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from styler.cli.app import app, one_line
+
+if TYPE_CHECKING:
+    from styler.metadata import ModelMetadata
 
 
 @app.command("info")
@@ -31,36 +34,7 @@ def info(
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True, allow_nan=False))
         return
-    net = meta.network
-    if meta.task == "generate":
-        rows = [
-            ("name", meta.name),
-            ("description", meta.description),
-            ("task", "generate (noise in, images out)"),
-            ("architecture", f"{meta.architecture}, latent {meta.latent_dim}"),
-            ("image", f"{net.out_channels} channels, {net.size} x {net.size}"),
-            ("classes", ", ".join(meta.classes or ()) or "none (unconditional)"),
-        ]
-    else:
-        residual = ", residual" if getattr(net, "residual", False) else ""
-        rows = [
-            ("name", meta.name),
-            ("description", meta.description),
-            (
-                "architecture",
-                f"{meta.architecture} ({net.kind}, ngf {net.ngf}, norm {net.norm}, "
-                f"upsample {net.upsample}{residual})",
-            ),
-            ("channels", f"{meta.in_channels} in, {meta.out_channels} out"),
-            ("value range", f"[{meta.value_range[0]:g}, {meta.value_range[1]:g}]"),
-            ("size multiple", str(meta.size_multiple)),
-            ("train size", str(meta.train_size) if meta.train_size else "unknown"),
-            (
-                "direction",
-                meta.direction
-                + (f" ({meta.domains[0]} -> {meta.domains[1]})" if meta.domains else ""),
-            ),
-        ]
+    rows = _described(meta)
     precision = meta.precision
     psnr = meta.extra.get("int8_psnr_db")
     if isinstance(psnr, (int, float)) and not isinstance(psnr, bool):
@@ -85,6 +59,48 @@ def info(
     width = max(len(k) for k, _ in rows)
     for key, value in rows:  # every value may come from the file: one plain line each
         typer.echo(one_line(f"{key:<{width}}  {value}"))
+
+
+#: The paths a ResNet generator may add to its output: config field, as shown.
+_PATHS = (("color_mlp", "colour path"), ("detail", "detail path"), ("smooth", "smoothing path"))
+
+
+def _described(meta: ModelMetadata) -> list[tuple[str, str]]:
+    """The rows of ``styler info`` that say what the model is (by its task)."""
+    net = meta.network
+    if meta.task == "generate":
+        rows = [
+            ("name", meta.name),
+            ("description", meta.description),
+            ("task", "generate (noise in, images out)"),
+            ("architecture", f"{meta.architecture}, latent {meta.latent_dim}"),
+            ("image", f"{net.out_channels} channels, {net.size} x {net.size}"),
+            ("classes", ", ".join(meta.classes or ()) or "none (unconditional)"),
+        ]
+    else:
+        residual = ", residual" if getattr(net, "residual", False) else ""
+        residual += "".join(  # a ResNet's added paths (0: none)
+            f", {label} {getattr(net, name, 0)}" for name, label in _PATHS if getattr(net, name, 0)
+        )
+        rows = [
+            ("name", meta.name),
+            ("description", meta.description),
+            (
+                "architecture",
+                f"{meta.architecture} ({net.kind}, ngf {net.ngf}, norm {net.norm}, "
+                f"upsample {net.upsample}{residual})",
+            ),
+            ("channels", f"{meta.in_channels} in, {meta.out_channels} out"),
+            ("value range", f"[{meta.value_range[0]:g}, {meta.value_range[1]:g}]"),
+            ("size multiple", str(meta.size_multiple)),
+            ("train size", str(meta.train_size) if meta.train_size else "unknown"),
+            (
+                "direction",
+                meta.direction
+                + (f" ({meta.domains[0]} -> {meta.domains[1]})" if meta.domains else ""),
+            ),
+        ]
+    return rows
 
 
 @app.command("models")
