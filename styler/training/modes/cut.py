@@ -117,10 +117,11 @@ class CutConfig(TranslationConfig):
     lambda_palette: float = 0.0
     #: Decay of the generator's moving average (0: none; 0.999 is typical).
     ema: float = 0.0
-    #: The learning rate of the generator's colour, detail and smoothing
-    #: paths, as a multiple of the run's: they start at zero and are small,
-    #: and Adam moves a weight by about the learning rate a step, so at 2e-4
-    #: a grade or a smoothing takes thousands of steps to reach.
+    #: The learning rate of the generator's smoothing and detail paths, as a
+    #: multiple of the run's: they start at zero, and Adam moves a weight by
+    #: about the learning rate a step, so at 2e-4 a smoothing takes thousands
+    #: of steps to show. (The colour path keeps the run's: at ten times it
+    #: drifted into a yellow-green cast; docs/BENCHMARKS.md.)
     lr_paths: float = 1.0
 
     @property
@@ -209,7 +210,7 @@ class Cut(Trainer):
         sampler = init_weights(PatchSampler(nce_channels(m.generator)), "normal", 0.02)
         self.F = sampler.to(self.device)
         self.nets["F"] = self.F
-        paths = submodule_params(self.G, ("color", "detail", "smooth"))
+        paths = submodule_params(self.G, ("detail", "smooth"))
         self.optimise("G", ["G", "F"], paths, m.lr_paths)
         self.optimise("D", discs)
         self.discs = [self.nets[n] for n in discs]
