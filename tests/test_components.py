@@ -380,6 +380,28 @@ def test_the_paths_learning_rate_moves_them_faster_and_resumes(tmp_path: Path) -
     assert moves[10.0]["body"] == pytest.approx(moves[1.0]["body"], rel=0.05), moves
 
 
+def test_lr_paths_and_smooth_are_refused_where_they_mean_nothing(tmp_path: Path) -> None:
+    """lr_paths out of (0, 100], or other than 1 for a generator without a
+    colour, detail or smoothing path (it would be ignored), and --smooth
+    wider than 64 or on a U-Net, are usage errors; lr_paths with a detail
+    path alone is taken."""
+    from styler.errors import UsageError
+    from styler.training.setup import make_config
+
+    folders = _noise_folders(tmp_path)
+    refused = [
+        ({"lr_paths": 0.0, "smooth": 4}, "lr_paths must be in"),
+        ({"lr_paths": 10.0}, "lr_paths speeds up .* this one has none"),
+        ({"smooth": 65}, "--smooth is a width of 1 to 64"),
+        ({"smooth": 4, "generator": "unet_64"}, "--smooth is a width of 1 to 64"),
+    ]
+    for flags, why in refused:
+        with pytest.raises(UsageError, match=why):
+            make_config(*folders, mode="fastcut", steps=1, **{**TINY_CUT, **flags})
+    config, _ = make_config(*folders, mode="fastcut", steps=1, lr_paths=10.0, detail=8, **TINY_CUT)
+    assert config.mode.lr_paths == 10.0 and config.mode.generator.detail == 8
+
+
 def test_patchnce_compares_the_output_before_its_smoothing_path(tmp_path: Path) -> None:
     """A contrastive loss rewards distinct patches and would fight any
     smoothing, so PatchNCE compares the output without the smoothing path:

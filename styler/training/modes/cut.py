@@ -144,6 +144,12 @@ class CutConfig(TranslationConfig):
             raise UsageError(f"hue_keep must be in [0, 1], got {self.hue_keep}")
         if not 0 < self.lr_paths <= 100:
             raise UsageError(f"lr_paths must be in (0, 100], got {self.lr_paths}")
+        gen = self.generator
+        if self.lr_paths != 1 and not (gen.color_mlp or gen.detail or gen.smooth):
+            raise UsageError(
+                "lr_paths speeds up a generator's colour, detail or smoothing path "
+                "(--color-mlp, --detail, --smooth), and this one has none"
+            )
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema must be in [0, 1), got {self.ema}")
         if self.color_judge not in ("patch", "projected"):
