@@ -62,7 +62,7 @@ ALLOWED_OPS: dict[tuple[str, str], str] = {
     ("", "Flatten"): "statistics packed in one vector",
     ("", "Unsqueeze"): "statistics unpacked to N x C x 1 x 1",
     ("", "Slice"): "one norm's statistics out of the vector; the residual path's crop",
-    ("", "Concat"): "the statistics vector; U-Net skip connections",
+    ("", "Concat"): "the statistics vector; U-Net skip connections; the smoothing path's blurs",
     ("", "Shape"): "the residual path's crop to the input's size",
     # Arithmetic and activations.
     ("", "Add"): "arithmetic",
@@ -74,8 +74,8 @@ ALLOWED_OPS: dict[tuple[str, str], str] = {
     ("", "Relu"): "activation",
     ("", "LeakyRelu"): "activation (U-Net down path, MLP generator)",
     ("", "Tanh"): "the output activation",
-    ("", "Sigmoid"): "the colour MLP (color_mlp)",
-    ("", "Clip"): "a residual output clipped to [-1, 1]",
+    ("", "Sigmoid"): "the colour MLP (color_mlp); SiLU in the smoothing path (smooth)",
+    ("", "Clip"): "a residual output clipped to [-1, 1]; the smoothing path's weights",
     ("", "Cast"): "fp16 inside, fp32 in and out",
     ("", "Identity"): "an output under another name (the exporter may write one); a copy at most",
     # Generators from noise.
@@ -90,7 +90,8 @@ ALLOWED_OPS: dict[tuple[str, str], str] = {
 }
 #: Largest Resize scale and convolution stride: styler's networks use 2.
 MAX_SCALE = 8
-#: Largest padding of a Pad or a convolution: styler's networks use at most 3.
+#: Largest padding of a Pad or a convolution: styler's networks use at most 6
+#: (the smoothing path's widest blur; 3 elsewhere).
 MAX_PAD = 16
 
 # Field numbers of onnx.proto: ModelProto.graph and .functions, the node

@@ -111,11 +111,12 @@ class ResnetGenerator(nn.Module):
         return residual_output(True, base + self.smooth(x), y), unsmoothed
 
     def start_as_identity(self) -> None:
-        """A residual generator's last convolution (and its colour path's)
-        starts at zero: the network starts as the identity (called after
-        initialisation). The colour path's hidden layers take PyTorch's
-        default initialisation: at the GAN's N(0, 0.02) they would pass
-        almost nothing on, and the path would learn slowly."""
+        """A residual generator's last convolution (and the last layer of its
+        colour, detail and smoothing paths) starts at zero: the network
+        starts as the identity (called after initialisation). The paths'
+        hidden layers take PyTorch's default initialisation: at the GAN's
+        N(0, 0.02) they would pass almost nothing on, and the paths would
+        learn slowly."""
         if self.config.residual:
             last = self.model[-2]
             torch.nn.init.zeros_(last.weight)
