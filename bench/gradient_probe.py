@@ -7,7 +7,8 @@ then a random crop of the run's size), and prints, for each generator loss
 (discriminators frozen, as in training), its gradient with respect to the
 bias of the smoothing path's last layer, one number per blur (sigma 1, 2,
 3), averaged over a few batches. Negative: that loss wants more smoothing;
-positive: less (or sharpening).
+positive: less (or sharpening); zero: it does not reach the path (PatchNCE,
+which compares the output before it).
 
     python bench/gradient_probe.py data/recipe_runs/matched/NAME-1500 --task matched
 """
@@ -57,6 +58,8 @@ def main() -> None:
     if ckpt is None:
         raise SystemExit(f"no readable checkpoint in {args.run / 'checkpoints'}")
     state.restore_networks(trainer, ckpt)
+    if config.mode.name not in ("cut", "fastcut") or trainer.nets["G"].smooth is None:
+        raise SystemExit(f"{args.run} is not a CUT or FastCUT run with a smoothing path")
     bias = trainer.nets["G"].smooth.gate[-1].bias
     set_requires_grad(trainer.discs, False)
     rng = np.random.default_rng(0)
@@ -64,13 +67,12 @@ def main() -> None:
     for i in range(args.batches):
         a = crops(DATA[args.task] / "trainA", 4, config.load_size, config.size, rng)
         b = crops(DATA[args.task] / "trainB", 4, config.load_size, config.size, rng)
-        *outputs, feats = trainer.G.forward_with_features(a, trainer.layers)
+        out, content, feats = trainer.G.forward_with_features(a, trainer.layers)
         gen = seeded(0, "probe", i, 0)
-        losses = trainer._generator_losses(a, b, tuple(outputs), feats, False, gen)
+        losses = trainer._generator_losses(a, b, (out, content), feats, False, gen)
         for name, loss in losses.items():
             (g,) = torch.autograd.grad(loss, bias, retain_graph=True, allow_unused=True)
-            if g is not None:
-                grads.setdefault(name, []).append(g)
+            grads.setdefault(name, []).append(torch.zeros_like(bias) if g is None else g)
     for name, gs in grads.items():
         mean = torch.stack(gs).mean(0).tolist()
         print(f"{name:10s} " + " ".join(f"{v:+.4f}" for v in mean))
