@@ -384,7 +384,8 @@ def test_the_paths_learning_rate_moves_them_faster_and_resumes(tmp_path: Path) -
 
 def test_lr_paths_and_smooth_are_refused_where_they_mean_nothing(tmp_path: Path) -> None:
     """lr_paths out of (0, 100], or other than 1 for a generator without a
-    colour, detail or smoothing path (it would be ignored), and --smooth
+    detail or smoothing path (a colour path alone keeps the run's learning
+    rate: it would be ignored), and --smooth
     wider than 64 or on a U-Net, are usage errors; lr_paths with a detail
     path alone is taken."""
     from styler.errors import UsageError
@@ -394,6 +395,7 @@ def test_lr_paths_and_smooth_are_refused_where_they_mean_nothing(tmp_path: Path)
     refused = [
         ({"lr_paths": 0.0, "smooth": 4}, "lr_paths must be in"),
         ({"lr_paths": 10.0}, "lr_paths speeds up .* this one has none"),
+        ({"lr_paths": 10.0, "color_mlp": 8}, "lr_paths speeds up .* this one has none"),
         ({"smooth": 65}, "--smooth is a width of 1 to 64"),
         ({"smooth": 4, "generator": "unet_64"}, "--smooth is a width of 1 to 64"),
     ]

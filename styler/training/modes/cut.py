@@ -145,10 +145,10 @@ class CutConfig(TranslationConfig):
         if not 0 < self.lr_paths <= 100:
             raise UsageError(f"lr_paths must be in (0, 100], got {self.lr_paths}")
         gen = self.generator
-        if self.lr_paths != 1 and not (gen.color_mlp or gen.detail or gen.smooth):
+        if self.lr_paths != 1 and not (gen.detail or gen.smooth):
             raise UsageError(
-                "lr_paths speeds up a generator's colour, detail or smoothing path "
-                "(--color-mlp, --detail, --smooth), and this one has none"
+                "lr_paths speeds up a generator's detail or smoothing path "
+                "(--detail, --smooth), and this one has none"
             )
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema must be in [0, 1), got {self.ema}")
