@@ -360,6 +360,12 @@ def check_values(config: NetConfig) -> None:
 
     if getattr(config, "residual", False) and config.in_channels != config.out_channels:
         raise BadModelError("a residual generator needs as many channels out as in")
+    paths = [name for name in ("color_mlp", "detail", "smooth") if getattr(config, name, 0)]
+    if paths and config.in_channels != config.out_channels:  # (residual or not)
+        raise BadModelError(
+            f"config field {paths[0]!r}: a ResNet's colour, detail and smoothing paths add "
+            "to its input, so it needs as many channels out as in"
+        )
     if getattr(config, "upsample", "transpose") not in ("transpose", "resize"):
         raise BadModelError(f"unknown upsample {config.upsample!r}")
     for name in ("latent_dim", "size"):

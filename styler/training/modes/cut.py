@@ -129,6 +129,12 @@ class CutConfig(TranslationConfig):
         return self.lambda_content > 0 or self.lambda_style > 0
 
     def check(self, config: TrainConfig) -> None:
+        # (first: config.json's own fields, which no flag sets; the general
+        # check of numbers would name a flag train has not, and a bound of 0)
+        if not 0 <= self.hue_keep <= 1:
+            raise UsageError(f"hue_keep must be in [0, 1], got {self.hue_keep}")
+        if not 0 < self.lr_paths <= 100:
+            raise UsageError(f"lr_paths must be in (0, 100], got {self.lr_paths}")
         super().check(config)
         if not isinstance(self.generator, ResnetGeneratorConfig):
             raise UsageError(f"{self.name} needs a ResNet generator (its PatchNCE layers)")
@@ -140,10 +146,6 @@ class CutConfig(TranslationConfig):
             raise UsageError("loss weights must be >= 0")
         if not 1 <= self.color_cells <= config.size:
             raise UsageError(f"--color-cells must be from 1 to --size ({config.size})")
-        if not 0 <= self.hue_keep <= 1:
-            raise UsageError(f"hue_keep must be in [0, 1], got {self.hue_keep}")
-        if not 0 < self.lr_paths <= 100:
-            raise UsageError(f"lr_paths must be in (0, 100], got {self.lr_paths}")
         gen = self.generator
         if self.lr_paths != 1 and not (gen.detail or gen.smooth):
             raise UsageError(
