@@ -513,3 +513,28 @@ def test_the_palette_loss_compares_colours_not_places() -> None:
     assert abs(saturation(fitted) - saturation(style)) < 0.25 * (
         saturation(style) - saturation(muted)
     ), (saturation(muted), saturation(fitted), saturation(style))
+
+
+def test_the_paths_each_add_their_change_of_the_input() -> None:
+    """A ResNet with colour, detail and smoothing paths adds each path's
+    change of the *input* (not of another path's output) to the network's;
+    finish_both's second output is the same without the smoothing path."""
+    from styler.netconfig import ResnetGeneratorConfig
+    from styler.zoo.resnet import ResnetGenerator
+
+    torch.manual_seed(0)
+    paths = {"color_mlp": 4, "detail": 4, "smooth": 4}
+    config = ResnetGeneratorConfig(n_blocks=1, ngf=4, residual=True, **paths)
+    net = ResnetGenerator(config)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, 0, 0.1)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        y = net.model(x)
+        unsmoothed = (x + net.color(x) + net.detail(x) + y).clamp(-1, 1)
+        expected = (x + net.color(x) + net.detail(x) + net.smooth(x) + y).clamp(-1, 1)
+        out, before = net.finish_both(x, y)
+        assert torch.allclose(net(x), expected, atol=1e-6)
+        assert torch.allclose(out, expected, atol=1e-6)
+        assert torch.allclose(before, unsmoothed, atol=1e-6)
+        assert not torch.allclose(out, before, atol=1e-3)

@@ -91,24 +91,31 @@ class ResnetGenerator(nn.Module):
         return self.finish(x, self.model(x))
 
     def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.finish_both(x, y)[0]
+        """The output from the input ``x`` and the last layer's ``y``."""
+        if self.color is None and self.detail is None and self.smooth is None:
+            return residual_output(self.config.residual, x, y)
+        base = self._graded(x)
+        if self.smooth is not None:  # and smoothed where the style is flat
+            base = base + self.smooth(x)
+        return residual_output(True, base, y)
 
     def finish_both(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The output from the input ``x`` and the last layer's ``y``, and the
-        output without its smoothing path (the same tensor when it has none)."""
-        if self.color is None and self.detail is None and self.smooth is None:
-            out = residual_output(self.config.residual, x, y)
+        """:meth:`finish`'s output and the output without the smoothing path
+        (the same tensor when it has none; what training's PatchNCE compares)."""
+        if self.smooth is None:
+            out = self.finish(x, y)
             return out, out
+        base = self._graded(x)
+        return residual_output(True, base + self.smooth(x), y), residual_output(True, base, y)
+
+    def _graded(self, x: torch.Tensor) -> torch.Tensor:
+        """The input with the colour and detail paths' changes added."""
         base = x
         if self.color is not None:  # the input, colour-graded pixel by pixel
             base = base + self.color(x)
         if self.detail is not None:  # and its fine detail changed at full size
             base = base + self.detail(x)
-        unsmoothed = residual_output(True, base, y)
-        if self.smooth is None:
-            return unsmoothed, unsmoothed
-        # and smoothed where the style is flat
-        return residual_output(True, base + self.smooth(x), y), unsmoothed
+        return base
 
     def start_as_identity(self) -> None:
         """A residual generator's last convolution (and the last layer of its
