@@ -95,6 +95,16 @@ def _folders(base: Path) -> tuple[Path, Path]:
 TINY = {"generator": "resnet_2blocks", "ngf": 8, "ndf": 8, "size": 32, "precision": "fp32"}
 
 
+def _stopped_at_the_first_check_past(budget: float, records: list[dict], wall: float) -> None:
+    """The budget is checked after every step and after the upkeep between
+    steps: the run went on while its clock was short of the budget, and
+    stopped at the first check that found it spent. (Structural, not timed:
+    a margin in seconds failed in CI when a busy machine made the last
+    upkeep 0.25 s long, on dfab31c.)"""
+    assert all(r["wall"] < budget for r in records[:-1])  # not stopped early...
+    assert wall >= budget and wall >= records[-1]["wall"]  # ... and only when spent
+
+
 def test_a_time_budget_stops_on_time_and_resume_keeps_what_is_left(tmp_path: Path) -> None:
     a, b = _folders(tmp_path)
     config, found = make_config(a, b, mode="fastcut", time=3.0, **TINY)
@@ -109,11 +119,7 @@ def test_a_time_budget_stops_on_time_and_resume_keeps_what_is_left(tmp_path: Pat
     from styler.training import state
 
     wall = state.load(result.checkpoint).header["info"]["wall"]
-    # Stopped on time: the budget is checked after every step and after the
-    # upkeep between steps, so a run ends at most about one step late (the
-    # margin allows for a slow step on a busy machine).
-    late = 3.0 * 0.05 + 3 * records[-1]["sec_per_step"]
-    assert abs(wall - 3.0) <= late
+    _stopped_at_the_first_check_past(3.0, records, wall)
     # The rate follows the clock: the last step's rate is at most what the
     # schedule allows at the training time before it (the clock, which also
     # counts upkeep, is further on). On an idle machine that is near zero; on
@@ -138,10 +144,11 @@ def test_a_time_budget_stops_on_time_and_resume_keeps_what_is_left(tmp_path: Pat
     spent = state.load(first.checkpoint).header["info"]["wall"]
     again = resume(tmp_path / "run2", device="cpu", watch=watch)
     total = state.load(again.checkpoint).header["info"]["wall"]
-    # (the margin of this budget: 5% of it, as above of the first; with 5% of
-    # the first's 3 s it failed by 0.07 s in CI on an Intel Xeon, 2321bf3)
-    late = 5.0 * 0.05 + 3 * records[-1]["sec_per_step"]
-    assert again.finished and spent < total <= 5.0 + late
+    assert again.finished and spent < total
+    both = [json.loads(x) for x in (tmp_path / "run2" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in both] == list(range(1, again.step + 1))
+    assert both[2]["wall"] > spent  # the resumed clock goes on from what was spent
+    _stopped_at_the_first_check_past(5.0, both, total)
     with pytest.raises(UsageError, match="time budget"):
         resume(tmp_path / "run2", device="cpu", watch=watch, steps=100)
 

@@ -155,6 +155,8 @@ class Upkeep(Idle):
             "time": round(self.progress.seconds, 2),
             **losses,
         }
+        if self.config.time_budget:  # the budget's clock when the step was checked
+            record["wall"] = round(self.progress.wall, 6)
         self.log.write(record)
 
     def between_steps(self, display: Display) -> None:
