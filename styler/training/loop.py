@@ -116,6 +116,9 @@ class TrainResult:
     spent: dict[str, float] = field(default_factory=dict)
     #: ... out of this many, from the first step to the end of the export.
     wall: float = 0.0
+    #: A run with a time budget: the budget's clock (this and earlier
+    #: processes) when the loop ended; 0 for a run measured in steps.
+    clock: float = 0.0
 
     @property
     def finished(self) -> bool:
@@ -280,6 +283,7 @@ def _loop(
         checkpoint=progress.checkpoint,
         spent={"steps": progress.seconds - seconds_before, **upkeep.time_spent()},
         wall=time.perf_counter() - began,
+        clock=progress.wall if budget is not None else 0.0,
     )
 
 
@@ -305,7 +309,8 @@ def _follow_budget(
     or lay its schedule out again from the speed measured so far (not with
     ``only_if_over``). Every process follows the main one's clock."""
     config, progress.wall = trainer.config, budget.elapsed()
-    over = _agree(float(budget.over), dist) > 0
+    # One reading of the clock: the wall saved is the one the stop was decided by.
+    over = _agree(float(progress.wall >= budget.seconds), dist) > 0
     if only_if_over and not over:
         return
     steps = progress.step if over else budget.estimate(progress.step, config.steps)
