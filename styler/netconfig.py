@@ -55,8 +55,9 @@ class ResnetGeneratorConfig:
     #: every pixel of a 13-pixel neighbourhood and can.
     detail: int = 0
     #: Hidden width of a smoothing path (styler.zoo.smooth: the input
-    #: blurred by three fixed Gaussians, and per-pixel weights towards each
-    #: learned by a small network) whose change is added to a residual
+    #: blurred by three fixed Gaussians and two Kuwahara filters, and
+    #: per-pixel weights towards each learned by a small network) whose
+    #: change is added to a residual
     #: generator's output; 0: none. It learns where a style is flat and
     #: where it keeps edges, which the bottleneck cannot.
     smooth: int = 0

@@ -111,8 +111,9 @@ def train(
         int | None,
         typer.Option(
             help="Width of a smoothing path added to a ResNet generator's output (the "
-            "input blurred by three fixed Gaussians; a small network learns, pixel by "
-            "pixel, how far towards each: flat patches of paint, edges kept; implies "
+            "input blurred by three fixed Gaussians and two Kuwahara filters; a small "
+            "network learns, pixel by pixel, how far towards each: flat patches of "
+            "paint, edges kept; implies "
             "--residual) [default: 0, none].",
         ),
     ] = None,
