@@ -48,6 +48,15 @@ if TYPE_CHECKING:
 #: 1.5 KB per pixel (600 MB at 768x512), and memory grows with the width.
 RUN_MEMORY_BYTES = 1024**3
 BYTES_PER_PIXEL_PER_NGF = 32
+#: What a ResNet's paths add, at full resolution, per unit of their width
+#: (their own width, not ngf's). Measured at ngf 8 on a 3-megapixel image
+#: (onnxruntime, one thread; about 130 B a pixel without them): a colour
+#: MLP of 256 added 1.8 KB a pixel, a detail path of 64 1.2 KB, a smoothing
+#: path 300 to 340 B at widths 1 to 16 and 460 B at 64 (most of it its
+#: blurs and Kuwahara filters, SMOOTH_BYTES, whatever the width); each
+#: counted with a margin, as ngf's 32 bytes are.
+PATH_BYTES_PER_PIXEL = {"color_mlp": 10, "detail": 24, "smooth": 4}
+SMOOTH_BYTES = 600
 #: Overlap between neighbouring tiles, blended with a smooth window, and the
 #: margin of context at each tile edge that is computed and discarded.
 TILE_OVERLAP = 32
@@ -183,7 +192,8 @@ class Stylizer:
             logger.warning("%s: %s", self.model.path, advice)
         self.tile = tile
         self.overlap = overlap
-        self.whole_pixels = whole_pixels or pixel_budget(self.model.meta.network.ngf)
+        network = self.model.meta.network
+        self.whole_pixels = whole_pixels or pixel_budget(network.ngf, paths=path_bytes(network))
         #: Whether outputs keep their inputs' colours (None: as the model says).
         self.keep_colours = self.meta.colours == "keep" if keep_colours is None else keep_colours
 
@@ -846,9 +856,21 @@ def _finite(x: np.ndarray) -> bool:
     return bool(np.isfinite(np.add.reduce(x, axis=None, dtype=np.float64)))
 
 
-def pixel_budget(ngf: int, memory: int = RUN_MEMORY_BYTES) -> int:
-    """Pixels one session run may take so that it stays within ``memory``."""
-    return max(64 * 64, memory // (BYTES_PER_PIXEL_PER_NGF * max(ngf, 1)))
+def pixel_budget(ngf: int, memory: int = RUN_MEMORY_BYTES, paths: int = 0) -> int:
+    """Pixels one session run may take so that it stays within ``memory``
+    (``paths``: bytes a pixel its paths add, :func:`path_bytes`)."""
+    return max(64 * 64, memory // (BYTES_PER_PIXEL_PER_NGF * max(ngf, 1) + max(paths, 0)))
+
+
+def path_bytes(network: Any) -> int:
+    """Bytes a pixel costs in a ResNet's colour, detail and smoothing paths,
+    which work at full resolution whatever its ngf (0 without them)."""
+    total = 0
+    for name, per_unit in PATH_BYTES_PER_PIXEL.items():
+        width = getattr(network, name, 0)
+        if isinstance(width, int) and width > 0:
+            total += per_unit * width + (SMOOTH_BYTES if name == "smooth" else 0)
+    return total
 
 
 def _reason(exc: BaseException) -> str:

@@ -274,7 +274,9 @@ def _slice(bound: ShapeBound, node: Node) -> list[Tensor]:
         return [Tensor(out, x.count)]
     axes = axes if axes is not None else list(range(len(starts)))
     steps = steps if steps is not None else [1] * len(starts)
-    if not len(axes) == len(steps) == len(starts) or 0 in steps:
+    if 0 in steps:
+        raise _Unbounded("a step of 0")
+    if not len(axes) == len(steps) == len(starts):
         raise _Unbounded("arguments of different lengths")
     for axis, start, end, step in zip(axes, starts, ends, steps, strict=True):
         a = _axis(axis, len(dims))

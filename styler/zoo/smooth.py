@@ -40,6 +40,8 @@ RADII = (2, 4)
 #: weighs several times more, and 0.25 keeps every weight at most 256 (fp16
 #: holds it). EPS: variances of flat patches (images in [-1, 1]) count as equal.
 SOFT, EPS = 0.25, 1e-4
+#: The largest finite fp16 value: the variances' clamp's upper end, never reached.
+FP16_MAX = 65504.0
 
 
 def gaussian(sigma: float) -> torch.Tensor:
@@ -119,8 +121,11 @@ class SmoothPath(nn.Module):
                 for left in (0, r)
             ]
             means = [w[:, :c] for w in windows]
-            spreads = [  # each window's variance, summed over the channels
-                F.conv2d(w[:, c:] - m * m, self.channel_sum.to(x.dtype)).clamp(min=0.0)
+            # Each window's variance, summed over the channels. Clamped with
+            # both ends: in half precision the exporter writes a clamp to a
+            # minimum alone as Max, an operator styler's models never use.
+            spreads = [
+                F.conv2d(w[:, c:] - m * m, self.channel_sum.to(x.dtype)).clamp(0.0, FP16_MAX)
                 for w, m in zip(windows, means, strict=True)
             ]
             scale = torch.reciprocal(
