@@ -61,7 +61,7 @@ ALLOWED_OPS: dict[tuple[str, str], str] = {
     ("", "ReduceMean"): "a spatial mean in files written before the GlobalAveragePool rewrite",
     ("", "Flatten"): "statistics packed in one vector",
     ("", "Unsqueeze"): "statistics unpacked to N x C x 1 x 1",
-    ("", "Slice"): "one norm's statistics out of the vector; the residual path's crop",
+    ("", "Slice"): "norm statistics out of the vector; the residual crop; Kuwahara windows",
     ("", "Concat"): "the statistics vector; U-Net skip connections; the smoothing path's blurs",
     ("", "Shape"): "the residual path's crop to the input's size",
     # Arithmetic and activations.
@@ -70,7 +70,7 @@ ALLOWED_OPS: dict[tuple[str, str], str] = {
     ("", "Mul"): "arithmetic",
     ("", "Pow"): "a square, in files written before the Mul rewrite",
     ("", "Sqrt"): "a standard deviation",
-    ("", "Reciprocal"): "one over the standard deviation",
+    ("", "Reciprocal"): "one over the standard deviation; the smoothing path's Kuwahara weights",
     ("", "Relu"): "activation",
     ("", "LeakyRelu"): "activation (U-Net down path, MLP generator)",
     ("", "Tanh"): "the output activation",
