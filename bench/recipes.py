@@ -52,6 +52,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "reference": {"recipe": "reference"},
     "fast": {"recipe": "fast"},
     "painting": {"recipe": "painting"},
+    "brush": {"recipe": "brush"},
 }
 
 #: Where each task's folders are (train A, train B).

@@ -200,6 +200,17 @@ def test_recipes_write_their_settings_and_the_users_flags_win(tmp_path: Path) ->
     trained = as_trained.to_dict()
     assert trained.pop("extra") == {"recipe": "fast"}
     assert shipped.pop("extra") == {"recipe": "painting"} and trained == shipped
+    # `--recipe brush` is the fast recipe with the flags its known-answer runs
+    # were measured with (bench/recipes.py run fast -x color_mlp=32 ...).
+    brush, _ = make_config(a, b, recipe="brush", size=64)
+    measured, _ = make_config(
+        a, b, recipe="fast", size=64, time=1800.0, color_mlp=32, color_disc=True,
+        color_judge="projected", smooth=16, lr_paths=10.0,
+    )  # fmt: skip
+    assert brush.mode.generator.smooth == 16 and brush.mode.lr_paths == 10.0
+    brushed, fast = brush.to_dict(), measured.to_dict()
+    assert brushed.pop("extra") == {"recipe": "brush"} and fast.pop("extra") == {"recipe": "fast"}
+    assert brushed == fast
     with pytest.raises(UsageError, match="--recipe"):
         make_config(a, b, recipe="nonsense")
 

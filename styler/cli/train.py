@@ -46,9 +46,11 @@ def train(
     recipe: Annotated[
         str | None,
         typer.Option(
-            help="fast (one hour, starts at the identity), painting (one hour, the shipped "
-            "photo -> painting model's settings: a style that shows) or reference (the "
-            "published CycleGAN) [default: fast for unpaired folders without --mode]."
+            help="fast (one hour, starts at the identity), brush (30 minutes: fast with a "
+            "colour path and a smoothing path that learn a style's colours and flat patches "
+            "of paint), painting (one hour, the shipped photo -> painting model's settings: "
+            "a style that shows) or reference (the published CycleGAN) [default: fast for "
+            "unpaired folders without --mode]."
         ),
     ] = None,
     time: Annotated[
